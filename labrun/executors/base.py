@@ -1,0 +1,147 @@
+"""The executor seam.
+
+An executor runs attempts of one runtime on one node. The runner gives it a `Launch`,
+gets back a `Started` (what identifies the attempt if the runner must find it again),
+and later collects `Facts` from `finished()`. Executors report what they observed and
+nothing more: exit code, signal, OOM-kill counter, peak memory, CPU time, missing
+outputs. `outcome.classify` turns facts into an outcome.
+
+The only exception an executor raises from `start` is `LaunchError`: the attempt could
+not be started for a reason retrying will not fix (command not found, bad workdir, image
+missing). Everything else it reports as facts.
+"""
+
+from __future__ import annotations
+
+import abc
+import os
+import selectors
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+
+
+@dataclass(frozen=True)
+class Launch:
+    """Everything an executor needs to start one attempt; all placeholders already filled."""
+
+    attempt_id: int
+    run_id: int
+    task_name: str
+    attempt: int
+    argv: tuple[str, ...]
+    env: Mapping[str, str]  # added to the runner's environment
+    workdir: str
+    stdout_path: str
+    stderr_path: str
+    cpus: float
+    memory: int  # bytes; the limit where the runtime can enforce one
+    outputs: tuple[str, ...] = ()  # absolute paths that must exist and be non-empty after exit 0
+    options: Mapping[str, object] = field(default_factory=dict)  # runtime-specific keys
+
+
+@dataclass(frozen=True)
+class Started:
+    """How to recognise a started attempt again (for adoption after a runner crash)."""
+
+    pid: int | None = None
+    pid_start: float | None = None  # process start time, so a reused pid is not mistaken
+    ref: str | None = None  # container id, remote status path, ...
+    mechanism: str = ""  # e.g. "process", "cgroup-v1", "docker"
+
+
+@dataclass(frozen=True)
+class Facts:
+    """What was observed about an attempt that ended. Interpretation is `outcome.py`'s job."""
+
+    exit_code: int | None  # None when the process was killed by a signal
+    signal: int | None
+    ended: float
+    oom_kills: int = 0  # the kernel's counter for the attempt's cgroup
+    oom_killed: bool = False  # the container runtime says so (Docker's State.OOMKilled)
+    peak_memory: int | None = None
+    cpu_seconds: float | None = None
+    missing_outputs: tuple[str, ...] = ()
+    lost: bool = False  # vanished without an exit record
+    detail: str = ""
+
+
+class LaunchError(Exception):
+    """The attempt cannot start, and retrying will not help. The message says why and the fix."""
+
+
+class Waker:
+    """One selector the runner sleeps on; executors register what signals an attempt's end.
+
+    The runner wakes when a registered file descriptor is readable (a pidfd, a pipe) or
+    when its own next deadline comes, never on a fixed poll.
+    """
+
+    def __init__(self) -> None:
+        self._selector = selectors.DefaultSelector()
+        self._read, self._write = os.pipe()
+        os.set_blocking(self._read, False)
+        os.set_blocking(self._write, False)
+        self._selector.register(self._read, selectors.EVENT_READ, None)
+
+    def watch(self, fd: int) -> None:
+        self._selector.register(fd, selectors.EVENT_READ, fd)
+
+    def unwatch(self, fd: int) -> None:
+        try:
+            self._selector.unregister(fd)
+        except (KeyError, ValueError):
+            pass
+
+    def wake(self) -> None:
+        """Interrupt a `wait` from a signal handler or another thread."""
+        try:
+            os.write(self._write, b"\0")
+        except BlockingIOError:
+            pass
+
+    @property
+    def wake_fd(self) -> int:
+        return self._write
+
+    def wait(self, timeout: float | None) -> None:
+        for key, _ in self._selector.select(timeout):
+            if key.data is None:
+                try:
+                    while os.read(self._read, 4096):
+                        pass
+                except BlockingIOError:
+                    pass
+
+    def close(self) -> None:
+        self._selector.close()
+        os.close(self._read)
+        os.close(self._write)
+
+
+class Executor(abc.ABC):
+    """Runs attempts of one runtime on one node."""
+
+    runtime: str = ""
+
+    @abc.abstractmethod
+    def start(self, launch: Launch) -> Started:
+        """Start the attempt, or raise LaunchError when it cannot start at all."""
+
+    @abc.abstractmethod
+    def finished(self) -> list[tuple[int, Facts]]:
+        """(attempt_id, facts) for each attempt that ended since the last call. Never blocks."""
+
+    @abc.abstractmethod
+    def signal(self, attempt_id: int, signum: int) -> None:
+        """Send a signal to everything the attempt started. A finished attempt is ignored."""
+
+    @abc.abstractmethod
+    def running(self) -> list[int]:
+        """Attempt ids still running here."""
+
+    def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
+        """Watch an attempt started by an earlier runner; False if it is gone."""
+        return False
+
+    def close(self) -> None:
+        """Release what the executor holds (not the attempts: those are stopped by signal)."""
