@@ -51,7 +51,7 @@ def parse_size(value: object) -> int:
     unit = match.group(2).lower() if match else ""
     if not match or unit not in _SIZE_UNITS:
         raise ValueError(f"expected {SIZE_HELP}, got {value!r}")
-    return int(math.ceil(float(match.group(1)) * _SIZE_UNITS[unit]))
+    return math.ceil(float(match.group(1)) * _SIZE_UNITS[unit])
 
 
 def parse_duration(value: object) -> float:

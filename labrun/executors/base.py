@@ -62,6 +62,7 @@ class Facts:
     cpu_seconds: float | None = None
     missing_outputs: tuple[str, ...] = ()
     lost: bool = False  # vanished without an exit record
+    start_error: str = ""  # could not start at all (LaunchError's message)
     detail: str = ""
 
 
@@ -122,6 +123,7 @@ class Executor(abc.ABC):
     """Runs attempts of one runtime on one node."""
 
     runtime: str = ""
+    needs_poll: bool = False  # True when ends cannot wake the Waker (the runner then polls)
 
     @abc.abstractmethod
     def start(self, launch: Launch) -> Started:
@@ -143,5 +145,5 @@ class Executor(abc.ABC):
         """Watch an attempt started by an earlier runner; False if it is gone."""
         return False
 
-    def close(self) -> None:
+    def close(self) -> None:  # noqa: B027 - optional: most executors hold nothing
         """Release what the executor holds (not the attempts: those are stopped by signal)."""

@@ -1,0 +1,148 @@
+"""labrun as a library: run a job, find runs and tasks. The CLI is a thin layer over this."""
+
+from __future__ import annotations
+
+import contextlib
+import difflib
+import os
+import signal
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass
+from types import FrameType
+
+from labrun.config.job import JobSpec, load_job, parse_job
+from labrun.config.lab import LabConfig
+from labrun.errors import UsageError
+from labrun.executors.base import Executor, Waker
+from labrun.executors.process import ProcessExecutor
+from labrun.expand import instances
+from labrun.lock import JobLock
+from labrun.outcome import Stop
+from labrun.paths import StatePaths
+from labrun.progress import LiveReporter, PlainReporter, QuietReporter, Reporter
+from labrun.rows import RunRow, TaskRow
+from labrun.runner import Runner
+from labrun.states import RunState, TaskState
+from labrun.store import Store
+
+
+@dataclass(frozen=True)
+class RunOptions:
+    wait: bool = False  # queue behind another runner of the job instead of exiting 75
+    quiet: bool = False
+    verbose: bool = False
+    live: bool | None = None  # None: a live bar when stdout is a terminal
+
+
+@dataclass(frozen=True)
+class RunResult:
+    run: RunRow
+    state: RunState
+    counts: dict[TaskState, int]
+
+
+def open_store(lab: LabConfig) -> tuple[Store, StatePaths]:
+    paths = StatePaths(lab.state_dir)
+    paths.ensure()
+    return Store(paths.db), paths
+
+
+def _reporter(job: JobSpec, total: int, options: RunOptions) -> Reporter:
+    live = options.live if options.live is not None else sys.stdout.isatty()
+    if options.quiet:
+        return QuietReporter()
+    if live:
+        return LiveReporter(job.name, total)
+    return PlainReporter(verbose=options.verbose)
+
+
+@contextlib.contextmanager
+def stop_on_signals(runner: Runner) -> Iterator[None]:
+    """SIGINT and SIGTERM stop the run gracefully; a second one kills what still runs."""
+
+    def handler(signum: int, frame: FrameType | None) -> None:
+        runner.request_stop(Stop.SHUTDOWN)
+
+    previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    old_fd = signal.set_wakeup_fd(runner.waker.wake_fd)
+    try:
+        yield
+    finally:
+        signal.set_wakeup_fd(old_fd)
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def executors_for(waker: Waker) -> dict[str, Executor]:
+    return {"process": ProcessExecutor(waker)}
+
+
+def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
+    job = load_job(job_path)
+    store, paths = open_store(lab)
+    with JobLock(paths.lock(job.name), job.name).hold(options.wait) as lock:
+        now = time.time()
+        with store.tx():
+            run_id = store.create_run(job.name, job.file, job.text, now)
+            store.add_tasks(run_id, instances(job))
+        lock.record(run_id)
+        run = store.run(run_id)
+        assert run is not None
+        return _drive(store, paths, job, run, lab, options)
+
+
+def _drive(
+    store: Store, paths: StatePaths, job: JobSpec, run: RunRow, lab: LabConfig, options: RunOptions
+) -> RunResult:
+    os.makedirs(paths.shared_dir(run.id), mode=0o700, exist_ok=True)
+    waker = Waker()
+    executors = executors_for(waker)
+    counts = store.counts(run.id)
+    reporter = _reporter(job, sum(counts.values()), options)
+    runner = Runner(store, paths, job, run, lab.local, executors, waker, reporter)
+    try:
+        with stop_on_signals(runner):
+            state = runner.drive(time.time)
+    finally:
+        reporter.close()
+        for executor in executors.values():
+            executor.close()
+        waker.close()
+    final = store.run(run.id)
+    assert final is not None
+    return RunResult(final, state, store.counts(run.id))
+
+
+def job_of(run: RunRow) -> JobSpec:
+    """The job as it was when the run started (the file may have changed since)."""
+    return parse_job(run.job_text, run.job_file)
+
+
+def find_run(store: Store, ref: str) -> RunRow:
+    """A run by id, or `last`."""
+    if ref == "last":
+        run = store.latest_run()
+        if run is None:
+            raise UsageError("there are no runs yet: start one with `labrun run JOB.toml`")
+        return run
+    if not ref.isdigit():
+        raise UsageError(f"{ref!r} is not a run: give a run id (see `labrun runs`) or `last`")
+    found = store.run(int(ref))
+    if found is None:
+        raise UsageError(f"there is no run {ref}: see `labrun runs` for the runs there are")
+    return found
+
+
+def find_task(store: Store, run: RunRow, ref: str) -> TaskRow:
+    """A task of a run by its name: `report`, `resize[3]`."""
+    task = store.task_by_name(run.id, ref)
+    if task is not None:
+        return task
+    specs = [spec.name for spec in job_of(run).tasks]
+    close = difflib.get_close_matches(ref, specs, n=1)
+    hint = f"; did you mean {close[0]!r}?" if close else f"; its tasks are named {', '.join(specs[:10])}"
+    if ref in specs:
+        hint = f"; {ref!r} fans out: name one item, e.g. {ref}[0]"
+    raise UsageError(f"run {run.id} has no task {ref!r}{hint}")

@@ -1,0 +1,222 @@
+"""The `labrun` command: a thin layer over `labrun.app`. Every error exits with its code."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import sys
+import time
+from typing import Annotated, Optional
+
+import typer
+
+from labrun.errors import ExitCode, LabrunError
+
+app = typer.Typer(
+    add_completion=False,
+    pretty_exceptions_enable=False,
+    rich_markup_mode=None,
+    no_args_is_help=True,
+    help="labrun: run a TOML job of tasks on this machine, with retries, and say why anything failed.",
+    epilog="Exit codes: 0 all tasks succeeded, 1 some tasks failed, 2 invalid configuration or "
+    "usage, 3 preflight failed, 75 another run of the job holds the lock, 130 interrupted.",
+)
+
+ConfigOpt = Annotated[
+    Optional[str],  # noqa: UP045 - typer reads the annotation at run time on 3.10
+    typer.Option(
+        "--config",
+        help="labrun.toml to use (default: $LABRUN_CONFIG, ./labrun.toml, ~/.config/labrun/labrun.toml).",
+    ),
+]
+RunArg = Annotated[str, typer.Argument(help="A run id, or `last`.")]
+
+
+def _lab(config: str | None):  # type: ignore[no-untyped-def]
+    from labrun.config.lab import load_lab
+
+    return load_lab(config)
+
+
+@app.command()
+def run(
+    job_file: Annotated[str, typer.Argument(help="The job file (TOML).")],
+    config: ConfigOpt = None,
+    wait: Annotated[
+        bool,
+        typer.Option("--wait", help="If the job is already running, wait for it instead of exiting 75."),
+    ] = False,
+    quiet: Annotated[
+        bool, typer.Option("--quiet", "-q", help="Print only errors and the summary line.")
+    ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print every attempt's start and end.")
+    ] = False,
+    plain: Annotated[
+        bool, typer.Option("--plain", help="Plain lines even on a terminal (no live bar).")
+    ] = False,
+) -> int:
+    """Run a job to completion. Example: labrun run examples/hello.toml"""
+    from labrun.app import RunOptions, run_job
+    from labrun.report import summary_line
+    from labrun.states import RunState
+
+    lab = _lab(config)
+    options = RunOptions(wait=wait, quiet=quiet, verbose=verbose, live=False if plain else None)
+    result = run_job(job_file, lab, options)
+    from labrun.app import open_store
+
+    store, _ = open_store(lab)
+    print(summary_line(store, result.run, result.state), flush=True)
+    if result.state is RunState.INTERRUPTED:
+        return ExitCode.INTERRUPTED
+    return ExitCode.OK if result.state is RunState.SUCCEEDED else ExitCode.TASKS_FAILED
+
+
+@app.command()
+def check(
+    job_file: Annotated[str, typer.Argument(help="The job file (TOML).")],
+    config: ConfigOpt = None,
+) -> int:
+    """Validate a job file and the lab configuration; nothing runs. Example: labrun check job.toml"""
+    from labrun.config.job import load_job
+    from labrun.scheduler import Demand, NodeCapacity, fits_somewhere
+    from labrun.units import format_size
+
+    lab = _lab(config)
+    job = load_job(job_file)
+    node = NodeCapacity(lab.local.name, lab.local.cpus, lab.local.memory)
+    ok = True
+    print(f"✓ {job.file}: valid, {len(job.tasks)} task entries")
+    for spec in job.tasks:
+        if not fits_somewhere(Demand(0, spec.cpus, spec.memory), [node]):
+            ok = False
+            print(
+                f"✗ task {spec.name} asks for {spec.cpus:g} cpus and {format_size(spec.memory)}; "
+                f"the largest node ({node.name}) has {node.cpus:g} cpus and {format_size(node.memory)}: "
+                "lower cpus/memory for it"
+            )
+    if not os.path.isdir(job.workdir):
+        ok = False
+        print(f"✗ workdir {job.workdir} does not exist: create it or fix [job] workdir")
+    return ExitCode.OK if ok else ExitCode.PREFLIGHT
+
+
+@app.command()
+def status(
+    run_ref: Annotated[str, typer.Argument(help="A run id, or `last`.")] = "last",
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable, streamed.")] = False,
+    show_all: Annotated[bool, typer.Option("--all", help="List every task, also on large runs.")] = False,
+) -> int:
+    """What happened in a run, per task and attempt. Example: labrun status last"""
+    from labrun.app import find_run, open_store
+    from labrun.report import write_status_json, write_status_table
+
+    store, _ = open_store(_lab(config))
+    found = find_run(store, run_ref)
+    if as_json:
+        write_status_json(store, found, sys.stdout)
+    else:
+        write_status_table(store, found, sys.stdout, show_all)
+    return ExitCode.OK
+
+
+@app.command()
+def runs(
+    config: ConfigOpt = None,
+    limit: Annotated[int, typer.Option("--limit", "-n", help="How many of the latest runs.")] = 20,
+) -> int:
+    """List the latest runs. Example: labrun runs -n 5"""
+    from labrun.app import open_store
+    from labrun.report import write_runs_table
+
+    store, _ = open_store(_lab(config))
+    write_runs_table(store.runs(limit), store, sys.stdout)
+    return ExitCode.OK
+
+
+@app.command()
+def logs(
+    run_ref: RunArg,
+    task: Annotated[str, typer.Argument(help="A task name: `report`, `resize[3]`.")],
+    attempt: Annotated[
+        int | None, typer.Option("--attempt", "-a", help="Attempt number (default: the latest).")
+    ] = None,
+    stderr: Annotated[bool, typer.Option("--stderr", help="Show stderr instead of stdout.")] = False,
+    follow: Annotated[
+        bool, typer.Option("--follow", "-f", help="Keep printing while the attempt runs.")
+    ] = False,
+    config: ConfigOpt = None,
+) -> int:
+    """Print the stdout (or stderr) of an attempt. Example: labrun logs last 'resize[3]' --stderr"""
+    from labrun.app import find_run, find_task, open_store
+    from labrun.errors import UsageError
+
+    store, paths = open_store(_lab(config))
+    found = find_run(store, run_ref)
+    row = find_task(store, found, task)
+    attempts = store.attempts(row.id)
+    if not attempts:
+        raise UsageError(f"task {row.name} of run {found.id} has not started yet ({row.state.value})")
+    chosen = attempts[-1] if attempt is None else next((a for a in attempts if a.n == attempt), None)
+    if chosen is None:
+        raise UsageError(f"task {row.name} has attempts 1 to {attempts[-1].n}, not {attempt}")
+    path = paths.log(found.id, row.name, chosen.n, "stderr" if stderr else "stdout")
+    _print_log(path, follow, lambda: store.attempt(chosen.id).outcome is not None)
+    return ExitCode.OK
+
+
+def _print_log(path: str, follow: bool, ended: object) -> None:
+    out = sys.stdout.buffer
+    if not os.path.exists(path):
+        print(f"(no log at {path})", file=sys.stderr)
+        return
+    with open(path, "rb") as handle:
+        while True:
+            shutil.copyfileobj(handle, out)
+            out.flush()
+            if not follow or (callable(ended) and ended()):
+                shutil.copyfileobj(handle, out)
+                return
+            time.sleep(0.2)
+
+
+@app.command()
+def schema() -> int:
+    """Print the JSON Schema of job files (for editors). Example: labrun schema > labrun.schema.json"""
+    import json
+
+    from labrun.config.schema import json_schema
+
+    print(json.dumps(json_schema(), indent=2))
+    return ExitCode.OK
+
+
+def main(argv: list[str] | None = None) -> None:
+    """Entry point: never a traceback for user errors; exit codes as in the README."""
+    import click
+
+    try:
+        code = app(args=argv, standalone_mode=False)
+    except LabrunError as exc:
+        print(f"labrun: {exc}" if "\n" not in str(exc) else f"labrun: errors:\n{exc}", file=sys.stderr)
+        code = exc.exit_code
+    except click.exceptions.Abort:
+        code = ExitCode.INTERRUPTED
+    except click.exceptions.ClickException as exc:
+        exc.show()
+        code = ExitCode.CONFIG
+    except KeyboardInterrupt:
+        code = ExitCode.INTERRUPTED
+    except BrokenPipeError:
+        code = ExitCode.OK
+    except Exception as exc:  # a bug: one line, and the way to get details
+        if os.environ.get("LABRUN_DEBUG"):
+            raise
+        print(
+            f"labrun: internal error: {type(exc).__name__}: {exc} (rerun with LABRUN_DEBUG=1 for details)",
+            file=sys.stderr,
+        )
+        code = 70
+    sys.exit(code if isinstance(code, int) else 0)

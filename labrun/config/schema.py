@@ -1,0 +1,331 @@
+"""Every key a job file may hold, declared once: its kind, default and help.
+
+The same declarations validate job files (`convert`) and generate the JSON Schema that
+editors use to check a job file while it is typed (`json_schema`).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from labrun.units import DURATION_HELP, SIZE_HELP, parse_duration, parse_size
+
+NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+MAX_TASKS = 1_000_000  # per job: far beyond a workstation, small enough to catch a typo
+MAX_INT = 2**53  # larger integers are typos, and JSON readers lose them
+
+
+@dataclass(frozen=True)
+class RangeItems:
+    """`items = { range = [start, stop] }` or `[start, stop, step]`, like Python's range."""
+
+    start: int
+    stop: int
+    step: int = 1
+
+    def __len__(self) -> int:
+        return len(range(self.start, self.stop, self.step))
+
+
+Items = tuple[str, ...] | RangeItems
+
+
+@dataclass(frozen=True)
+class Key:
+    name: str
+    kind: str  # one of the converters below
+    default: Any
+    help: str
+    choices: tuple[str, ...] = ()
+    minimum: float | None = None
+    maximum: float | None = None
+
+
+def _number(value: object, key: Key, integer: bool) -> float:
+    kind_ok = isinstance(value, int) if integer else isinstance(value, (int, float))
+    if isinstance(value, bool) or not kind_ok:
+        what = "an integer" if integer else "a number"
+        raise ValueError(f"expected {what}, got {_describe(value)}")
+    assert isinstance(value, (int, float))
+    number = value if integer else float(value)
+    if isinstance(number, float) and not math.isfinite(number):
+        raise ValueError(f"expected a finite number, got {value!r}")
+    if key.minimum is not None and number < key.minimum:
+        raise ValueError(f"must be at least {_num(key.minimum)}, got {value!r}")
+    limit = key.maximum if key.maximum is not None else MAX_INT
+    if number > limit:
+        raise ValueError(f"must be at most {_num(limit)}, got {value!r}")
+    return number
+
+
+def _num(x: float) -> str:
+    return str(int(x)) if float(x).is_integer() else str(x)
+
+
+def _describe(value: object) -> str:
+    names = {str: "a string", bool: "a boolean", int: "an integer", float: "a number"}
+    names.update({list: "an array", dict: "a table"})
+    text = repr(value) if isinstance(value, (str, int, float)) else ""
+    what = names.get(type(value), type(value).__name__)
+    return f"{what} {text[:40]}".strip()
+
+
+def _string(value: object) -> str:
+    if not isinstance(value, str):
+        raise ValueError(f"expected a string, got {_describe(value)}")
+    return value
+
+
+def _name(value: object) -> str:
+    text = _string(value)
+    if not NAME_RE.match(text):
+        raise ValueError(f"must use only letters, digits, '-' and '_', got {text!r}")
+    return text
+
+
+def _command(value: object) -> str | tuple[str, ...]:
+    if isinstance(value, str):
+        if not value.strip():
+            raise ValueError("the command is empty")
+        return value
+    if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+        if not value[0]:
+            raise ValueError("the program (first element) is empty")
+        return tuple(value)
+    raise ValueError(
+        "expected a string (run by /bin/sh -c) or a non-empty array of strings (exec'd), "
+        f"got {_describe(value)}"
+    )
+
+
+def _items(value: object) -> Items:
+    if isinstance(value, list):
+        if not value:
+            raise ValueError("an empty items list would make no tasks; remove `items` instead")
+        out = []
+        for i, item in enumerate(value):
+            if isinstance(item, bool) or not isinstance(item, (str, int, float)):
+                raise ValueError(f"item {i} must be a string or a number, got {_describe(item)}")
+            out.append(str(item))
+        if len(out) > MAX_TASKS:
+            raise ValueError(f"at most {MAX_TASKS} items")
+        return tuple(out)
+    if isinstance(value, dict) and set(value) == {"range"}:
+        bounds = value["range"]
+        ok = isinstance(bounds, list) and len(bounds) in (2, 3)
+        if ok and all(isinstance(b, int) and not isinstance(b, bool) for b in bounds):
+            if any(abs(b) > MAX_INT for b in bounds):
+                raise ValueError("range bounds are too large")
+            if len(bounds) == 3 and bounds[2] == 0:
+                raise ValueError("the range step cannot be 0")
+            items = RangeItems(*bounds)
+            if len(items) == 0:
+                raise ValueError(f"range {bounds} is empty")
+            if len(items) > MAX_TASKS:
+                raise ValueError(f"range {bounds} makes {len(items)} tasks; at most {MAX_TASKS}")
+            return items
+        raise ValueError("expected { range = [start, stop] } or [start, stop, step] of integers")
+    raise ValueError(
+        f"expected an array of strings or numbers, or {{ range = [0, 100] }}, got {_describe(value)}"
+    )
+
+
+def _env(value: object) -> dict[str, str]:
+    if not isinstance(value, dict):
+        raise ValueError(f"expected a table of NAME = value, got {_describe(value)}")
+    out = {}
+    for name, item in value.items():
+        if not ENV_NAME_RE.match(name):
+            raise ValueError(f"{name!r} is not a valid environment variable name")
+        if isinstance(item, bool):
+            item = "1" if item else "0"
+        if not isinstance(item, (str, int, float)):
+            raise ValueError(f"{name} must be a string or a number, got {_describe(item)}")
+        if isinstance(item, str) and "\0" in item:
+            raise ValueError(f"{name} contains a NUL character")
+        out[name] = str(item)
+    return out
+
+
+def convert(key: Key, value: object) -> Any:
+    """The typed value of `value` for `key`; raises ValueError with a message for the user."""
+    if key.kind == "str":
+        return _string(value)
+    if key.kind == "name":
+        return _name(value)
+    if key.kind == "int":
+        return int(_number(value, key, integer=True))
+    if key.kind == "number":
+        return _number(value, key, integer=False)
+    if key.kind == "bool":
+        if not isinstance(value, bool):
+            raise ValueError(f"expected true or false, got {_describe(value)}")
+        return value
+    if key.kind == "size":
+        size = parse_size(value)
+        if key.minimum is not None and size < key.minimum:
+            raise ValueError(f"must be at least {_num(key.minimum)} bytes, got {value!r}")
+        if size > MAX_INT:
+            raise ValueError(f"{value!r} is larger than any machine")
+        return size
+    if key.kind == "duration":
+        seconds = parse_duration(value)
+        if seconds > 366 * 86400:
+            raise ValueError(f"{value!r} is more than a year")
+        return seconds
+    if key.kind == "choice":
+        text = _string(value)
+        if text not in key.choices:
+            raise ValueError(f"expected one of {', '.join(key.choices)}, got {text!r}")
+        return text
+    if key.kind == "command":
+        return _command(value)
+    if key.kind == "items":
+        return _items(value)
+    if key.kind == "env":
+        return _env(value)
+    if key.kind == "str_list":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            raise ValueError(f"expected an array of strings, got {_describe(value)}")
+        return tuple(value)
+    raise AssertionError(f"unknown key kind {key.kind}")
+
+
+RUNTIMES = ("process",)
+
+TASK_KEYS: tuple[Key, ...] = (
+    Key("name", "name", None, "The task's name: letters, digits, '-' and '_'."),
+    Key("command", "command", None, "A string runs through /bin/sh -c; an array is exec'd."),
+    Key("items", "items", None, "Fan-out: one task per item, or { range = [0, 100] }."),
+    Key("runtime", "choice", "process", "Where an attempt runs.", choices=RUNTIMES),
+    Key("cpus", "number", 1.0, "CPUs an attempt needs (fractions allowed).", minimum=0.01),
+    Key("memory", "size", 1024**3, "Memory an attempt needs: " + SIZE_HELP + ".", minimum=1),
+    Key("timeout", "duration", None, "Kill an attempt after this long: " + DURATION_HELP + "."),
+    Key(
+        "retries",
+        "int",
+        3,
+        "Counted failures allowed after the first attempt.",
+        minimum=0,
+        maximum=1000,
+    ),
+    Key("retry_delay", "duration", 10.0, "First backoff; doubles with jitter."),
+    Key("retry_delay_max", "duration", 600.0, "Longest backoff between attempts."),
+    Key("max_attempts", "int", None, "Cap on all attempts, counted or not.", minimum=1),
+    Key("grace", "duration", 10.0, "Between SIGTERM and SIGKILL when stopping an attempt."),
+    Key("env", "env", {}, "Environment variables added for the task."),
+)
+TASK_KEY_NAMES = tuple(k.name for k in TASK_KEYS)
+TASK_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in TASK_KEYS}
+
+JOB_KEYS: tuple[Key, ...] = (
+    Key("name", "name", None, "The job's name: letters, digits, '-' and '_'."),
+    Key("max_parallel", "int", None, "Cap on concurrent attempts.", minimum=1, maximum=100_000),
+    Key("workdir", "str", ".", "Working directory of every task, relative to the job file."),
+)
+JOB_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in JOB_KEYS}
+TOP_LEVEL = ("job", "defaults", "tasks")
+
+
+def _key_schema(key: Key) -> dict[str, Any]:
+    duration: dict[str, Any] = {
+        "oneOf": [
+            {"type": "number", "minimum": 0},
+            {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d)\s*)+$"},
+        ]
+    }
+    size: dict[str, Any] = {
+        "oneOf": [
+            {"type": "integer", "minimum": 0},
+            {"type": "string", "pattern": r"^\s*\d*\.?\d+\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$"},
+        ]
+    }
+    items: dict[str, Any] = {
+        "oneOf": [
+            {"type": "array", "minItems": 1, "items": {"type": ["string", "number"]}},
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["range"],
+                "properties": {
+                    "range": {
+                        "type": "array",
+                        "items": {"type": "integer"},
+                        "minItems": 2,
+                        "maxItems": 3,
+                    }
+                },
+            },
+        ]
+    }
+    by_kind: dict[str, dict[str, Any]] = {
+        "str": {"type": "string"},
+        "name": {"type": "string", "pattern": NAME_RE.pattern},
+        "int": {"type": "integer"},
+        "number": {"type": "number"},
+        "bool": {"type": "boolean"},
+        "size": size,
+        "duration": duration,
+        "choice": {"type": "string", "enum": list(key.choices)},
+        "command": {
+            "oneOf": [
+                {"type": "string", "minLength": 1},
+                {"type": "array", "minItems": 1, "items": {"type": "string"}},
+            ]
+        },
+        "items": items,
+        "env": {
+            "type": "object",
+            "propertyNames": {"pattern": ENV_NAME_RE.pattern},
+            "additionalProperties": {"type": ["string", "number", "boolean"]},
+        },
+        "str_list": {"type": "array", "items": {"type": "string"}},
+    }
+    schema = dict(by_kind[key.kind])
+    schema["description"] = key.help
+    if key.minimum is not None and key.kind in ("int", "number"):
+        schema["minimum"] = key.minimum
+    if key.maximum is not None and key.kind in ("int", "number"):
+        schema["maximum"] = key.maximum
+    return schema
+
+
+def json_schema() -> dict[str, Any]:
+    """A JSON Schema (draft 2020-12) of the job file."""
+    task_props = {k.name: _key_schema(k) for k in TASK_KEYS}
+    defaults_props = {k: v for k, v in task_props.items() if k != "name"}
+    return {
+        "$schema": "https://json-schema.org/draft/2020-12/schema",
+        "title": "labrun job file",
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["job", "tasks"],
+        "properties": {
+            "job": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name"],
+                "properties": {k.name: _key_schema(k) for k in JOB_KEYS},
+            },
+            "defaults": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": defaults_props,
+            },
+            "tasks": {
+                "type": "array",
+                "minItems": 1,
+                "items": {
+                    "type": "object",
+                    "additionalProperties": False,
+                    "required": ["name"],
+                    "properties": task_props,
+                },
+            },
+        },
+    }

@@ -1,0 +1,163 @@
+"""The process runtime: each attempt in its own session and process group, no isolation.
+
+Ends are noticed through a pidfd per attempt registered with the runner's `Waker`, so the
+runner sleeps until a child exits instead of polling. `wait4` gives the exit status and
+the child's CPU time. Without a cgroup there is no kernel OOM counter and no peak to read.
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import time
+from dataclasses import dataclass
+
+from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
+
+_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+
+
+@dataclass
+class _Child:
+    launch: Launch
+    proc: subprocess.Popen[bytes]
+    pidfd: int | None
+
+
+def process_start_time(pid: int) -> float | None:
+    """Start time of a process in clock ticks since boot (identifies it across pid reuse)."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return None
+    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return float(fields[19])
+
+
+def missing_outputs(paths: tuple[str, ...]) -> tuple[str, ...]:
+    missing = []
+    for path in paths:
+        try:
+            if os.stat(path).st_size == 0:
+                missing.append(path)
+        except OSError:
+            missing.append(path)
+    return tuple(missing)
+
+
+def open_logs(launch: Launch) -> tuple[int, int]:
+    os.makedirs(os.path.dirname(launch.stdout_path), mode=0o700, exist_ok=True)
+    out = os.open(launch.stdout_path, _LOG_FLAGS, 0o600)
+    err = os.open(launch.stderr_path, _LOG_FLAGS, 0o600)
+    return out, err
+
+
+def kill_group(pgid: int) -> None:
+    """What an attempt left running in its process group ends with it."""
+    try:
+        os.killpg(pgid, signal.SIGKILL)
+    except (ProcessLookupError, PermissionError):
+        pass
+
+
+def facts_from_status(launch: Launch, status: int, usage: object | None) -> Facts:
+    """Facts from a wait4 status (-1: the status was lost) and its resource usage."""
+    ended = time.time()
+    if status == -1:
+        return Facts(None, None, ended, lost=True, detail="exit status was lost")
+    code = os.waitstatus_to_exitcode(status)
+    exit_code, signum = (code, None) if code >= 0 else (None, -code)
+    # ru_maxrss is not reported: after vfork it counts the runner's own pages, not the task's
+    cpu = getattr(usage, "ru_utime", 0.0) + getattr(usage, "ru_stime", 0.0)
+    missing = missing_outputs(launch.outputs) if exit_code == 0 else ()
+    return Facts(exit_code, signum, ended, cpu_seconds=cpu, missing_outputs=missing)
+
+
+class ProcessExecutor(Executor):
+    runtime = "process"
+
+    def __init__(self, waker: Waker) -> None:
+        self.waker = waker
+        self.children: dict[int, _Child] = {}
+        self._base_env = dict(os.environ)
+
+    def spawn(self, launch: Launch, argv: tuple[str, ...] | None = None) -> subprocess.Popen[bytes]:
+        """Start argv (default: the launch's) in a new session with logs redirected."""
+        if not os.path.isdir(launch.workdir):
+            raise LaunchError(f"the working directory {launch.workdir} does not exist")
+        out, err = open_logs(launch)
+        env = {**self._base_env, **launch.env}
+        try:
+            return subprocess.Popen(
+                argv or launch.argv,
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=launch.workdir,
+                env=env,
+                start_new_session=True,  # own process group: signals reach the whole tree
+                close_fds=True,
+            )
+        except FileNotFoundError:
+            raise LaunchError(
+                f"command not found: {launch.argv[0]!r} (not on PATH and not a file); "
+                "install it or fix the command"
+            ) from None
+        except PermissionError:
+            raise LaunchError(f"{launch.argv[0]!r} is not executable: check its permissions") from None
+        except OSError as exc:
+            raise LaunchError(f"cannot start {launch.argv[0]!r}: {exc.strerror}") from None
+        finally:
+            os.close(out)
+            os.close(err)
+
+    def start(self, launch: Launch) -> Started:
+        proc = self.spawn(launch)
+        self._watch(launch, proc)
+        return Started(pid=proc.pid, pid_start=process_start_time(proc.pid), mechanism="process")
+
+    def _watch(self, launch: Launch, proc: subprocess.Popen[bytes]) -> None:
+        try:
+            pidfd: int | None = os.pidfd_open(proc.pid)
+        except (AttributeError, OSError):
+            pidfd = None  # old kernel: the runner's fallback poll notices the exit
+            self.needs_poll = True
+        if pidfd is not None:
+            self.waker.watch(pidfd)
+        self.children[launch.attempt_id] = _Child(launch, proc, pidfd)
+
+    def finished(self) -> list[tuple[int, Facts]]:
+        done = []
+        for attempt_id, child in list(self.children.items()):
+            try:
+                pid, status, usage = os.wait4(child.proc.pid, os.WNOHANG)
+            except ChildProcessError:
+                pid, status, usage = child.proc.pid, -1, None
+            if pid == 0:
+                continue
+            child.proc.returncode = status  # reaped here; keeps Popen from reaping it again
+            kill_group(child.proc.pid)
+            self._forget(attempt_id, child)
+            done.append((attempt_id, facts_from_status(child.launch, status, usage)))
+        return done
+
+    def _forget(self, attempt_id: int, child: _Child) -> None:
+        if child.pidfd is not None:
+            self.waker.unwatch(child.pidfd)
+            os.close(child.pidfd)
+        del self.children[attempt_id]
+
+    def signal(self, attempt_id: int, signum: int) -> None:
+        child = self.children.get(attempt_id)
+        if child is None:
+            return
+        try:
+            os.killpg(child.proc.pid, signum)
+        except (ProcessLookupError, PermissionError):
+            pass
+
+    def running(self) -> list[int]:
+        return list(self.children)

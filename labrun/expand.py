@@ -1,0 +1,99 @@
+"""Task specs → task instances of a run, and a task instance + attempt → a `Launch`.
+
+Placeholders ({item}, {index}, {run}, {attempt}, {shared}, {task}) are filled here.
+In a string command each value is shell-quoted, so an item `a; rm -rf ~` stays one
+argument. A string command with no shell syntax at all is split and exec'd directly:
+the same meaning, one `/bin/sh` fewer per attempt.
+"""
+
+from __future__ import annotations
+
+import re
+import shlex
+from collections.abc import Iterator, Mapping
+
+from labrun.config.job import PLACEHOLDERS, JobSpec, TaskSpec
+from labrun.config.schema import RangeItems
+from labrun.executors.base import Launch
+from labrun.paths import StatePaths
+from labrun.rows import RunRow, TaskRow
+from labrun.states import TaskState
+from labrun.store import NewTask
+
+_PLACEHOLDER = re.compile(r"(?<![${])\{(" + "|".join(PLACEHOLDERS) + r")\}")
+# Anything a shell would treat specially; without it, splitting with shlex is exact.
+_SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]#~=%!{}\n]")
+
+
+def instances(job: JobSpec) -> Iterator[NewTask]:
+    """(seq, name, spec, item, idx, state, memory) for every task of a new run, in order."""
+    seq = 0
+    for spec in job.tasks:
+        if spec.items is None:
+            seq += 1
+            yield (seq, spec.name, spec.name, None, None, TaskState.READY, spec.memory)
+            continue
+        values: Iterator[str] = (
+            map(str, range(spec.items.start, spec.items.stop, spec.items.step))
+            if isinstance(spec.items, RangeItems)
+            else iter(spec.items)
+        )
+        for index, item in enumerate(values):
+            seq += 1
+            name = f"{spec.name}[{index}]"
+            yield (seq, name, spec.name, item, index, TaskState.READY, spec.memory)
+
+
+def _fill(template: str, values: Mapping[str, str], quote: bool) -> str:
+    def one(match: re.Match[str]) -> str:
+        value = values[match.group(1)]
+        return shlex.quote(value) if quote else value
+
+    return _PLACEHOLDER.sub(one, template)
+
+
+def argv_for(command: str | tuple[str, ...], values: Mapping[str, str]) -> tuple[str, ...]:
+    if isinstance(command, tuple):
+        return tuple(_fill(part, values, quote=False) for part in command)
+    bare = _PLACEHOLDER.sub("", command)
+    if not _SHELL_SYNTAX.search(bare):
+        try:
+            return tuple(_fill(part, values, quote=False) for part in shlex.split(command))
+        except ValueError:
+            pass  # unbalanced quotes: let the shell report it
+    return ("/bin/sh", "-c", _fill(command, values, quote=True))
+
+
+def launch_for(
+    paths: StatePaths,
+    run: RunRow,
+    spec: TaskSpec,
+    task: TaskRow,
+    attempt: int,
+    attempt_id: int,
+    workdir: str,
+    memory: int,
+) -> Launch:
+    values = {
+        "item": task.item if task.item is not None else "",
+        "index": str(task.idx) if task.idx is not None else "",
+        "run": str(run.id),
+        "attempt": str(attempt),
+        "shared": paths.shared_dir(run.id),
+        "task": task.name,
+    }
+    env = {name: _fill(value, values, quote=False) for name, value in spec.env.items()}
+    env.update({f"LABRUN_{key.upper()}": value for key, value in values.items()})
+    return Launch(
+        attempt_id=attempt_id,
+        run_id=run.id,
+        task_name=task.name,
+        attempt=attempt,
+        argv=argv_for(spec.command, values),
+        env=env,
+        workdir=workdir,
+        stdout_path=paths.log(run.id, task.name, attempt, "stdout"),
+        stderr_path=paths.log(run.id, task.name, attempt, "stderr"),
+        cpus=spec.cpus,
+        memory=memory,
+    )

@@ -1,0 +1,173 @@
+"""What a run prints while it runs: a live bar on a terminal, short plain lines otherwise.
+
+Plain output is for cron mail and logs: failures, retries and give-ups as one line each,
+a progress line at most every `interval` seconds, and one summary line at the end.
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from typing import IO, TYPE_CHECKING
+
+from labrun.retry import Decision
+from labrun.states import Outcome, TaskState
+
+if TYPE_CHECKING:
+    from rich.progress import Progress, TaskID
+
+
+class Reporter:
+    """Prints nothing; the base of the others, and what tests use."""
+
+    def attempt_started(self, task: str, attempt: int, node: str) -> None:
+        pass
+
+    def attempt_ended(
+        self,
+        task: str,
+        attempt: int,
+        node: str,
+        outcome: Outcome,
+        detail: str,
+        decision: Decision | None,
+    ) -> None:
+        pass
+
+    def progress(self, counts: dict[TaskState, int], now: float) -> None:
+        pass
+
+    def message(self, text: str) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def counts_line(counts: dict[TaskState, int]) -> str:
+    total = sum(counts.values())
+    done = sum(counts[s] for s in TaskState if s.terminal)
+    parts = [f"{counts[s]} {s.value}" for s in TaskState if counts.get(s)]
+    return f"{done}/{total} done: " + ", ".join(parts)
+
+
+def ended_line(
+    task: str, attempt: int, node: str, outcome: Outcome, detail: str, decision: Decision | None
+) -> str:
+    line = f"{task} attempt {attempt} on {node}: {outcome.value}: {detail}"
+    if decision is not None and decision.retry:
+        line += f"; {decision.reason}"
+    elif decision is not None:
+        line += f"; gave up: {decision.reason}"
+    return line
+
+
+class PlainReporter(Reporter):
+    def __init__(self, stream: IO[str] | None = None, verbose: bool = False, interval: float = 30.0) -> None:
+        self.stream = stream or sys.stdout
+        self.verbose = verbose
+        self.interval = interval
+        self._last = time.monotonic()
+
+    def _print(self, text: str) -> None:
+        print(text, file=self.stream, flush=True)
+
+    def attempt_started(self, task: str, attempt: int, node: str) -> None:
+        if self.verbose:
+            self._print(f"{task} attempt {attempt} started on {node}")
+
+    def attempt_ended(
+        self,
+        task: str,
+        attempt: int,
+        node: str,
+        outcome: Outcome,
+        detail: str,
+        decision: Decision | None,
+    ) -> None:
+        if self.verbose or outcome is not Outcome.SUCCEEDED:
+            self._print(ended_line(task, attempt, node, outcome, detail, decision))
+
+    def progress(self, counts: dict[TaskState, int], now: float) -> None:
+        tick = time.monotonic()
+        if tick - self._last >= self.interval:
+            self._last = tick
+            self._print("progress: " + counts_line(counts))
+
+    def message(self, text: str) -> None:
+        self._print(text)
+
+
+class QuietReporter(PlainReporter):
+    """--quiet: only errors (and the caller's summary line)."""
+
+    def attempt_ended(
+        self,
+        task: str,
+        attempt: int,
+        node: str,
+        outcome: Outcome,
+        detail: str,
+        decision: Decision | None,
+    ) -> None:
+        if decision is not None and not decision.retry:
+            self._print(ended_line(task, attempt, node, outcome, detail, decision))
+
+    def progress(self, counts: dict[TaskState, int], now: float) -> None:
+        pass
+
+
+class LiveReporter(Reporter):
+    """A rich progress bar, redrawn at most 10 times a second; events print above it."""
+
+    def __init__(self, job: str, total: int) -> None:
+        from rich.console import Console
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeElapsedColumn,
+        )
+
+        self.console = Console(stderr=False)
+        self.bar: Progress = Progress(
+            TextColumn("[bold]{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[states]}"),
+            TimeElapsedColumn(),
+            console=self.console,
+            refresh_per_second=10,
+        )
+        self.task_id: TaskID = self.bar.add_task(job, total=total, states="")
+        self.bar.start()
+
+    def attempt_ended(
+        self,
+        task: str,
+        attempt: int,
+        node: str,
+        outcome: Outcome,
+        detail: str,
+        decision: Decision | None,
+    ) -> None:
+        if outcome is not Outcome.SUCCEEDED:
+            style = "yellow" if decision is not None and decision.retry else "red"
+            text = ended_line(task, attempt, node, outcome, detail, decision)
+            self.bar.console.print(text, style=style, markup=False, highlight=False)
+
+    def progress(self, counts: dict[TaskState, int], now: float) -> None:
+        done = sum(counts[s] for s in TaskState if s.terminal)
+        states = ", ".join(
+            f"{counts[s]} {s.value}"
+            for s in (TaskState.RUNNING, TaskState.FAILED, TaskState.SKIPPED)
+            if counts.get(s)
+        )
+        self.bar.update(self.task_id, completed=done, states=states)
+
+    def message(self, text: str) -> None:
+        self.bar.console.print(text, markup=False, highlight=False)
+
+    def close(self) -> None:
+        self.bar.stop()

@@ -1,0 +1,82 @@
+"""Whether an ended attempt is tried again, when, and with how much memory. Pure.
+
+Counted outcomes (the task's own fault) spend the `retries` budget and back off
+exponentially with jitter; system faults (`lost`) are retried at once and do not count;
+`config_error` is never retried because retrying cannot help. A cap on all attempts,
+counted or not, keeps a flapping node from looping forever.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from labrun.states import Outcome
+
+
+@dataclass(frozen=True)
+class Policy:
+    retries: int
+    retry_delay: float
+    retry_delay_max: float
+    attempt_cap: int
+
+
+@dataclass(frozen=True)
+class Decision:
+    retry: bool
+    not_before: float = 0.0
+    memory: int = 0
+    counted: bool = False  # whether this attempt spent one of the task's retries
+    reason: str = ""
+
+
+def backoff(policy: Policy, failures: int, jitter: float) -> float:
+    """Delay before the retry after the `failures`-th counted failure; jitter is in [0, 1)."""
+    exponent = min(max(failures - 1, 0), 60)
+    delay = min(policy.retry_delay_max, policy.retry_delay * float(2**exponent))
+    return delay * (0.5 + 0.5 * jitter)  # "equal jitter": never less than half the delay
+
+
+def decide(
+    policy: Policy,
+    outcome: Outcome,
+    attempts: int,
+    failures: int,
+    memory: int,
+    now: float,
+    jitter: float,
+) -> Decision:
+    """`attempts` and `failures` include the attempt that just ended."""
+    counted = outcome.counts
+    if outcome is Outcome.SUCCEEDED:
+        return Decision(False, memory=memory, reason="succeeded")
+    if outcome is Outcome.CONFIG_ERROR:
+        return Decision(False, memory=memory, counted=True, reason="cannot start; retrying cannot help")
+    if outcome is Outcome.KILLED:
+        return Decision(False, memory=memory, reason="stopped by labrun")
+    if attempts >= policy.attempt_cap:
+        return Decision(
+            False,
+            memory=memory,
+            counted=counted,
+            reason=f"reached the cap of {policy.attempt_cap} attempts",
+        )
+    if not counted:
+        return Decision(True, not_before=now, memory=memory, reason=f"{outcome.value}: not counted")
+    if failures > policy.retries:
+        times = "once" if failures == 1 else f"{failures} times"
+        return Decision(
+            False,
+            memory=memory,
+            counted=True,
+            reason=f"failed {times} ({outcome.value}); retries = {policy.retries} exhausted",
+        )
+    delay = backoff(policy, failures, jitter)
+    left = policy.retries - failures
+    return Decision(
+        True,
+        not_before=now + delay,
+        memory=memory,
+        counted=True,
+        reason=f"{outcome.value}: retry in {delay:.1f}s ({left} retries left after it)",
+    )

@@ -1,0 +1,296 @@
+"""The loop that drives a run: one `tick(now)` collects ended attempts, decides, launches.
+
+Decisions are the pure functions of `outcome`, `retry` and `scheduler`; this module does
+the I/O around them. Each tick writes at most two transactions: one for what ended and
+what is claimed, one for what actually started (pids), so a crash between the two
+leaves attempts with no pid, which a resume treats as lost.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import random
+import signal
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+
+from labrun.config.job import JobSpec, TaskSpec
+from labrun.config.lab import NodeSpec
+from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
+from labrun.expand import launch_for
+from labrun.outcome import Stop, classify
+from labrun.paths import StatePaths
+from labrun.progress import Reporter
+from labrun.retry import Decision, Policy, decide
+from labrun.rows import RunRow, TaskRow
+from labrun.scheduler import Demand, NodeCapacity, place
+from labrun.states import Outcome, RunState, TaskState
+from labrun.store import Store
+from labrun.units import format_size
+
+LOOKAHEAD = 64  # ready tasks read beyond the free slots, so small tasks can backfill
+FALLBACK_POLL = 0.05  # only where the kernel has no pidfd
+
+
+@dataclass
+class Active:
+    """A running attempt; kept in memory only while it runs."""
+
+    attempt_id: int
+    task: TaskRow  # as it is in the store now (state running)
+    spec: TaskSpec
+    executor: Executor
+    launch: Launch
+    node: str
+    deadline: float | None
+    stop: Stop | None = None
+    kill_at: float | None = None
+
+
+def policy_of(spec: TaskSpec) -> Policy:
+    return Policy(spec.retries, spec.retry_delay, spec.retry_delay_max, spec.attempt_cap)
+
+
+class Runner:
+    def __init__(
+        self,
+        store: Store,
+        paths: StatePaths,
+        job: JobSpec,
+        run: RunRow,
+        node: NodeSpec,
+        executors: Mapping[str, Executor],
+        waker: Waker,
+        reporter: Reporter,
+        rng: Callable[[], float] = random.random,
+    ) -> None:
+        self.store, self.paths, self.job, self.run = store, paths, job, run
+        self.node, self.executors, self.waker, self.reporter = node, executors, waker, reporter
+        self.rng = rng
+        self.specs = {spec.name: spec for spec in job.tasks}
+        self.active: dict[int, Active] = {}
+        self.counts = {state: 0 for state in TaskState}
+        self.counts.update(store.counts(run.id))
+        self.stop: Stop | None = None
+        self.kill_now = False
+
+    # -- the loop -----------------------------------------------------------------------
+
+    def request_stop(self, stop: Stop) -> None:
+        """From a signal handler: stop launching and stop what runs; a second request kills."""
+        self.kill_now = self.stop is not None
+        self.stop = self.stop or stop
+        self.waker.wake()
+
+    def done(self) -> bool:
+        if self.active:
+            return False
+        if self.stop is not None:
+            return True
+        return not any(self.counts[s] for s in (TaskState.WAITING, TaskState.READY, TaskState.RUNNING))
+
+    def tick(self, now: float) -> float | None:
+        """Advance the run to `now`; returns when the next tick is due (None: on an event)."""
+        ended = [item for ex in self.executors.values() for item in ex.finished()]
+        claimed: list[Active] = []
+        may_launch = self.stop is None and self.counts[TaskState.READY] > 0
+        if ended or (may_launch and self._slots() > 0):
+            with self.store.tx():
+                for attempt_id, facts in ended:
+                    self._record_end(self.active.pop(attempt_id), facts, now)
+                # read after recording ends: the slots they held are free now
+                claimed = self._claim(self._ready(now) if self.stop is None else [], now)
+        self._enforce_stops(now)
+        self._start(claimed, now)
+        self.reporter.progress(self.counts, now)
+        return self._next_wake(now)
+
+    def drive(self, clock: Callable[[], float]) -> RunState:
+        while True:
+            wake_at = self.tick(clock())
+            if self.done():
+                break
+            timeout = None if wake_at is None else max(0.0, wake_at - clock())
+            self.waker.wait(timeout)
+        return self._finish(clock())
+
+    # -- what ended ---------------------------------------------------------------------
+
+    def _record_end(self, act: Active, facts: Facts, now: float) -> None:
+        outcome, detail = classify(facts, act.stop, act.spec.timeout)
+        self.store.finish_attempt(act.attempt_id, facts, outcome, detail)
+        task, n = act.task, act.task.attempts
+        failures = task.failures + int(outcome.counts)
+        decision: Decision | None = None
+        if outcome is Outcome.SUCCEEDED:
+            self._move(task, TaskState.SUCCEEDED, now, detail, n, reason=None)
+        elif outcome is Outcome.KILLED and act.stop is Stop.SHUTDOWN:
+            self._move(task, TaskState.READY, now, "runner stopped; runs again on resume", n, not_before=0)
+        elif outcome is Outcome.KILLED:
+            self._move(task, TaskState.CANCELLED, now, detail, n, reason="cancelled")
+        else:
+            decision = decide(policy_of(act.spec), outcome, n, failures, task.memory, now, self.rng())
+            if decision.retry:
+                self._move(
+                    task,
+                    TaskState.READY,
+                    now,
+                    f"{detail}; {decision.reason}",
+                    n,
+                    not_before=decision.not_before,
+                    failures=failures,
+                    memory=decision.memory,
+                    reason=detail,
+                )
+            else:
+                self._move(
+                    task,
+                    TaskState.FAILED,
+                    now,
+                    f"{detail}; {decision.reason}",
+                    n,
+                    failures=failures,
+                    reason=f"{detail}; {decision.reason}",
+                )
+        self.reporter.attempt_ended(task.name, n, act.node, outcome, detail, decision)
+
+    def _move(
+        self,
+        task: TaskRow,
+        new: TaskState,
+        now: float,
+        cause: str,
+        attempt: int | None,
+        **fields: object,
+    ) -> TaskRow:
+        self.store.transition(task, new, now, cause, attempt, **fields)
+        self.counts[task.state] -= 1
+        self.counts[new] += 1
+        changes = {
+            k: v for k, v in fields.items() if k in ("attempts", "failures", "memory", "not_before", "reason")
+        }
+        return dataclasses.replace(task, state=new, **changes)  # type: ignore[arg-type]
+
+    # -- what starts --------------------------------------------------------------------
+
+    def _slots(self) -> int:
+        cap = self.job.max_parallel if self.job.max_parallel is not None else math.inf
+        return int(min(cap - len(self.active), 1_000_000))
+
+    def _ready(self, now: float) -> list[TaskRow]:
+        slots = self._slots()
+        if slots <= 0 or not self.counts[TaskState.READY]:
+            return []
+        return self.store.ready_tasks(self.run.id, now, min(slots, 1024) + LOOKAHEAD)
+
+    def _capacity(self) -> NodeCapacity:
+        used_cpus = sum(a.spec.cpus for a in self.active.values())
+        used_memory = sum(a.launch.memory for a in self.active.values())
+        return NodeCapacity(self.node.name, self.node.cpus, self.node.memory, used_cpus, used_memory)
+
+    def _claim(self, ready: list[TaskRow], now: float) -> list[Active]:
+        if not ready:
+            return []
+        by_id = {task.id: task for task in ready}
+        demands = [Demand(t.id, self.specs[t.spec].cpus, t.memory) for t in ready]
+        plan = place(demands, [self._capacity()], self._slots())
+        for task_id in plan.never_fits:
+            task = by_id[task_id]
+            spec = self.specs[task.spec]
+            why = (
+                f"needs {spec.cpus:g} cpus and {format_size(task.memory)} memory; the largest "
+                f"node ({self.node.name}) has {self.node.cpus:g} cpus and {format_size(self.node.memory)}"
+            )
+            self._move(task, TaskState.FAILED, now, why, None, reason=why)
+            self.reporter.message(f"{task.name}: cannot run anywhere: {why}")
+        claimed = []
+        for placement in plan.placements:
+            task = by_id[placement.task_id]
+            spec = self.specs[task.spec]
+            n = task.attempts + 1
+            running = self._move(
+                task, TaskState.RUNNING, now, f"attempt {n} on {placement.node}", n, attempts=n
+            )
+            attempt_id = self.store.add_attempt(running, n, placement.node, spec.runtime, now, task.memory)
+            launch = launch_for(
+                self.paths, self.run, spec, running, n, attempt_id, self.job.workdir, task.memory
+            )
+            deadline = now + spec.timeout if spec.timeout else None
+            act = Active(
+                attempt_id,
+                running,
+                spec,
+                self.executors[spec.runtime],
+                launch,
+                placement.node,
+                deadline,
+            )
+            self.active[attempt_id] = act
+            claimed.append(act)
+        return claimed
+
+    def _start(self, claimed: list[Active], now: float) -> None:
+        started: list[tuple[Active, Started | str]] = []
+        for act in claimed:
+            try:
+                started.append((act, act.executor.start(act.launch)))
+            except LaunchError as exc:
+                started.append((act, str(exc)))
+        if not started:
+            return
+        with self.store.tx():
+            for act, result in started:
+                if isinstance(result, Started):
+                    self.store.attempt_started(act.attempt_id, result)
+                    self.reporter.attempt_started(act.task.name, act.task.attempts, act.node)
+                else:
+                    del self.active[act.attempt_id]
+                    self._record_end(act, Facts(None, None, now, start_error=result), now)
+
+    # -- stopping -----------------------------------------------------------------------
+
+    def _enforce_stops(self, now: float) -> None:
+        for act in self.active.values():
+            if act.stop is None and (self.stop or (act.deadline is not None and now >= act.deadline)):
+                act.stop = self.stop or Stop.TIMEOUT
+                act.executor.signal(act.attempt_id, signal.SIGTERM)
+                act.kill_at = now + act.spec.grace
+            if act.kill_at is not None and (now >= act.kill_at or self.kill_now):
+                act.executor.signal(act.attempt_id, signal.SIGKILL)
+                act.kill_at = math.inf  # sent once; the exit is awaited like any other
+
+    def _next_wake(self, now: float) -> float | None:
+        times = [t for a in self.active.values() for t in (a.deadline, a.kill_at) if t and t != math.inf]
+        if self.stop is None and self._slots() > 0 and self.counts[TaskState.READY]:
+            ready_at = self.store.next_ready_time(self.run.id)
+            if ready_at is not None and ready_at > now:
+                times.append(ready_at)
+        if self.active and any(ex.needs_poll for ex in self.executors.values()):
+            times.append(now + FALLBACK_POLL)
+        if not self.active and self.counts[TaskState.READY] and not times:
+            times.append(now + 1.0)  # never sleep for good while work is queued
+        return min(times) if times else None
+
+    def _finish(self, now: float) -> RunState:
+        if self.stop is Stop.SHUTDOWN:
+            state = RunState.INTERRUPTED
+        elif self.stop is Stop.CANCEL:
+            state = RunState.CANCELLED
+        elif self.counts[TaskState.SUCCEEDED] == sum(self.counts.values()):
+            state = RunState.SUCCEEDED
+        else:
+            state = RunState.FAILED
+        with self.store.tx():
+            if self.stop is Stop.CANCEL:
+                for task in self.store.tasks(self.run.id, [TaskState.READY, TaskState.WAITING]):
+                    self._move(
+                        task,
+                        TaskState.CANCELLED,
+                        now,
+                        "run cancelled",
+                        None,
+                        reason="run cancelled",
+                    )
+            self.store.set_run_state(self.run.id, state, now, f"run {state.value}")
+        return state

@@ -1,0 +1,79 @@
+"""Ready tasks × free capacity → placements. Pure: no I/O, no clock.
+
+Tasks are placed in queue order. A task that does not fit now keeps its place: its
+needs are reserved on the node that will fit it soonest, so smaller tasks behind it only
+use what is left and cannot starve it. Among the nodes that fit, the one with the most
+free CPU (as a fraction of its size) wins, which spreads work instead of filling one
+node first.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+
+@dataclass(frozen=True)
+class Demand:
+    task_id: int
+    cpus: float
+    memory: int
+
+
+@dataclass(frozen=True)
+class NodeCapacity:
+    name: str
+    cpus: float  # total
+    memory: int  # total
+    cpus_used: float = 0.0
+    memory_used: int = 0
+
+
+@dataclass(frozen=True)
+class Placement:
+    task_id: int
+    node: str
+
+
+@dataclass(frozen=True)
+class Plan:
+    placements: tuple[Placement, ...]
+    never_fits: tuple[int, ...]  # task ids larger than every node
+
+
+_EPS = 1e-9
+
+
+def fits_somewhere(demand: Demand, nodes: Sequence[NodeCapacity]) -> bool:
+    return any(demand.cpus <= n.cpus + _EPS and demand.memory <= n.memory for n in nodes)
+
+
+def place(ready: Sequence[Demand], nodes: Sequence[NodeCapacity], slots: int) -> Plan:
+    """Place as many of `ready` (in order) as capacity and `slots` (parallel cap) allow."""
+    free = {n.name: [n.cpus - n.cpus_used, n.memory - n.memory_used] for n in nodes}
+    size = {n.name: n.cpus for n in nodes}
+    placements: list[Placement] = []
+    never: list[int] = []
+    for demand in ready:
+        if len(placements) >= slots:
+            break
+        if not fits_somewhere(demand, nodes):
+            never.append(demand.task_id)
+            continue
+        candidates = [
+            name for name, (cpu, mem) in free.items() if demand.cpus <= cpu + _EPS and demand.memory <= mem
+        ]
+        if candidates:
+            best = max(candidates, key=lambda name: (free[name][0] / size[name], free[name][1]))
+            free[best][0] -= demand.cpus
+            free[best][1] -= demand.memory
+            placements.append(Placement(demand.task_id, best))
+            continue
+        # Reserve for the waiting task on the node where it fits in total, so later
+        # smaller tasks cannot keep it waiting forever.
+        for node in nodes:
+            if demand.cpus <= node.cpus + _EPS and demand.memory <= node.memory:
+                free[node.name][0] -= demand.cpus
+                free[node.name][1] -= demand.memory
+                break
+    return Plan(tuple(placements), tuple(never))
