@@ -102,7 +102,8 @@ def parse_keyed(text: str) -> dict[str, int]:
 def write(path: str, value: str) -> None:
     """Write one value to a kernel file, turning OSError into a message naming the file."""
     try:
-        fd = os.open(path, os.O_WRONLY | os.O_CLOEXEC)
+        # O_TRUNC as a shell redirection does: the kernel ignores it, a plain file needs it.
+        fd = os.open(path, os.O_WRONLY | os.O_TRUNC | os.O_CLOEXEC)
     except OSError as e:
         raise CgroupError(f"cannot open {path} to write {value!r}: {e.strerror}") from e
     try:

@@ -85,8 +85,9 @@ class V2Cgroup(AttemptCgroup):
 
     @classmethod
     def create(cls, base: str, name: str, limits: Limits, root: str = CGROUP_ROOT) -> V2Cgroup:
+        check_name(name)
         parent = ensure_parent(base, needed_controllers(limits))
-        path = os.path.join(parent, check_name(name))
+        path = os.path.join(parent, name)
         try:
             os.mkdir(path)
         except FileExistsError:
