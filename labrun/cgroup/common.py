@@ -208,8 +208,8 @@ class AttemptCgroup(abc.ABC):
         attempt (kilobytes).
         """
         home = self.home_procs_files()
-        move_self(self.procs_files)
         try:
+            move_self(self.procs_files)  # inside the try: a half-done move goes home too
             yield
         finally:
             move_self(home)
