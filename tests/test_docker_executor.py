@@ -30,8 +30,11 @@ def waker() -> Iterator[Waker]:
 def executor(docker_url: str, waker: Waker) -> Iterator[DockerExecutor]:
     ex = DockerExecutor(waker, base_url=docker_url)
     yield ex
+    # Kill and collect what a test left running, so no container or cgroup outlives it.
     for attempt_id in ex.running():
         ex.signal(attempt_id, signal.SIGKILL)
+    while ex.running():
+        wait_end(ex, waker, timeout=15)
     ex.close()
 
 
@@ -43,7 +46,13 @@ def api(docker_url: str) -> Iterator[Any]:
 
 
 def make_launch(
-    tmp_path: Path, image: str, *argv: str, attempt_id: int = 1, **options: object
+    tmp_path: Path,
+    image: str,
+    *argv: str,
+    attempt_id: int = 1,
+    memory: int = 256 * MiB,
+    outputs: tuple[str, ...] = (),
+    **options: object,
 ) -> Launch:
     return Launch(
         attempt_id=attempt_id,
@@ -56,8 +65,8 @@ def make_launch(
         stdout_path=str(tmp_path / f"{attempt_id}.out"),
         stderr_path=str(tmp_path / f"{attempt_id}.err"),
         cpus=1.0,
-        memory=int(options.pop("memory", 256 * MiB)),  # type: ignore[call-overload]
-        outputs=tuple(options.pop("outputs", ())),  # type: ignore[call-overload]
+        memory=memory,
+        outputs=outputs,
         options={"image": image, **options},
     )
 
@@ -248,3 +257,30 @@ def test_container_removed_after_collection(
     wait_end(executor, waker)
     with pytest.raises(docker.errors.NotFound):
         api.inspect_container(started.ref)
+
+
+def test_peak_memory_and_cpu_time_from_the_cgroup_parent(
+    executor: DockerExecutor, waker: Waker, docker_image: str, tmp_path: Path
+) -> None:
+    argv = ("dd", "if=/dev/zero", "of=/dev/null", "bs=100M", "count=3")
+    launch = make_launch(tmp_path, docker_image, *argv, memory=512 * MiB)
+    executor.start(launch)
+    if executor._cgroup_version is None:
+        pytest.skip("this daemon's cgroups cannot be read here (systemd driver or remote)")
+    [(_, facts)] = wait_end(executor, waker)
+    assert facts.exit_code == 0
+    assert facts.peak_memory is not None and 100 * MiB <= facts.peak_memory < 300 * MiB
+    assert facts.cpu_seconds is not None and 0 < facts.cpu_seconds < 10
+    root = "/sys/fs/cgroup/memory" if executor._cgroup_version == "1" else "/sys/fs/cgroup"
+    assert not list(Path(root, "labrun").glob("r7-a1-*"))  # the parent was removed
+
+
+def test_oom_peak_is_near_the_limit(
+    executor: DockerExecutor, waker: Waker, docker_image: str, tmp_path: Path
+) -> None:
+    argv = ("dd", "if=/dev/zero", "of=/dev/null", "bs=200M", "count=1")
+    facts = run_one(executor, waker, make_launch(tmp_path, docker_image, *argv, memory=64 * MiB))
+    if facts.peak_memory is None:
+        pytest.skip("this daemon's cgroups cannot be read here (systemd driver or remote)")
+    assert facts.oom_killed
+    assert 56 * MiB <= facts.peak_memory <= 72 * MiB  # the parent also counts kernel memory

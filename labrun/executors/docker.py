@@ -24,9 +24,11 @@ import os
 import signal as signals
 import threading
 import time
-from dataclasses import dataclass
+import uuid
+from dataclasses import dataclass, replace
 from typing import Any
 
+from labrun.executors import docker_cgroup
 from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
 from labrun.executors.docker_daemon import ATTEMPT_LABEL, DieWatcher, connect, daemon_url
 
@@ -35,6 +37,7 @@ from labrun.executors.docker_daemon import ATTEMPT_LABEL, DieWatcher, connect, d
 class _Tracked:
     launch: Launch
     container: str
+    cgroup_parent: str | None = None
     signalled: int | None = None
 
 
@@ -96,6 +99,8 @@ class DockerExecutor(Executor):
         self._lock = threading.Lock()
         self._tracked: dict[int, _Tracked] = {}
         self._loaded_tars: set[str] = set()
+        self._cgroup_version: str | None = None  # set when per-container parents work here
+        self._stale_parents: list[str] = []
 
     @property
     def url(self) -> str:
@@ -106,6 +111,10 @@ class DockerExecutor(Executor):
         if self._client is None:
             self._client = connect(self._base_url)
             self._watcher = DieWatcher(self._base_url, self._waker)
+            info = self._client.info()
+            version = str(info.get("CgroupVersion") or "1")
+            if docker_cgroup.usable(str(info.get("CgroupDriver")), version, self.url):
+                self._cgroup_version = version
         return self._client
 
     def start(self, launch: Launch) -> Started:
@@ -113,23 +122,32 @@ class DockerExecutor(Executor):
         if not isinstance(image, str) or not image:
             raise LaunchError(f"task {launch.task_name!r}: runtime docker needs an `image`")
         api = self._api()
-        ident = self._create(api, launch, image)
+        parent = None
+        if self._cgroup_version is not None:
+            parent = docker_cgroup.parent_for(
+                launch.run_id, launch.attempt_id, uuid.uuid4().hex[:8]
+            )
+        ident = self._create(api, launch, image, parent)
         with self._lock:
-            self._tracked[launch.attempt_id] = _Tracked(launch, ident)
+            self._tracked[launch.attempt_id] = _Tracked(launch, ident, parent)
         try:
             api.start(ident)
         except Exception as exc:
             with self._lock:
                 del self._tracked[launch.attempt_id]
             self._remove(ident)
+            self._drop_parent(parent)
             raise LaunchError(
                 f"task {launch.task_name!r}: container from {image} did not start: {exc}"
             ) from exc
         return Started(ref=ident, mechanism="docker")
 
-    def _create(self, api: Any, launch: Launch, image: str) -> str:
+    def _create(self, api: Any, launch: Launch, image: str, parent: str | None) -> str:
         import docker.errors
 
+        host_args = host_config_args(launch)
+        if parent is not None:
+            host_args["cgroup_parent"] = parent
         kwargs = {
             "image": image,
             "command": list(launch.argv),
@@ -138,7 +156,7 @@ class DockerExecutor(Executor):
             "user": str(launch.options.get("user") or f"{os.getuid()}:{os.getgid()}"),
             "labels": container_labels(launch),
             "volumes": mounted_paths(launch),
-            "host_config": api.create_host_config(**host_config_args(launch)),
+            "host_config": api.create_host_config(**host_args),
         }
         try:
             return str(api.create_container(**kwargs)["Id"])
@@ -213,14 +231,33 @@ class DockerExecutor(Executor):
         oom = bool(state.get("OOMKilled"))
         self._copy_logs(api, tracked)
         self._remove(tracked.container)
+        usage = self._usage(tracked.cgroup_parent)
         return Facts(
             exit_code=code,
             signal=_signal_of(code, oom, tracked.signalled),
             ended=time.time(),
             oom_killed=oom,
+            peak_memory=usage.peak_memory,
+            cpu_seconds=usage.cpu_seconds,
             missing_outputs=_missing_outputs(tracked.launch) if code == 0 else (),
             detail=str(state.get("Error") or ""),
         )
+
+    def _usage(self, parent: str | None) -> docker_cgroup.Usage:
+        if parent is None or self._cgroup_version is None:
+            return docker_cgroup.Usage(None, None)
+        usage = docker_cgroup.read_usage(parent, self._cgroup_version)
+        self._drop_parent(parent)
+        return usage
+
+    def _drop_parent(self, parent: str | None) -> None:
+        """Remove a container's cgroup parent; busy ones are retried on later calls."""
+        if self._cgroup_version is None:
+            return
+        pending = [*self._stale_parents, *([parent] if parent else [])]
+        self._stale_parents = [
+            p for p in pending if not docker_cgroup.remove(p, self._cgroup_version)
+        ]
 
     def _copy_logs(self, api: Any, tracked: _Tracked) -> None:
         launch = tracked.launch
@@ -243,7 +280,7 @@ class DockerExecutor(Executor):
             tracked = self._tracked.get(attempt_id)
             if tracked is None:
                 return
-            self._tracked[attempt_id] = _Tracked(tracked.launch, tracked.container, signum)
+            self._tracked[attempt_id] = replace(tracked, signalled=signum)
         try:
             self._api().kill(tracked.container, signal=int(signum))
         except docker.errors.APIError as exc:
@@ -268,8 +305,9 @@ class DockerExecutor(Executor):
             return False
         if labels.get(ATTEMPT_LABEL) != str(attempt_id):
             return False
+        parent = api.inspect_container(ident)["HostConfig"].get("CgroupParent") or None
         with self._lock:
-            self._tracked[attempt_id] = _Tracked(launch, ident)
+            self._tracked[attempt_id] = _Tracked(launch, ident, parent)
         # It may have died before we subscribed; a wake makes the runner call `finished`,
         # which inspects it.
         self._force_check()
@@ -286,6 +324,8 @@ class DockerExecutor(Executor):
             self._waker.wake()
 
     def close(self) -> None:
+        if self._client is not None:
+            self._drop_parent(None)
         if self._watcher is not None:
             self._watcher.close()
             self._watcher = None
