@@ -284,3 +284,24 @@ def test_oom_peak_is_near_the_limit(
         pytest.skip("this daemon's cgroups cannot be read here (systemd driver or remote)")
     assert facts.oom_killed
     assert 56 * MiB <= facts.peak_memory <= 72 * MiB  # the parent also counts kernel memory
+
+
+def test_image_tar_that_is_no_image_archive_says_so(
+    executor: DockerExecutor, docker_image: str, tmp_path: Path
+) -> None:
+    tar = tmp_path / "junk.tar"
+    tar.write_bytes(b"not a tar at all" * 100)
+    launch = make_launch(tmp_path, "labrun-test/absent:9", "true", image_tar=str(tar))
+    with pytest.raises(LaunchError, match=r"junk\.tar could not be loaded.*docker save"):
+        executor.start(launch)
+
+
+def test_container_the_daemon_refuses_is_a_launch_error(
+    executor: DockerExecutor, docker_image: str, tmp_path: Path
+) -> None:
+    with pytest.raises(LaunchError, match=r"daemon refused the container.*[Mm]inimum memory"):
+        executor.start(make_launch(tmp_path, docker_image, "true", memory=1024 * 1024))
+    launch = make_launch(tmp_path, docker_image, "true", network="no-such-network")
+    with pytest.raises(LaunchError, match=r"did not start: network no-such-network not found"):
+        executor.start(launch)
+    assert executor.running() == []

@@ -30,7 +30,13 @@ from typing import Any
 
 from labrun.executors import docker_cgroup
 from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
-from labrun.executors.docker_daemon import ATTEMPT_LABEL, DieWatcher, connect, daemon_url
+from labrun.executors.docker_daemon import (
+    ATTEMPT_LABEL,
+    DieWatcher,
+    connect,
+    daemon_url,
+    unreachable_message,
+)
 
 
 @dataclass(frozen=True)
@@ -137,8 +143,9 @@ class DockerExecutor(Executor):
                 del self._tracked[launch.attempt_id]
             self._remove(ident)
             self._drop_parent(parent)
+            why = getattr(exc, "explanation", None) or exc
             raise LaunchError(
-                f"task {launch.task_name!r}: container from {image} did not start: {exc}"
+                f"task {launch.task_name!r}: container from {image} did not start: {why}"
             ) from exc
         return Started(ref=ident, mechanism="docker")
 
@@ -159,20 +166,34 @@ class DockerExecutor(Executor):
             "host_config": api.create_host_config(**host_args),
         }
         try:
-            return str(api.create_container(**kwargs)["Id"])
+            return self._create_once(api, launch, kwargs)
         except docker.errors.ImageNotFound:
             if not self._load_tar(api, launch, image):
                 raise LaunchError(self._missing_image(launch, image)) from None
         try:
-            return str(api.create_container(**kwargs)["Id"])
+            return self._create_once(api, launch, kwargs)
         except docker.errors.ImageNotFound:
             tar = launch.options.get("image_tar")
             raise LaunchError(
                 f"task {launch.task_name!r}: loaded {tar} but it does not contain image "
                 f"{image}; check the tag with `docker load -i {tar}` and `docker images`"
             ) from None
+
+    def _create_once(self, api: Any, launch: Launch, kwargs: dict[str, Any]) -> str:
+        """Create the container; any failure but a missing image becomes a LaunchError."""
+        import docker.errors
+        import requests
+
+        try:
+            return str(api.create_container(**kwargs)["Id"])
+        except docker.errors.ImageNotFound:
+            raise
         except docker.errors.APIError as exc:
-            raise LaunchError(f"task {launch.task_name!r}: cannot create container: {exc}") from exc
+            raise LaunchError(
+                f"task {launch.task_name!r}: the daemon refused the container: {exc.explanation}"
+            ) from exc
+        except requests.exceptions.ConnectionError as exc:
+            raise LaunchError(unreachable_message(self.url, exc)) from exc
 
     def _load_tar(self, api: Any, launch: Launch, image: str) -> bool:
         """Load `image_tar` once per executor; False when there is none to load."""
@@ -182,8 +203,12 @@ class DockerExecutor(Executor):
         self._loaded_tars.add(tar)
         try:
             with open(tar, "rb") as data:
-                for _ in api.load_image(data):
-                    pass
+                for message in api.load_image(data):
+                    if isinstance(message, dict) and message.get("error"):
+                        raise LaunchError(
+                            f"task {launch.task_name!r}: image_tar {tar} could not be loaded: "
+                            f"{message['error']}; make it with `docker save -o {tar} {image}`"
+                        )
         except OSError as exc:
             raise LaunchError(
                 f"task {launch.task_name!r}: image {image} is missing and image_tar {tar} "
@@ -200,6 +225,8 @@ class DockerExecutor(Executor):
         return f"task {launch.task_name!r}: image {image} not found on {self.url}; run {fix}"
 
     def finished(self) -> list[tuple[int, Facts]]:
+        import requests
+
         if self._watcher is None:
             return []
         died, resync = self._watcher.take()
@@ -209,7 +236,14 @@ class DockerExecutor(Executor):
             ]
         results: list[tuple[int, Facts]] = []
         for attempt_id, tracked in candidates:
-            facts = self._collect(tracked)
+            try:
+                facts = self._collect(tracked)
+            except requests.exceptions.ConnectionError:
+                # The daemon is restarting or gone: keep tracking; the watcher flags a
+                # resync and wakes the runner once it reconnects.
+                if self._watcher is not None:
+                    self._watcher.mark_resync()
+                break
             if facts is not None:
                 with self._lock:
                     del self._tracked[attempt_id]
@@ -275,6 +309,7 @@ class DockerExecutor(Executor):
 
     def signal(self, attempt_id: int, signum: int) -> None:
         import docker.errors
+        import requests
 
         with self._lock:
             tracked = self._tracked.get(attempt_id)
@@ -283,6 +318,8 @@ class DockerExecutor(Executor):
             self._tracked[attempt_id] = replace(tracked, signalled=signum)
         try:
             self._api().kill(tracked.container, signal=int(signum))
+        except requests.exceptions.ConnectionError:
+            pass  # daemon unreachable; the runner signals again when its deadline comes back
         except docker.errors.APIError as exc:
             # 404 gone or 409 not running: it ended on its own; `finished` reports it.
             if exc.status_code not in (404, 409):
