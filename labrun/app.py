@@ -75,8 +75,9 @@ def stop_on_signals(runner: Runner) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def executors_for(waker: Waker) -> dict[str, Executor]:
-    return {"process": ProcessExecutor(waker)}
+def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, str], Executor]:
+    """One executor per (node, runtime) that the lab offers."""
+    return {(lab.local.name, "process"): ProcessExecutor(waker)}
 
 
 def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
@@ -98,10 +99,10 @@ def _drive(
 ) -> RunResult:
     os.makedirs(paths.shared_dir(run.id), mode=0o700, exist_ok=True)
     waker = Waker()
-    executors = executors_for(waker)
+    executors = executors_for(lab, waker)
     counts = store.counts(run.id)
     reporter = _reporter(job, sum(counts.values()), options)
-    runner = Runner(store, paths, job, run, lab.local, executors, waker, reporter)
+    runner = Runner(store, paths, job, run, lab.nodes, executors, waker, reporter)
     try:
         with stop_on_signals(runner):
             state = runner.drive(time.time)

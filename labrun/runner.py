@@ -12,7 +12,7 @@ import dataclasses
 import math
 import random
 import signal
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
 from labrun.config.job import JobSpec, TaskSpec
@@ -59,14 +59,14 @@ class Runner:
         paths: StatePaths,
         job: JobSpec,
         run: RunRow,
-        node: NodeSpec,
-        executors: Mapping[str, Executor],
+        nodes: Sequence[NodeSpec],
+        executors: Mapping[tuple[str, str], Executor],
         waker: Waker,
         reporter: Reporter,
         rng: Callable[[], float] = random.random,
     ) -> None:
         self.store, self.paths, self.job, self.run = store, paths, job, run
-        self.node, self.executors, self.waker, self.reporter = node, executors, waker, reporter
+        self.nodes, self.executors, self.waker, self.reporter = nodes, executors, waker, reporter
         self.rng = rng
         self.specs = {spec.name: spec for spec in job.tasks}
         self.active: dict[int, Active] = {}
@@ -184,24 +184,35 @@ class Runner:
             return []
         return self.store.ready_tasks(self.run.id, now, min(slots, 1024) + LOOKAHEAD)
 
-    def _capacity(self) -> NodeCapacity:
-        used_cpus = sum(a.spec.cpus for a in self.active.values())
-        used_memory = sum(a.launch.memory for a in self.active.values())
-        return NodeCapacity(self.node.name, self.node.cpus, self.node.memory, used_cpus, used_memory)
+    def _capacity(self) -> list[NodeCapacity]:
+        used: dict[str, list[float]] = {node.name: [0.0, 0.0] for node in self.nodes}
+        for act in self.active.values():
+            used[act.node][0] += act.spec.cpus
+            used[act.node][1] += act.launch.memory
+        return [
+            NodeCapacity(
+                node.name,
+                node.cpus,
+                node.memory,
+                used[node.name][0],
+                int(used[node.name][1]),
+                frozenset(rt for (name, rt) in self.executors if name == node.name),
+            )
+            for node in self.nodes
+        ]
+
+    def _demand(self, task: TaskRow) -> Demand:
+        spec = self.specs[task.spec]
+        return Demand(task.id, spec.cpus, task.memory, spec.runtime)
 
     def _claim(self, ready: list[TaskRow], now: float) -> list[Active]:
         if not ready:
             return []
         by_id = {task.id: task for task in ready}
-        demands = [Demand(t.id, self.specs[t.spec].cpus, t.memory) for t in ready]
-        plan = place(demands, [self._capacity()], self._slots())
+        plan = place([self._demand(t) for t in ready], self._capacity(), self._slots())
         for task_id in plan.never_fits:
             task = by_id[task_id]
-            spec = self.specs[task.spec]
-            why = (
-                f"needs {spec.cpus:g} cpus and {format_size(task.memory)} memory; the largest "
-                f"node ({self.node.name}) has {self.node.cpus:g} cpus and {format_size(self.node.memory)}"
-            )
+            why = self._never_fits(task)
             self._move(task, TaskState.FAILED, now, why, None, reason=why)
             self.reporter.message(f"{task.name}: cannot run anywhere: {why}")
         claimed = []
@@ -221,7 +232,7 @@ class Runner:
                 attempt_id,
                 running,
                 spec,
-                self.executors[spec.runtime],
+                self.executors[(placement.node, spec.runtime)],
                 launch,
                 placement.node,
                 deadline,
@@ -229,6 +240,17 @@ class Runner:
             self.active[attempt_id] = act
             claimed.append(act)
         return claimed
+
+    def _never_fits(self, task: TaskRow) -> str:
+        spec = self.specs[task.spec]
+        hosts = [n for n in self.nodes if (n.name, spec.runtime) in self.executors]
+        if not hosts:
+            return f"needs runtime {spec.runtime!r}, which no node offers"
+        big = max(hosts, key=lambda n: (n.memory, n.cpus))
+        return (
+            f"needs {spec.cpus:g} cpus and {format_size(task.memory)} memory; the largest node "
+            f"({big.name}) has {big.cpus:g} cpus and {format_size(big.memory)}"
+        )
 
     def _start(self, claimed: list[Active], now: float) -> None:
         started: list[tuple[Active, Started | str]] = []

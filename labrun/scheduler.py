@@ -18,6 +18,8 @@ class Demand:
     task_id: int
     cpus: float
     memory: int
+    runtime: str = "process"
+    nodes: tuple[str, ...] = ()  # allowed nodes; empty: any
 
 
 @dataclass(frozen=True)
@@ -27,6 +29,7 @@ class NodeCapacity:
     memory: int  # total
     cpus_used: float = 0.0
     memory_used: int = 0
+    runtimes: frozenset[str] = frozenset({"process"})
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,18 @@ class Plan:
 _EPS = 1e-9
 
 
+def can_host(node: NodeCapacity, demand: Demand) -> bool:
+    """Whether the node could run the task when idle."""
+    return (
+        demand.runtime in node.runtimes
+        and (not demand.nodes or node.name in demand.nodes)
+        and demand.cpus <= node.cpus + _EPS
+        and demand.memory <= node.memory
+    )
+
+
 def fits_somewhere(demand: Demand, nodes: Sequence[NodeCapacity]) -> bool:
-    return any(demand.cpus <= n.cpus + _EPS and demand.memory <= n.memory for n in nodes)
+    return any(can_host(n, demand) for n in nodes)
 
 
 def place(ready: Sequence[Demand], nodes: Sequence[NodeCapacity], slots: int) -> Plan:
@@ -72,7 +85,7 @@ def place(ready: Sequence[Demand], nodes: Sequence[NodeCapacity], slots: int) ->
         # Reserve for the waiting task on the node where it fits in total, so later
         # smaller tasks cannot keep it waiting forever.
         for node in nodes:
-            if demand.cpus <= node.cpus + _EPS and demand.memory <= node.memory:
+            if can_host(node, demand):
                 free[node.name][0] -= demand.cpus
                 free[node.name][1] -= demand.memory
                 break

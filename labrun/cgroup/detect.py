@@ -75,9 +75,7 @@ def _detect_v2(root: str, euid: int, own: str, environ: Mapping[str, str]) -> Su
     base, why_not = _writable_v2_base(root, own)
     if base is not None:
         who = "root" if base == root else "a delegated subtree"
-        return Support(
-            "cgroup-v2", f"cgroup v2: {who} writable at {base}", root, base, notes=_v2_notes(base)
-        )
+        return Support("cgroup-v2", f"cgroup v2: {who} writable at {base}", root, base, notes=_v2_notes(base))
     if euid != 0:
         return _detect_systemd(root, euid, environ, why_not)
     return Support("none", f"cgroup v2 at {root} is not usable: {why_not}", root)
@@ -164,9 +162,7 @@ def _detect_v1(root: str, euid: int, hierarchies: dict[str, str]) -> Support:
     if missing:
         notes.append(f"v1 hierarchies not mounted: {', '.join(missing)}")
     pairs = tuple(sorted(hierarchies.items()))
-    return Support(
-        "cgroup-v1", f"cgroup v1 at {root}, as root", root, hierarchies=pairs, notes=tuple(notes)
-    )
+    return Support("cgroup-v1", f"cgroup v1 at {root}, as root", root, hierarchies=pairs, notes=tuple(notes))
 
 
 def _v1_hierarchies(root: str) -> dict[str, str]:

@@ -27,6 +27,7 @@ class NodeSpec:
     name: str
     cpus: float
     memory: int
+    runtimes: tuple[str, ...] = ("process",)
 
 
 @dataclass(frozen=True)
@@ -34,6 +35,11 @@ class LabConfig:
     file: str | None  # None: built-in defaults
     state_dir: str
     local: NodeSpec
+
+    @property
+    def nodes(self) -> tuple[NodeSpec, ...]:
+        """Every node a job may use; the local machine first."""
+        return (self.local,)
 
 
 def default_state_dir() -> str:

@@ -130,9 +130,7 @@ class DockerExecutor(Executor):
         api = self._api()
         parent = None
         if self._cgroup_version is not None:
-            parent = docker_cgroup.parent_for(
-                launch.run_id, launch.attempt_id, uuid.uuid4().hex[:8]
-            )
+            parent = docker_cgroup.parent_for(launch.run_id, launch.attempt_id, uuid.uuid4().hex[:8])
         ident = self._create(api, launch, image, parent)
         with self._lock:
             self._tracked[launch.attempt_id] = _Tracked(launch, ident, parent)
@@ -231,9 +229,7 @@ class DockerExecutor(Executor):
             return []
         died, resync = self._watcher.take()
         with self._lock:
-            candidates = [
-                (aid, t) for aid, t in self._tracked.items() if resync or t.container in died
-            ]
+            candidates = [(aid, t) for aid, t in self._tracked.items() if resync or t.container in died]
         results: list[tuple[int, Facts]] = []
         for attempt_id, tracked in candidates:
             try:
@@ -289,9 +285,7 @@ class DockerExecutor(Executor):
         if self._cgroup_version is None:
             return
         pending = [*self._stale_parents, *([parent] if parent else [])]
-        self._stale_parents = [
-            p for p in pending if not docker_cgroup.remove(p, self._cgroup_version)
-        ]
+        self._stale_parents = [p for p in pending if not docker_cgroup.remove(p, self._cgroup_version)]
 
     def _copy_logs(self, api: Any, tracked: _Tracked) -> None:
         launch = tracked.launch

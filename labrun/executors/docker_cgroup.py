@@ -50,9 +50,7 @@ def read_usage(parent: str, version: str, root: str = CGROUP_ROOT) -> Usage:
     if version == "2":
         peak = _read(os.path.join(root, rel, "memory.peak"))
         stat = _read(os.path.join(root, rel, "cpu.stat")) or ""
-        usec = next(
-            (line.split()[1] for line in stat.splitlines() if line.startswith("usage_usec")), None
-        )
+        usec = next((line.split()[1] for line in stat.splitlines() if line.startswith("usage_usec")), None)
         return Usage(int(peak) if peak else None, int(usec) / 1e6 if usec is not None else None)
     peak = _read(os.path.join(root, "memory", rel, "memory.max_usage_in_bytes"))
     nanos = _read(os.path.join(root, "cpuacct", rel, "cpuacct.usage"))

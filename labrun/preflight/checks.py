@@ -142,9 +142,7 @@ def env_set(name: str, environ: Mapping[str, str]) -> Check:
     def probe(_timeout: float) -> Verdict:
         value = environ.get(name)
         if value is None:
-            return failed(
-                "not set", f"export {name}=... before running, or add it to [defaults] env"
-            )
+            return failed("not set", f"export {name}=... before running, or add it to [defaults] env")
         if not value.strip():
             return failed("set but empty", f"give {name} a value, e.g. export {name}=...")
         return passed(f"set ({len(value)} characters)")  # the value may be a secret
@@ -180,9 +178,7 @@ class NodeCapacity:
     memory: int  # bytes
 
 
-def resources_fit(
-    task: str, cpus: float, memory: int | None, nodes: Sequence[NodeCapacity]
-) -> Check:
+def resources_fit(task: str, cpus: float, memory: int | None, nodes: Sequence[NodeCapacity]) -> Check:
     """Task `task`, asking `cpus` and `memory` bytes, fits on at least one node."""
 
     def probe(_timeout: float) -> Verdict:

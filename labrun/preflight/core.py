@@ -58,9 +58,7 @@ class Check:
                 f"the check itself raised {type(exc).__name__}: {exc}",
                 "report this as a labrun bug, with the job file",
             )
-        return CheckResult(
-            self.name, verdict.ok, verdict.found, verdict.fix, time.monotonic() - start
-        )
+        return CheckResult(self.name, verdict.ok, verdict.found, verdict.fix, time.monotonic() - start)
 
 
 # Probes that enforce the limit themselves report slightly after it; this grace keeps the
@@ -93,9 +91,7 @@ class _Slots:
             self.changed.notify_all()
 
 
-def run_checks(
-    checks: Sequence[Check], timeout: float, workers: int | None = None
-) -> list[CheckResult]:
+def run_checks(checks: Sequence[Check], timeout: float, workers: int | None = None) -> list[CheckResult]:
     """Runs every check concurrently, each under `timeout` seconds; results in input order.
 
     A check that does not answer in time is reported as failed ("no answer within Ns")

@@ -18,9 +18,7 @@ TAIL_LINES = 5
 _TAIL_CHARS = 2000
 
 
-def custom_command(
-    name: str, command: str, cwd: str, env: Mapping[str, str] | None = None
-) -> Check:
+def custom_command(name: str, command: str, cwd: str, env: Mapping[str, str] | None = None) -> Check:
     """Runs `/bin/sh -c command` in `cwd` with `env` (None: this process's environment)."""
 
     def probe(timeout: float) -> Verdict:
