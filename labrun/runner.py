@@ -283,7 +283,12 @@ class Runner:
                 act.kill_at = math.inf  # sent once; the exit is awaited like any other
 
     def _next_wake(self, now: float) -> float | None:
-        times = [t for a in self.active.values() for t in (a.deadline, a.kill_at) if t and t != math.inf]
+        times: list[float] = []
+        for act in self.active.values():
+            if act.stop is None and act.deadline is not None:
+                times.append(act.deadline)
+            if act.kill_at is not None and act.kill_at != math.inf:
+                times.append(act.kill_at)
         if self.stop is None and self._slots() > 0 and self.counts[TaskState.READY]:
             ready_at = self.store.next_ready_time(self.run.id)
             if ready_at is not None and ready_at > now:
