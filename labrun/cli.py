@@ -195,17 +195,21 @@ def schema() -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: never a traceback for user errors; exit codes as in the README."""
-    import click
-
     try:
         code = app(args=argv, standalone_mode=False)
     except LabrunError as exc:
         print(f"labrun: {exc}" if "\n" not in str(exc) else f"labrun: errors:\n{exc}", file=sys.stderr)
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         code = ExitCode.INTERRUPTED
-    except click.exceptions.ClickException as exc:
-        exc.show()
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.TyperException as exc:  # a usage error: bad option, missing argument
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            print(f"labrun: {exc}", file=sys.stderr)
         code = ExitCode.CONFIG
     except KeyboardInterrupt:
         code = ExitCode.INTERRUPTED
