@@ -14,6 +14,7 @@ from types import FrameType
 
 from labrun.config.job import JobSpec, load_job, parse_job
 from labrun.config.lab import LabConfig
+from labrun.config.schema import SETUP_NAME
 from labrun.errors import UsageError
 from labrun.executors.base import Executor, Waker
 from labrun.executors.process import ProcessExecutor
@@ -137,8 +138,8 @@ def find_run(store: Store, ref: str) -> RunRow:
 
 
 def find_task(store: Store, run: RunRow, ref: str) -> TaskRow:
-    """A task of a run by its name: `report`, `resize[3]`."""
-    task = store.task_by_name(run.id, ref)
+    """A task of a run by its name: `report`, `resize[3]`; `0` is task 0 (`setup`)."""
+    task = store.task_by_name(run.id, SETUP_NAME if ref == "0" else ref)
     if task is not None:
         return task
     specs = [spec.name for spec in job_of(run).tasks]
