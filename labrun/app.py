@@ -15,7 +15,7 @@ from types import FrameType
 from labrun.config.job import JobSpec, load_job, parse_job
 from labrun.config.lab import LabConfig
 from labrun.config.schema import SETUP_NAME
-from labrun.errors import UsageError
+from labrun.errors import PreflightFailed, UsageError
 from labrun.executors.base import Executor, Waker
 from labrun.executors.process import ProcessExecutor
 from labrun.expand import instances
@@ -35,6 +35,7 @@ class RunOptions:
     quiet: bool = False
     verbose: bool = False
     live: bool | None = None  # None: a live bar when stdout is a terminal
+    preflight: bool = True  # run the job's checks first and refuse to start on a failure
 
 
 @dataclass(frozen=True)
@@ -83,6 +84,8 @@ def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, str], Executo
 
 def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
     job = load_job(job_path)
+    if options.preflight:
+        refuse_on_preflight(job, lab)
     store, paths = open_store(lab)
     with JobLock(paths.lock(job.name), job.name).hold(options.wait) as lock:
         now = time.time()
@@ -93,6 +96,20 @@ def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
         run = store.run(run_id)
         assert run is not None
         return _drive(store, paths, job, run, lab, options)
+
+
+def refuse_on_preflight(job: JobSpec, lab: LabConfig) -> None:
+    """Runs the job's preflight checks; any failure refuses the run before it is created."""
+    from labrun.preflight import render_text, summary
+    from labrun.preflight.from_job import preflight
+
+    report = preflight(job, lab)
+    if not report.ok:
+        raise PreflightFailed(
+            f"preflight failed, nothing was started ({summary(report.results)}):\n"
+            f"{render_text(report.failures)}\n"
+            f"(`labrun check {job.file}` shows every check; --no-preflight skips them)"
+        )
 
 
 def _drive(

@@ -197,7 +197,7 @@ def parse_job(text: str, file: str) -> JobSpec:
     defaults = _task_values(c, ("defaults",), _table(c, data, "defaults"), "[defaults]")
     tasks = _tasks(c, data, defaults)
     setup = _setup(c, data, defaults)
-    _check_dependencies(c, data, tasks, setup is not None)
+    _check_dependencies(c, data, tasks, setup)
     preflight = _preflight(c, _table(c, data, "preflight"))
     if c.problems:
         raise ConfigError(c.problems)
@@ -235,16 +235,19 @@ def _setup(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
     return TaskSpec(**fields)
 
 
-def _check_dependencies(c: _Collector, data: Mapping[str, Any], tasks: list[TaskSpec], setup: bool) -> None:
+def _check_dependencies(
+    c: _Collector, data: Mapping[str, Any], tasks: list[TaskSpec], setup: TaskSpec | None
+) -> None:
     raw = data.get("tasks")
     index = {t.get("name"): i for i, t in enumerate(raw)} if isinstance(raw, list) else {}
-    known = [t.name for t in tasks] + ([SETUP_NAME] if setup else [])
+    known = [t.name for t in tasks] + ([SETUP_NAME] if setup is not None else [])
     for spec in tasks:
         path: Path = ("tasks", index.get(spec.name, 0))
         if spec.name == SETUP_NAME:
             c.add((*path, "name"), "the name 'setup' is task 0's", "declare task 0 as a [setup] table")
-        if isinstance(spec.items, SetupItems) and not setup:
-            c.add((*path, "items"), 'items = "setup" needs a [setup] table', "add [setup] with outputs")
+        if isinstance(spec.items, SetupItems) and (setup is None or not setup.outputs):
+            hint = 'add [setup] with outputs = ["{shared}/manifest.txt"]: its first output is the manifest'
+            c.add((*path, "items"), 'items = "setup" needs task 0 with outputs', hint)
         for up in spec.depends_on:
             if up not in known:
                 close = difflib.get_close_matches(up, known, n=1)
