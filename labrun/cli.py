@@ -185,6 +185,35 @@ def _print_log(path: str, follow: bool, ended: object) -> None:
 
 
 @app.command()
+def why(
+    run_ref: RunArg,
+    task: Annotated[str, typer.Argument(help="A task: `0` or `setup` (task 0), `report`, `resize[3]`.")],
+    attempt: Annotated[
+        int | None, typer.Option("--attempt", "-a", help="Attempt number (default: the latest).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+    config: ConfigOpt = None,
+) -> int:
+    """Why a task failed: the cause, the evidence, and the next step. Example: labrun why last 0"""
+    import json
+
+    from labrun.app import find_run, find_task, job_of, open_store
+    from labrun.diagnose import diagnose
+    from labrun.why import record_for
+
+    store, paths = open_store(_lab(config))
+    found = find_run(store, run_ref)
+    row = find_task(store, found, task)
+    timeout = job_of(found).task(row.spec).timeout
+    diagnosis = diagnose(record_for(store, paths, found, row, timeout, attempt))
+    if as_json:
+        print(json.dumps({"run": found.id, "task": row.name, **diagnosis.to_json()}, indent=2))
+    else:
+        print(f"run {found.id}, task {'0 ' if row.seq == 0 else ''}{row.name}: {diagnosis.render_text()}")
+    return ExitCode.OK
+
+
+@app.command()
 def schema() -> int:
     """Print the JSON Schema of job files (for editors). Example: labrun schema > labrun.schema.json"""
     import json
