@@ -139,6 +139,8 @@ class Tracker:
             elif all(u.remaining == 0 for u in ups):
                 prog.decided = True
                 promote.append(name)
+                if prog.remaining == 0:  # nothing to run (an empty manifest): done already
+                    queue.extend(self.downstream.get(name, ()))
         return Plan(tuple(promote), skip)
 
     def complete(self, spec: str) -> bool:
