@@ -141,7 +141,7 @@ def runs(
 @app.command()
 def logs(
     run_ref: RunArg,
-    task: Annotated[str, typer.Argument(help="A task name: `report`, `resize[3]`.")],
+    task: Annotated[str, typer.Argument(help="A task: `0` or `setup` (task 0), `report`, `resize[3]`.")],
     attempt: Annotated[
         int | None, typer.Option("--attempt", "-a", help="Attempt number (default: the latest).")
     ] = None,

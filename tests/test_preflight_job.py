@@ -118,6 +118,7 @@ def test_implied_checks_resources_and_output_directories(labrun: Labrun, tmp_pat
         ('comands = ["sh"]', "unknown key 'comands' in [preflight] (did you mean 'commands'?)"),
         ('disk_free = { "out" = "lots" }', "preflight.disk_free:"),
         ('checks = [{ name = "x" }]', "check 1 must have exactly a string name and a string command"),
+        ('tcp = ["localhost"]', "preflight.tcp[0]: expected"),
     ],
 )
 def test_preflight_table_errors_have_locations(

@@ -274,6 +274,16 @@ def test_a_timeout_is_resource_exhaustion(labrun: Labrun, tmp_path: Path) -> Non
             "depends on 'reprot', which is no task of this job (did you mean 'report'?)",
             ":12:",
         ),
+        (
+            """
+            [[tasks]]
+            name = "a"
+            command = "true"
+            items = "setup"
+            """,
+            'items = "setup" needs task 0 with outputs',
+            ":12:",
+        ),
     ],
 )
 def test_bad_dependencies_are_configuration_errors(

@@ -26,6 +26,7 @@ from labrun.config.schema import (
 )
 from labrun.deps import describe_cycle, find_cycle, upstream_map
 from labrun.errors import ConfigError, Problem
+from labrun.preflight.network import parse_address
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -223,7 +224,7 @@ def _setup(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
     table = _table(c, data, "setup")
     values = {**defaults, **_task_values(c, ("setup",), table, "[setup]")}
     for key in ("name", "items", "depends_on"):
-        if key in table:
+        if key in table and not (key == "name" and table[key] == SETUP_NAME):
             c.add(("setup", key), f"[setup] takes no {key}", "task 0 is named setup and runs first, once")
     if "command" not in values:
         c.add(("setup",), "[setup] has no command", 'add command = "..."')
@@ -268,6 +269,11 @@ def _preflight(c: _Collector, table: Mapping[str, Any]) -> PreflightSpec:
             c.unknown(("preflight",), key, tuple(PREFLIGHT_KEYS_BY_NAME), "[preflight]")
         elif (converted := c.value(("preflight", key), spec, raw)) is not None:
             values[key] = converted
+    for i, address in enumerate(values.get("tcp", ())):
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            c.add(("preflight", "tcp", i), str(exc))
     return PreflightSpec(**values)
 
 
