@@ -5,12 +5,12 @@ from __future__ import annotations
 from helpers import REPO
 
 from labrun.cli import app
-from labrun.config.schema import JOB_KEYS, TASK_KEYS
+from labrun.config.schema import JOB_KEYS, PREFLIGHT_KEYS, TASK_KEYS
 
 
 def test_every_job_file_key_is_in_the_readme() -> None:
     readme = (REPO / "README.md").read_text()
-    missing = [k.name for k in (*JOB_KEYS, *TASK_KEYS) if f"| `{k.name}` |" not in readme]
+    missing = [k.name for k in (*JOB_KEYS, *TASK_KEYS, *PREFLIGHT_KEYS) if f"| `{k.name}` |" not in readme]
     assert missing == [], f"document these keys in README.md: {missing}"
 
 
