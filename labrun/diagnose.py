@@ -360,7 +360,7 @@ RULES: tuple[Rule, ...] = (
         lambda r: ", ".join(r.upstream_failed) or (r.reason if r.state == "skipped" else None),
         lambda r, up: (
             f"skipped: an upstream task did not succeed ({up})",
-            "run `labrun why` on the upstream task and fix it first",
+            f"fix the upstream task first: `labrun why RUN {up.split(', ')[0]}` says why it failed",
         ),
     ),
     Rule(

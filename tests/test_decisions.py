@@ -47,7 +47,7 @@ def test_counted_failures_back_off_then_give_up() -> None:
     second = decide(POLICY, Outcome.FAILED, attempts=2, failures=2, memory=1, now=100.0, jitter=0.999)
     assert second.retry and 119.0 < second.not_before <= 120.0
     third = decide(POLICY, Outcome.TIMEOUT, attempts=3, failures=3, memory=1, now=100.0, jitter=0.5)
-    assert not third.retry and "retries = 2 exhausted" in third.reason
+    assert not third.retry and "all 2 retries used" in third.reason
 
 
 def test_backoff_is_capped() -> None:

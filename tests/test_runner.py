@@ -135,7 +135,7 @@ def test_retries_exhausted_fails_the_task(tmp_path: Path) -> None:
     assert runner.done()
     assert runner._finish(now) is RunState.FAILED
     task = store.task_by_name(runner.run.id, "t[0]")
-    assert task is not None and task.state is TaskState.FAILED and "exhausted" in (task.reason or "")
+    assert task is not None and task.state is TaskState.FAILED and "all 2 retries used" in (task.reason or "")
 
 
 def test_config_error_is_not_retried(tmp_path: Path) -> None:
