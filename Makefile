@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest zipapp bench clean
+.PHONY: test system lint typecheck pytest zipapp bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,12 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) system lint typecheck pytest
+
+# Debian packages the tests use for real (dockerd, busybox, sshd, ...); installs only
+# what is missing, and only as root. Tests that need a missing one skip and say why.
+system:
+	sh tests/setup-system.sh
 
 lint: $(STAMP)
 	$(BIN)/ruff check labrun tests bench

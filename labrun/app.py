@@ -14,7 +14,8 @@ from types import FrameType
 
 from labrun.config.job import JobSpec, load_job, parse_job
 from labrun.config.lab import LabConfig
-from labrun.errors import UsageError
+from labrun.config.schema import SETUP_NAME
+from labrun.errors import PreflightFailed, UsageError
 from labrun.executors.base import Executor, Waker
 from labrun.executors.process import ProcessExecutor
 from labrun.expand import instances
@@ -34,6 +35,7 @@ class RunOptions:
     quiet: bool = False
     verbose: bool = False
     live: bool | None = None  # None: a live bar when stdout is a terminal
+    preflight: bool = True  # run the job's checks first and refuse to start on a failure
 
 
 @dataclass(frozen=True)
@@ -82,6 +84,8 @@ def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, str], Executo
 
 def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
     job = load_job(job_path)
+    if options.preflight:
+        refuse_on_preflight(job, lab)
     store, paths = open_store(lab)
     with JobLock(paths.lock(job.name), job.name).hold(options.wait) as lock:
         now = time.time()
@@ -92,6 +96,20 @@ def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
         run = store.run(run_id)
         assert run is not None
         return _drive(store, paths, job, run, lab, options)
+
+
+def refuse_on_preflight(job: JobSpec, lab: LabConfig) -> None:
+    """Runs the job's preflight checks; any failure refuses the run before it is created."""
+    from labrun.preflight import render_text, summary
+    from labrun.preflight.from_job import preflight
+
+    report = preflight(job, lab)
+    if not report.ok:
+        raise PreflightFailed(
+            f"preflight failed, nothing was started ({summary(report.results)}):\n"
+            f"{render_text(report.failures)}\n"
+            f"(`labrun check {job.file}` shows every check; --no-preflight skips them)"
+        )
 
 
 def _drive(
@@ -137,8 +155,8 @@ def find_run(store: Store, ref: str) -> RunRow:
 
 
 def find_task(store: Store, run: RunRow, ref: str) -> TaskRow:
-    """A task of a run by its name: `report`, `resize[3]`."""
-    task = store.task_by_name(run.id, ref)
+    """A task of a run by its name: `report`, `resize[3]`; `0` is task 0 (`setup`)."""
+    task = store.task_by_name(run.id, SETUP_NAME if ref == "0" else ref)
     if task is not None:
         return task
     specs = [spec.name for spec in job_of(run).tasks]

@@ -55,6 +55,9 @@ def run(
     plain: Annotated[
         bool, typer.Option("--plain", help="Plain lines even on a terminal (no live bar).")
     ] = False,
+    no_preflight: Annotated[
+        bool, typer.Option("--no-preflight", help="Start without running the preflight checks.")
+    ] = False,
 ) -> int:
     """Run a job to completion. Example: labrun run examples/hello.toml"""
     from labrun.app import RunOptions, run_job
@@ -62,7 +65,9 @@ def run(
     from labrun.states import RunState
 
     lab = _lab(config)
-    options = RunOptions(wait=wait, quiet=quiet, verbose=verbose, live=False if plain else None)
+    options = RunOptions(
+        wait=wait, quiet=quiet, verbose=verbose, live=False if plain else None, preflight=not no_preflight
+    )
     result = run_job(job_file, lab, options)
     from labrun.app import open_store
 
@@ -77,29 +82,26 @@ def run(
 def check(
     job_file: Annotated[str, typer.Argument(help="The job file (TOML).")],
     config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
 ) -> int:
-    """Validate a job file and the lab configuration; nothing runs. Example: labrun check job.toml"""
+    """Validate a job file and run its preflight checks; nothing runs. Example: labrun check job.toml"""
+    import json
+
     from labrun.config.job import load_job
-    from labrun.scheduler import Demand, NodeCapacity, fits_somewhere
-    from labrun.units import format_size
+    from labrun.preflight import render_text, summary, to_json
+    from labrun.preflight.from_job import preflight
 
     lab = _lab(config)
     job = load_job(job_file)
-    node = NodeCapacity(lab.local.name, lab.local.cpus, lab.local.memory)
-    ok = True
-    print(f"✓ {job.file}: valid, {len(job.tasks)} task entries")
-    for spec in job.tasks:
-        if not fits_somewhere(Demand(0, spec.cpus, spec.memory), [node]):
-            ok = False
-            print(
-                f"✗ task {spec.name} asks for {spec.cpus:g} cpus and {format_size(spec.memory)}; "
-                f"the largest node ({node.name}) has {node.cpus:g} cpus and {format_size(node.memory)}: "
-                "lower cpus/memory for it"
-            )
-    if not os.path.isdir(job.workdir):
-        ok = False
-        print(f"✗ workdir {job.workdir} does not exist: create it or fix [job] workdir")
-    return ExitCode.OK if ok else ExitCode.PREFLIGHT
+    report = preflight(job, lab)
+    if as_json:
+        print(json.dumps({"job": job.file, **to_json(report.results)}, indent=2))
+    else:
+        print(f"✓ {job.file}: valid, {len(job.all_tasks)} task entries")
+        if report.results:
+            print(render_text(report.results))
+        print(summary(report.results))
+    return ExitCode.OK if report.ok else ExitCode.PREFLIGHT
 
 
 @app.command()
@@ -139,7 +141,7 @@ def runs(
 @app.command()
 def logs(
     run_ref: RunArg,
-    task: Annotated[str, typer.Argument(help="A task name: `report`, `resize[3]`.")],
+    task: Annotated[str, typer.Argument(help="A task: `0` or `setup` (task 0), `report`, `resize[3]`.")],
     attempt: Annotated[
         int | None, typer.Option("--attempt", "-a", help="Attempt number (default: the latest).")
     ] = None,
@@ -183,6 +185,35 @@ def _print_log(path: str, follow: bool, ended: object) -> None:
 
 
 @app.command()
+def why(
+    run_ref: RunArg,
+    task: Annotated[str, typer.Argument(help="A task: `0` or `setup` (task 0), `report`, `resize[3]`.")],
+    attempt: Annotated[
+        int | None, typer.Option("--attempt", "-a", help="Attempt number (default: the latest).")
+    ] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+    config: ConfigOpt = None,
+) -> int:
+    """Why a task failed: the cause, the evidence, and the next step. Example: labrun why last 0"""
+    import json
+
+    from labrun.app import find_run, find_task, job_of, open_store
+    from labrun.diagnose import diagnose
+    from labrun.why import record_for
+
+    store, paths = open_store(_lab(config))
+    found = find_run(store, run_ref)
+    row = find_task(store, found, task)
+    timeout = job_of(found).task(row.spec).timeout
+    diagnosis = diagnose(record_for(store, paths, found, row, timeout, attempt))
+    if as_json:
+        print(json.dumps({"run": found.id, "task": row.name, **diagnosis.to_json()}, indent=2))
+    else:
+        print(f"run {found.id}, task {'0 ' if row.seq == 0 else ''}{row.name}: {diagnosis.render_text()}")
+    return ExitCode.OK
+
+
+@app.command()
 def schema() -> int:
     """Print the JSON Schema of job files (for editors). Example: labrun schema > labrun.schema.json"""
     import json
@@ -195,17 +226,21 @@ def schema() -> int:
 
 def main(argv: list[str] | None = None) -> None:
     """Entry point: never a traceback for user errors; exit codes as in the README."""
-    import click
-
     try:
         code = app(args=argv, standalone_mode=False)
     except LabrunError as exc:
         print(f"labrun: {exc}" if "\n" not in str(exc) else f"labrun: errors:\n{exc}", file=sys.stderr)
         code = exc.exit_code
-    except click.exceptions.Abort:
+    except typer.Abort:
         code = ExitCode.INTERRUPTED
-    except click.exceptions.ClickException as exc:
-        exc.show()
+    except typer.Exit as exc:
+        code = exc.exit_code
+    except typer.TyperException as exc:  # a usage error: bad option, missing argument
+        show = getattr(exc, "show", None)
+        if callable(show):
+            show()
+        else:
+            print(f"labrun: {exc}", file=sys.stderr)
         code = ExitCode.CONFIG
     except KeyboardInterrupt:
         code = ExitCode.INTERRUPTED

@@ -130,7 +130,8 @@ _ENV_PATTERNS = [
 ]  # fmt: skip
 _PY_KEYERROR = re.compile(r"^KeyError: '" + _NAME + r"'")
 _COMMAND_PATTERNS = [
-    re.compile(r"([^\s:]+): command not found"),  # bash
+    # bash; not labrun's own "exited 127: command not found"
+    re.compile(r"(?:^|(?<=\s))(?<!exited )([^\s:]+): command not found"),
     re.compile(r"^[^:]+: \d+: ([^\s:]+): not found"),  # dash: "sh: 1: foo: not found"
     re.compile(r"^(?:/usr/bin/)?env: " + _Q + r"([^'’:]+)" + _Q + r": No such file or directory"),
     re.compile(r"command not found: (\S+)"),  # zsh, and labrun's own launch error
@@ -359,7 +360,7 @@ RULES: tuple[Rule, ...] = (
         lambda r: ", ".join(r.upstream_failed) or (r.reason if r.state == "skipped" else None),
         lambda r, up: (
             f"skipped: an upstream task did not succeed ({up})",
-            "run `labrun why` on the upstream task and fix it first",
+            f"fix the upstream task first: `labrun why RUN {up.split(', ')[0]}` says why it failed",
         ),
     ),
     Rule(

@@ -8,12 +8,13 @@ the same meaning, one `/bin/sh` fewer per attempt.
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 
 from labrun.config.job import PLACEHOLDERS, JobSpec, TaskSpec
-from labrun.config.schema import RangeItems
+from labrun.config.schema import RangeItems, SetupItems
 from labrun.executors.base import Launch
 from labrun.paths import StatePaths
 from labrun.rows import RunRow, TaskRow
@@ -26,12 +27,21 @@ _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]#~=%!{}\n]")
 
 
 def instances(job: JobSpec) -> Iterator[NewTask]:
-    """(seq, name, spec, item, idx, state, memory) for every task of a new run, in order."""
+    """(seq, name, spec, item, idx, state, memory) for every task of a new run, in order.
+
+    Task 0 (setup) is seq 0. Tasks with anything upstream start `waiting`; a fan-out over
+    task 0's manifest gets its rows only when task 0 succeeds (`fanout_rows`).
+    """
+    if job.setup is not None:
+        yield (0, job.setup.name, job.setup.name, None, None, TaskState.READY, job.setup.memory)
     seq = 0
     for spec in job.tasks:
+        state = TaskState.WAITING if job.setup is not None or spec.depends_on else TaskState.READY
+        if isinstance(spec.items, SetupItems):
+            continue
         if spec.items is None:
             seq += 1
-            yield (seq, spec.name, spec.name, None, None, TaskState.READY, spec.memory)
+            yield (seq, spec.name, spec.name, None, None, state, spec.memory)
             continue
         values: Iterator[str] = (
             map(str, range(spec.items.start, spec.items.stop, spec.items.step))
@@ -41,7 +51,34 @@ def instances(job: JobSpec) -> Iterator[NewTask]:
         for index, item in enumerate(values):
             seq += 1
             name = f"{spec.name}[{index}]"
-            yield (seq, name, spec.name, item, index, TaskState.READY, spec.memory)
+            yield (seq, name, spec.name, item, index, state, spec.memory)
+
+
+def fanout_rows(spec: TaskSpec, lines: Iterable[str], after_seq: int) -> Iterator[NewTask]:
+    """Rows of a fan-out over task 0's manifest: one per non-empty line, `waiting`."""
+    index = 0
+    for line in lines:
+        item = line.strip()
+        if item:
+            name = f"{spec.name}[{index}]"
+            yield (after_seq + index + 1, name, spec.name, item, index, TaskState.WAITING, spec.memory)
+            index += 1
+
+
+def placeholder_values(paths: StatePaths, run: RunRow, task: TaskRow, attempt: int) -> dict[str, str]:
+    return {
+        "item": task.item if task.item is not None else "",
+        "index": str(task.idx) if task.idx is not None else "",
+        "run": str(run.id),
+        "attempt": str(attempt),
+        "shared": paths.shared_dir(run.id),
+        "task": task.name,
+    }
+
+
+def outputs_for(spec: TaskSpec, values: Mapping[str, str], workdir: str) -> tuple[str, ...]:
+    """Declared outputs, placeholders filled, relative paths against the workdir."""
+    return tuple(os.path.join(workdir, _fill(p, values, quote=False)) for p in spec.outputs)
 
 
 def _fill(template: str, values: Mapping[str, str], quote: bool) -> str:
@@ -74,14 +111,7 @@ def launch_for(
     workdir: str,
     memory: int,
 ) -> Launch:
-    values = {
-        "item": task.item if task.item is not None else "",
-        "index": str(task.idx) if task.idx is not None else "",
-        "run": str(run.id),
-        "attempt": str(attempt),
-        "shared": paths.shared_dir(run.id),
-        "task": task.name,
-    }
+    values = placeholder_values(paths, run, task, attempt)
     env = {name: _fill(value, values, quote=False) for name, value in spec.env.items()}
     env.update({f"LABRUN_{key.upper()}": value for key, value in values.items()})
     return Launch(
@@ -96,4 +126,5 @@ def launch_for(
         stderr_path=paths.log(run.id, task.name, attempt, "stderr"),
         cpus=spec.cpus,
         memory=memory,
+        outputs=outputs_for(spec, values, workdir),
     )

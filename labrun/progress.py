@@ -164,7 +164,8 @@ class LiveReporter(Reporter):
             for s in (TaskState.RUNNING, TaskState.FAILED, TaskState.SKIPPED)
             if counts.get(s)
         )
-        self.bar.update(self.task_id, completed=done, states=states)
+        # the total grows when task 0's manifest fans out
+        self.bar.update(self.task_id, completed=done, total=sum(counts.values()), states=states)
 
     def message(self, text: str) -> None:
         self.bar.console.print(text, markup=False, highlight=False)

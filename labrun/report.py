@@ -98,8 +98,9 @@ def _task_line(t: TaskRow, attempts: list[AttemptRow]) -> str:
     peak = format_size(last.peak_memory) if last else "-"
     cpu = f"{last.cpu_seconds:.2f}s" if last and last.cpu_seconds is not None else "-"
     reason = t.reason or "" if t.state is not TaskState.SUCCEEDED else ""
+    label = f"0 {t.name}" if t.seq == 0 else t.name  # task 0 (setup) is addressed as 0 too
     return (
-        f"{t.name:<24} {t.state.value:<10} {len(attempts):>3} {outcome:<12} {exit_text:>7} "
+        f"{label:<24} {t.state.value:<10} {len(attempts):>3} {outcome:<12} {exit_text:>7} "
         f"{took:>8} {peak:>9} {cpu:>8}  {reason}"
     ).rstrip()
 

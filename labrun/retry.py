@@ -64,13 +64,8 @@ def decide(
     if not counted:
         return Decision(True, not_before=now, memory=memory, reason=f"{outcome.value}: not counted")
     if failures > policy.retries:
-        times = "once" if failures == 1 else f"{failures} times"
-        return Decision(
-            False,
-            memory=memory,
-            counted=True,
-            reason=f"failed {times} ({outcome.value}); retries = {policy.retries} exhausted",
-        )
+        used = "not retried (retries = 0)" if policy.retries == 0 else f"all {policy.retries} retries used"
+        return Decision(False, memory=memory, counted=True, reason=used)
     delay = backoff(policy, failures, jitter)
     left = policy.retries - failures
     return Decision(

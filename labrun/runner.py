@@ -27,6 +27,7 @@ from labrun.rows import RunRow, TaskRow
 from labrun.scheduler import Demand, NodeCapacity, Plan, place
 from labrun.states import Outcome, RunState, TaskState
 from labrun.store import Store
+from labrun.unblock import Unblocker
 from labrun.units import format_size
 
 LOOKAHEAD = 64  # ready tasks read beyond the free slots, so small tasks can backfill
@@ -68,12 +69,13 @@ class Runner:
         self.store, self.paths, self.job, self.run = store, paths, job, run
         self.nodes, self.executors, self.waker, self.reporter = nodes, executors, waker, reporter
         self.rng = rng
-        self.specs = {spec.name: spec for spec in job.tasks}
+        self.specs = {spec.name: spec for spec in job.all_tasks}
         self.active: dict[int, Active] = {}
         self.counts = {state: 0 for state in TaskState}
         self.counts.update(store.counts(run.id))
         self.stop: Stop | None = None
         self.kill_now = False
+        self.deps = Unblocker(self)  # waiting → ready or skipped as upstream tasks finish
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -95,16 +97,18 @@ class Runner:
         ended = [item for ex in self.executors.values() for item in ex.finished()]
         claimed: list[Active] = []
         may_launch = self.stop is None and self.counts[TaskState.READY] > 0
-        if ended or (may_launch and self._slots() > 0):
+        if ended or self.deps.dirty or (may_launch and self._slots() > 0):
             with self.store.tx():
                 for attempt_id, facts in ended:
                     self._record_end(self.active.pop(attempt_id), facts, now)
+                self.deps.settle(now)
                 # read after recording ends: the slots they held are free now
                 claimed = self._claim(self._ready(now) if self.stop is None else [], now)
+                self.deps.settle(now)  # tasks that can never be placed fail their dependents
         self._enforce_stops(now)
-        self._start(claimed, now)
+        unblocked = self._start(claimed, now)
         self.reporter.progress(self.counts, now)
-        return self._next_wake(now)
+        return now if unblocked else self._next_wake(now)
 
     def drive(self, clock: Callable[[], float]) -> RunState:
         while True:
@@ -167,6 +171,7 @@ class Runner:
         self.store.transition(task, new, now, cause, attempt, **fields)
         self.counts[task.state] -= 1
         self.counts[new] += 1
+        self.deps.note(task, new)
         changes = {
             k: v for k, v in fields.items() if k in ("attempts", "failures", "memory", "not_before", "reason")
         }
@@ -222,7 +227,8 @@ class Runner:
 
     def _demand(self, task: TaskRow) -> Demand:
         spec = self.specs[task.spec]
-        return Demand(task.id, spec.cpus, task.memory, spec.runtime)
+        head = (self.nodes[0].name,) if task.seq == 0 else ()  # task 0 runs on the head node
+        return Demand(task.id, spec.cpus, task.memory, spec.runtime, head)
 
     def _claim(self, ready: list[TaskRow], now: float) -> list[Active]:
         if not ready:
@@ -271,7 +277,8 @@ class Runner:
             f"({big.name}) has {big.cpus:g} cpus and {format_size(big.memory)}"
         )
 
-    def _start(self, claimed: list[Active], now: float) -> None:
+    def _start(self, claimed: list[Active], now: float) -> bool:
+        """Starts claimed attempts; True when one that could not start unblocked others."""
         started: list[tuple[Active, Started | str]] = []
         for act in claimed:
             try:
@@ -279,7 +286,7 @@ class Runner:
             except LaunchError as exc:
                 started.append((act, str(exc)))
         if not started:
-            return
+            return False
         with self.store.tx():
             for act, result in started:
                 if isinstance(result, Started):
@@ -288,6 +295,7 @@ class Runner:
                 else:
                     del self.active[act.attempt_id]
                     self._record_end(act, Facts(None, None, now, start_error=result), now)
+            return self.deps.settle(now)
 
     # -- stopping -----------------------------------------------------------------------
 
@@ -302,7 +310,12 @@ class Runner:
                 act.kill_at = math.inf  # sent once; the exit is awaited like any other
 
     def _next_wake(self, now: float) -> float | None:
-        times = [t for a in self.active.values() for t in (a.deadline, a.kill_at) if t and t != math.inf]
+        times: list[float] = []
+        for act in self.active.values():
+            if act.stop is None and act.deadline is not None:
+                times.append(act.deadline)
+            if act.kill_at is not None and act.kill_at != math.inf:
+                times.append(act.kill_at)
         if self.stop is None and self._slots() > 0 and self.counts[TaskState.READY]:
             ready_at = self.store.next_ready_time(self.run.id)
             if ready_at is not None and ready_at > now:

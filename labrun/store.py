@@ -104,8 +104,13 @@ CREATE INDEX events_task ON events(task_id);
 CREATE INDEX events_run ON events(run_id);
 """
 
+# Dependencies: a finished spec promotes or skips the waiting tasks of its dependents.
+_SCHEMA_DEPS = """
+CREATE INDEX tasks_by_spec ON tasks(run_id, spec, state);
+"""
+
 # Each entry moves the schema from version i to i + 1; never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1,)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_DEPS)
 
 NewTask = tuple[int, str, str, str | None, int | None, TaskState, int]  # seq..memory
 
@@ -285,6 +290,28 @@ class Store:
     def counts(self, run_id: int) -> dict[TaskState, int]:
         rows = self._read("SELECT state, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY state", (run_id,))
         return {TaskState(state): count for state, count in rows}
+
+    # -- dependencies (labrun.deps decides; these read and feed it) ---------------------
+
+    def spec_counts(self, run_id: int) -> list[tuple[str, TaskState, int, str]]:
+        """(spec, state, how many, one task's name) per spec and state: once per runner start."""
+        rows = self._read(
+            "SELECT spec, state, COUNT(*), MIN(name) FROM tasks WHERE run_id = ? GROUP BY spec, state",
+            (run_id,),
+        )
+        return [(spec, TaskState(state), n, name) for spec, state, n, name in rows]
+
+    def waiting_of_spec(self, run_id: int, spec: str) -> list[TaskRow]:
+        rows = self._read(
+            f"SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ? AND spec = ? AND state = 'waiting'"
+            " ORDER BY seq",
+            (run_id, spec),
+        )
+        return [task_row(r) for r in rows]
+
+    def max_seq(self, run_id: int) -> int:
+        rows = self._read("SELECT MAX(seq) FROM tasks WHERE run_id = ?", (run_id,))
+        return int(rows[0][0] or 0)
 
     def transition(
         self,

@@ -72,9 +72,7 @@ def find_or_start_daemon() -> str:
         )
     dockerd = shutil.which("dockerd") or shutil.which("dockerd", path="/usr/sbin:/usr/bin")
     if dockerd is None:
-        raise Unavailable(
-            f"no Docker daemon answers at {public} and dockerd is not installed; " + SETUP_HINT
-        )
+        raise Unavailable(f"no Docker daemon answers at {public} and dockerd is not installed; " + SETUP_HINT)
     os.makedirs(STATE_DIR, exist_ok=True)
     with open(f"{STATE_DIR}/lock", "w") as lock:
         # Two sessions starting at once must not start two daemons on one data root.

@@ -230,9 +230,7 @@ def test_systemd_scope_is_found_where_systemd_puts_it(tmp_path: Path) -> None:
     (service / "app.slice/labrun-a.scope").mkdir(parents=True)
     assert find_scope("a", 1000, str(tmp_path)) == str(service / "app.slice/labrun-a.scope")
     (service / "session.slice/deeper.slice/labrun-b.scope").mkdir(parents=True)
-    assert find_scope("b", 1000, str(tmp_path)) == str(
-        service / "session.slice/deeper.slice/labrun-b.scope"
-    )
+    assert find_scope("b", 1000, str(tmp_path)) == str(service / "session.slice/deeper.slice/labrun-b.scope")
 
 
 def run_snapshot_shell(tmp_path: Path, script: str) -> tuple[int, Path]:

@@ -92,9 +92,7 @@ def run_one(ex: DockerExecutor, waker: Waker, launch: Launch) -> Facts:
 def test_exit_code_passes_through(
     executor: DockerExecutor, waker: Waker, docker_image: str, tmp_path: Path, code: int
 ) -> None:
-    facts = run_one(
-        executor, waker, make_launch(tmp_path, docker_image, "sh", "-c", f"exit {code}")
-    )
+    facts = run_one(executor, waker, make_launch(tmp_path, docker_image, "sh", "-c", f"exit {code}"))
     assert (facts.exit_code, facts.signal, facts.oom_killed) == (code, None, False)
     assert executor.running() == []
 
@@ -192,9 +190,7 @@ def test_files_in_workdir_are_owned_by_the_mapped_user(
     shared.mkdir(mode=0o777)
     shared.chmod(0o777)
     script = f"touch made && touch {shared}/too"
-    launch = make_launch(
-        tmp_path, docker_image, "sh", "-c", script, user="1000:1000", shared=str(shared)
-    )
+    launch = make_launch(tmp_path, docker_image, "sh", "-c", script, user="1000:1000", shared=str(shared))
     assert run_one(executor, waker, launch).exit_code == 0
     for made in (tmp_path / "made", shared / "too"):
         assert (made.stat().st_uid, made.stat().st_gid) == (1000, 1000)

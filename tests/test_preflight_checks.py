@@ -268,9 +268,7 @@ def test_resources_fit_and_not() -> None:
 
 
 def test_render_text_and_json(tmp_path: Path) -> None:
-    results = run_checks(
-        [env_set("HOME_X", {"HOME_X": "1"}), path_readable(str(tmp_path / "nope"))], 5.0
-    )
+    results = run_checks([env_set("HOME_X", {"HOME_X": "1"}), path_readable(str(tmp_path / "nope"))], 5.0)
     lines = render_text(results).splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("✓ env HOME_X")

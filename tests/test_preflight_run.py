@@ -39,9 +39,7 @@ def gone_soon(pid: int, within: float = 2.0) -> bool:
 
 
 def test_custom_command_failure_shows_exit_code_and_last_lines(tmp_path: Path) -> None:
-    script = (
-        "for i in 1 2 3 4 5 6 7; do echo line $i; done; echo 'db: schema v3 missing' >&2; exit 1"
-    )
+    script = "for i in 1 2 3 4 5 6 7; do echo line $i; done; echo 'db: schema v3 missing' >&2; exit 1"
     (result,) = run_checks([custom_command("db schema", script, str(tmp_path))], 5.0)
     assert not result.ok
     assert result.found.startswith("exit 1: ")

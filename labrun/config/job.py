@@ -11,16 +11,22 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labrun.config.locate import Path, Positions, locate, nearest
+from labrun.config.preflight import PreflightSpec
 from labrun.config.schema import (
     JOB_KEYS_BY_NAME,
+    PREFLIGHT_KEYS_BY_NAME,
+    SETUP_NAME,
     TASK_KEYS,
     TASK_KEYS_BY_NAME,
     TOP_LEVEL,
     Items,
     Key,
+    SetupItems,
     convert,
 )
+from labrun.deps import describe_cycle, find_cycle, upstream_map
 from labrun.errors import ConfigError, Problem
+from labrun.preflight.network import parse_address
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -48,6 +54,8 @@ class TaskSpec:
     max_attempts: int | None = None
     grace: float = 10.0
     env: Mapping[str, str] = field(default_factory=dict)
+    outputs: tuple[str, ...] = ()  # placeholders allowed; relative paths: against the workdir
+    depends_on: tuple[str, ...] = ()  # spec names
 
     @property
     def attempt_cap(self) -> int:
@@ -63,9 +71,16 @@ class JobSpec:
     tasks: tuple[TaskSpec, ...]
     max_parallel: int | None = None
     text: str = ""  # the job file as read, kept with the run so a resume sees the same job
+    setup: TaskSpec | None = None  # task 0, named "setup"; runs first, alone
+    preflight: PreflightSpec = field(default_factory=PreflightSpec)
+
+    @property
+    def all_tasks(self) -> tuple[TaskSpec, ...]:
+        """Task 0 (when there is one) and then every [[tasks]] entry."""
+        return (self.setup, *self.tasks) if self.setup is not None else self.tasks
 
     def task(self, name: str) -> TaskSpec:
-        for spec in self.tasks:
+        for spec in self.all_tasks:
             if spec.name == name:
                 return spec
         raise KeyError(name)
@@ -182,6 +197,9 @@ def parse_job(text: str, file: str) -> JobSpec:
         c.add(("job",), "the job has no name", 'add name = "..." under [job]')
     defaults = _task_values(c, ("defaults",), _table(c, data, "defaults"), "[defaults]")
     tasks = _tasks(c, data, defaults)
+    setup = _setup(c, data, defaults)
+    _check_dependencies(c, data, tasks, setup)
+    preflight = _preflight(c, _table(c, data, "preflight"))
     if c.problems:
         raise ConfigError(c.problems)
     base = os.path.dirname(os.path.abspath(file))
@@ -192,7 +210,71 @@ def parse_job(text: str, file: str) -> JobSpec:
         tasks=tuple(tasks),
         max_parallel=job_values.get("max_parallel"),
         text=text,
+        setup=setup,
+        preflight=preflight,
     )
+
+
+# -- task 0, dependencies, preflight ----------------------------------------------------
+
+
+def _setup(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> TaskSpec | None:
+    if "setup" not in data:
+        return None
+    table = _table(c, data, "setup")
+    values = {**defaults, **_task_values(c, ("setup",), table, "[setup]")}
+    for key in ("name", "items", "depends_on"):
+        if key in table and not (key == "name" and table[key] == SETUP_NAME):
+            c.add(("setup", key), f"[setup] takes no {key}", "task 0 is named setup and runs first, once")
+    if "command" not in values:
+        c.add(("setup",), "[setup] has no command", 'add command = "..."')
+        return None
+    _check_placeholders(c, ("setup", "command"), values["command"])
+    env = {**defaults.get("env", {}), **values.get("env", {})}
+    fields = {k.name: values[k.name] for k in TASK_KEYS if k.name in values}
+    fields.update(name=SETUP_NAME, items=None, depends_on=(), env=env)
+    return TaskSpec(**fields)
+
+
+def _check_dependencies(
+    c: _Collector, data: Mapping[str, Any], tasks: list[TaskSpec], setup: TaskSpec | None
+) -> None:
+    raw = data.get("tasks")
+    index = {t.get("name"): i for i, t in enumerate(raw)} if isinstance(raw, list) else {}
+    known = [t.name for t in tasks] + ([SETUP_NAME] if setup is not None else [])
+    for spec in tasks:
+        path: Path = ("tasks", index.get(spec.name, 0))
+        if spec.name == SETUP_NAME:
+            c.add((*path, "name"), "the name 'setup' is task 0's", "declare task 0 as a [setup] table")
+        if isinstance(spec.items, SetupItems) and (setup is None or not setup.outputs):
+            hint = 'add [setup] with outputs = ["{shared}/manifest.txt"]: its first output is the manifest'
+            c.add((*path, "items"), 'items = "setup" needs task 0 with outputs', hint)
+        for up in spec.depends_on:
+            if up not in known:
+                close = difflib.get_close_matches(up, known, n=1)
+                hint = f"did you mean {close[0]!r}?" if close else f"tasks are: {', '.join(known)}"
+                c.add((*path, "depends_on"), f"depends on {up!r}, which is no task of this job", hint)
+    graph = upstream_map(((t.name, t.depends_on) for t in tasks), has_setup=False)
+    cycle = find_cycle({n: [u for u in ups if u in graph] for n, ups in graph.items()})
+    if cycle:
+        where = ("tasks", index.get(cycle[0], 0), "depends_on")
+        c.add(where, f"dependency cycle: {describe_cycle(cycle)}", "remove one of these depends_on entries")
+
+
+def _preflight(c: _Collector, table: Mapping[str, Any]) -> PreflightSpec:
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        spec = PREFLIGHT_KEYS_BY_NAME.get(key)
+        if spec is None:
+            c.unknown(("preflight",), key, tuple(PREFLIGHT_KEYS_BY_NAME), "[preflight]")
+        elif (converted := c.value(("preflight", key), spec, raw)) is not None:
+            values[key] = converted
+    for i, address in enumerate(values.get("tcp", ())):
+        try:
+            parse_address(address)
+        except ValueError as exc:
+            c.add(("preflight", "tcp", i), str(exc))
+    return PreflightSpec(**values)
 
 
 def _syntax_problem(file: str, exc: Exception) -> Problem:

@@ -32,7 +32,12 @@ class RangeItems:
         return len(range(self.start, self.stop, self.step))
 
 
-Items = tuple[str, ...] | RangeItems
+@dataclass(frozen=True)
+class SetupItems:
+    """`items = "setup"`: one task per non-empty line of task 0's first output."""
+
+
+Items = tuple[str, ...] | RangeItems | SetupItems
 
 
 @dataclass(frozen=True)
@@ -104,6 +109,8 @@ def _command(value: object) -> str | tuple[str, ...]:
 
 
 def _items(value: object) -> Items:
+    if value == "setup":
+        return SetupItems()
     if isinstance(value, list):
         if not value:
             raise ValueError("an empty items list would make no tasks; remove `items` instead")
@@ -131,7 +138,7 @@ def _items(value: object) -> Items:
             return items
         raise ValueError("expected { range = [start, stop] } or [start, stop, step] of integers")
     raise ValueError(
-        f"expected an array of strings or numbers, or {{ range = [0, 100] }}, got {_describe(value)}"
+        f'expected an array of strings or numbers, {{ range = [0, 100] }} or "setup", got {_describe(value)}'
     )
 
 
@@ -189,11 +196,35 @@ def convert(key: Key, value: object) -> Any:
         return _items(value)
     if key.kind == "env":
         return _env(value)
+    if key.kind in ("size_map", "check_list"):
+        return _preflight_value(key.kind, value)
     if key.kind == "str_list":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"expected an array of strings, got {_describe(value)}")
         return tuple(value)
     raise AssertionError(f"unknown key kind {key.kind}")
+
+
+def _preflight_value(kind: str, value: object) -> Any:
+    """`disk_free = { "out/" = "20GiB" }` and `checks = [{ name, command }]` of [preflight]."""
+    if kind == "size_map":
+        if not isinstance(value, dict):
+            raise ValueError(f'expected a table of "PATH" = "SIZE", got {_describe(value)}')
+        try:
+            return {path: parse_size(size) for path, size in value.items()}
+        except ValueError as exc:
+            raise ValueError(f"disk_free: {exc}") from None
+    if not isinstance(value, list) or not all(isinstance(v, dict) for v in value):
+        raise ValueError(f"expected an array of {{ name = ..., command = ... }}, got {_describe(value)}")
+    checks = []
+    for i, entry in enumerate(value):
+        name, command = entry.get("name"), entry.get("command")
+        if set(entry) != {"name", "command"} or not isinstance(name, str) or not isinstance(command, str):
+            raise ValueError(f"check {i + 1} must have exactly a string name and a string command")
+        if not command.strip():
+            raise ValueError(f"check {name!r} has an empty command")
+        checks.append((name, command))
+    return tuple(checks)
 
 
 RUNTIMES = ("process",)
@@ -219,6 +250,8 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("max_attempts", "int", None, "Cap on all attempts, counted or not.", minimum=1),
     Key("grace", "duration", 10.0, "Between SIGTERM and SIGKILL when stopping an attempt."),
     Key("env", "env", {}, "Environment variables added for the task."),
+    Key("outputs", "str_list", (), "Files that must exist and be non-empty after exit 0."),
+    Key("depends_on", "str_list", (), "Task names that must all succeed before this one starts."),
 )
 TASK_KEY_NAMES = tuple(k.name for k in TASK_KEYS)
 TASK_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in TASK_KEYS}
@@ -229,7 +262,20 @@ JOB_KEYS: tuple[Key, ...] = (
     Key("workdir", "str", ".", "Working directory of every task, relative to the job file."),
 )
 JOB_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in JOB_KEYS}
-TOP_LEVEL = ("job", "defaults", "tasks")
+TOP_LEVEL = ("job", "defaults", "tasks", "setup", "preflight")
+SETUP_NAME = "setup"  # task 0's name; `0` addresses it too
+
+PREFLIGHT_KEYS: tuple[Key, ...] = (
+    Key("commands", "str_list", (), "Commands that must be on PATH."),
+    Key("paths", "str_list", (), "Paths that must exist and be readable (relative: to the workdir)."),
+    Key("writable", "str_list", (), "Paths that must be writable or creatable."),
+    Key("env", "str_list", (), "Environment variables that must be set and non-empty."),
+    Key("tcp", "str_list", (), "host:port addresses that must accept a connection."),
+    Key("disk_free", "size_map", {}, 'Free space needed per path: { "out/" = "20GiB" }.'),
+    Key("checks", "check_list", (), "Custom checks: [{ name, command }]; exit 0 passes."),
+    Key("timeout", "duration", 5.0, "Time limit of each check: " + DURATION_HELP + "."),
+)
+PREFLIGHT_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in PREFLIGHT_KEYS}
 
 
 def _key_schema(key: Key) -> dict[str, Any]:
@@ -261,6 +307,7 @@ def _key_schema(key: Key) -> dict[str, Any]:
                     }
                 },
             },
+            {"const": "setup"},
         ]
     }
     by_kind: dict[str, dict[str, Any]] = {
@@ -285,6 +332,16 @@ def _key_schema(key: Key) -> dict[str, Any]:
             "additionalProperties": {"type": ["string", "number", "boolean"]},
         },
         "str_list": {"type": "array", "items": {"type": "string"}},
+        "size_map": {"type": "object", "additionalProperties": size},
+        "check_list": {
+            "type": "array",
+            "items": {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["name", "command"],
+                "properties": {"name": {"type": "string"}, "command": {"type": "string"}},
+            },
+        },
     }
     schema = dict(by_kind[key.kind])
     schema["description"] = key.help
@@ -299,6 +356,7 @@ def json_schema() -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) of the job file."""
     task_props = {k.name: _key_schema(k) for k in TASK_KEYS}
     defaults_props = {k: v for k, v in task_props.items() if k != "name"}
+    setup_props = {k: v for k, v in task_props.items() if k not in ("name", "items")}
     return {
         "$schema": "https://json-schema.org/draft/2020-12/schema",
         "title": "labrun job file",
@@ -326,6 +384,12 @@ def json_schema() -> dict[str, Any]:
                     "required": ["name"],
                     "properties": task_props,
                 },
+            },
+            "setup": {"type": "object", "additionalProperties": False, "properties": setup_props},
+            "preflight": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {k.name: _key_schema(k) for k in PREFLIGHT_KEYS},
             },
         },
     }

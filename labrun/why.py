@@ -1,0 +1,77 @@
+"""`labrun why`: gather what the store knows about a task into a `diagnose.AttemptRecord`.
+
+The classification itself is `labrun.diagnose`'s (pure); this module reads the store,
+the job as it was when the run started, and the tail of the attempt's stderr.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+
+from labrun.deps import upstream_of
+from labrun.diagnose import STDERR_LINES, AttemptRecord
+from labrun.errors import UsageError
+from labrun.paths import StatePaths
+from labrun.rows import AttemptRow, RunRow, TaskRow
+from labrun.store import Store
+
+TAIL_BYTES = 64 * 1024  # 20 lines of stderr are in the last 64 KiB, or are too long to show anyway
+
+
+def stderr_tail(path: str, lines: int = STDERR_LINES) -> list[str]:
+    """The last `lines` lines of a file, read from its end: a log may be gigabytes."""
+    try:
+        with open(path, "rb") as handle:
+            size = handle.seek(0, os.SEEK_END)
+            handle.seek(max(0, size - TAIL_BYTES))
+            data = handle.read(TAIL_BYTES)
+    except OSError:
+        return []
+    text = data.decode("utf-8", errors="replace").splitlines()
+    if len(data) == TAIL_BYTES and size > TAIL_BYTES:
+        text = text[1:]  # the first line is cut
+    return text[-lines:]
+
+
+def _choose(store: Store, task: TaskRow, attempt: int | None) -> AttemptRow | None:
+    attempts = store.attempts(task.id)
+    if attempt is None:
+        return attempts[-1] if attempts else None
+    found = next((a for a in attempts if a.n == attempt), None)
+    if found is None:
+        have = f"attempts 1 to {attempts[-1].n}" if attempts else "no attempts"
+        raise UsageError(f"task {task.name} has {have}, not attempt {attempt}")
+    return found
+
+
+def record_for(
+    store: Store, paths: StatePaths, run: RunRow, task: TaskRow, timeout: float | None, attempt: int | None
+) -> AttemptRecord:
+    """Everything `diagnose` needs about `task` and its last attempt (or attempt `attempt`)."""
+    chosen = _choose(store, task, attempt)
+    upstream = upstream_of(task.reason)
+    if chosen is None:
+        return AttemptRecord(task.name, task.state.value, task.reason or "", upstream_failed=upstream)
+    last = chosen.n == task.attempts
+    reason = (task.reason if last else chosen.detail) or chosen.detail or ""
+    # The process runtime cannot see OOM kills: a 0 there is "not measured", not "none".
+    measured = chosen.runtime != "process" or bool(chosen.oom_kills)
+    return AttemptRecord(
+        task=task.name,
+        state=task.state.value,
+        reason=reason,
+        attempt=chosen.n,
+        outcome=chosen.outcome.value if chosen.outcome else None,
+        exit_code=chosen.exit_code,
+        signal=chosen.signal,
+        oom_kills=chosen.oom_kills if measured else None,
+        peak_memory=chosen.peak_memory,
+        memory_limit=chosen.memory_limit,
+        timeout=timeout,
+        runtime=(chosen.ended - chosen.started) if chosen.ended is not None else None,
+        missing_outputs=tuple(json.loads(chosen.missing_outputs or "[]")),
+        stderr_tail=stderr_tail(paths.log(run.id, task.name, chosen.n, "stderr")),
+        upstream_failed=upstream,
+        node=chosen.node,
+    )

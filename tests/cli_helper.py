@@ -1,0 +1,54 @@
+"""Run the `labrun` command in-process, the way a user would, and capture what it prints."""
+
+from __future__ import annotations
+
+import json
+import socket
+import textwrap
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from labrun.cli import main
+
+
+@dataclass(frozen=True)
+class Result:
+    code: int
+    out: str
+    err: str
+
+    def json(self) -> Any:
+        return json.loads(self.out)
+
+
+Labrun = Callable[..., Result]
+
+
+def make_labrun(capsys: pytest.CaptureFixture[str]) -> Labrun:
+    def run(*args: str) -> Result:
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(list(args))
+        captured = capsys.readouterr()
+        code = exit_info.value.code
+        return Result(code if isinstance(code, int) else 0, captured.out, captured.err)
+
+    return run
+
+
+def write_job(directory: Path, text: str, name: str = "job.toml") -> str:
+    path = directory / name
+    path.write_text(textwrap.dedent(text).lstrip())
+    return str(path)
+
+
+def closed_port() -> int:
+    """A loopback port nothing listens on: bound, then released."""
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port: int = sock.getsockname()[1]
+    return port
