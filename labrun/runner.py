@@ -199,9 +199,10 @@ class Runner:
 
     def _could_start(self) -> float:
         """An upper bound on how many more attempts fit now, from free CPUs alone."""
-        least = min((spec.cpus for spec in self.job.tasks), default=0.0)
-        if least <= 0:
-            return math.inf
+        least = min((spec.cpus for spec in self.specs.values()), default=0.0)
+        most = max((spec.cpus for spec in self.specs.values()), default=0.0)
+        if least <= 0 or most > max(node.cpus for node in self.nodes):
+            return math.inf  # read as before, so a task no node can hold fails at once
         free = sum(max(0.0, node.cpus - node.cpus_used) for node in self._capacity())
         return math.floor((free + 1e-9) / least)
 
