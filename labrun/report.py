@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import time
 from collections.abc import Iterator
-from itertools import groupby
+from itertools import groupby, islice
 from typing import IO, Any
 
 from labrun.outcome import signal_name
@@ -118,7 +118,7 @@ def write_status_table(store: Store, run: RunRow, out: IO[str], show_all: bool) 
     out.write("  " + ", ".join(f"{n} {s.value}" for s, n in counts.items() if n) + f" ({total} tasks)\n")
     show_every = show_all or total <= SHOW_ALL_UP_TO
     lines = 0
-    for task, attempts in _tasks_with_attempts(store, run):
+    for task, attempts in _tasks_with_attempts(store, run) if show_every else _not_succeeded(store, run):
         if show_every or task.state is not TaskState.SUCCEEDED:
             if lines == 0:
                 out.write(HEADER + "\n")
@@ -130,6 +130,13 @@ def write_status_table(store: Store, run: RunRow, out: IO[str], show_all: bool) 
         )
 
 
+def _not_succeeded(store: Store, run: RunRow) -> Iterator[tuple[TaskRow, list[AttemptRow]]]:
+    """Only the tasks a summary lists, by index: not every row of a 100,000-task run."""
+    others = [s for s in TaskState if s is not TaskState.SUCCEEDED]
+    for task in store.tasks(run.id, others):
+        yield task, store.attempts(task.id)
+
+
 def summary_line(store: Store, run: RunRow, state: RunState) -> str:
     counts = store.counts(run.id)
     total = sum(counts.values())
@@ -137,7 +144,7 @@ def summary_line(store: Store, run: RunRow, state: RunState) -> str:
     parts = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
     line = f"labrun: job {run.job} run {run.id} {state.value} in {took}: {parts} of {total} tasks"
     if state is not RunState.SUCCEEDED:
-        failed = list(store.tasks(run.id, [TaskState.FAILED]))[:3]
+        failed = list(islice(store.tasks(run.id, [TaskState.FAILED]), 3))
         if failed:
             line += "; " + "; ".join(f"{t.name}: {t.reason}" for t in failed)
         line += f" (details: labrun status {run.id})"
