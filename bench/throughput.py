@@ -68,7 +68,7 @@ def labrun_way(n: int, workdir: str, runtime: str) -> Callable[[int], None]:
         done = scale.run_cli(["run", job, "--config", config, "--quiet"])
         if done.rc != 0:
             lines = done.output.strip().splitlines() or [f"exit {done.rc}"]
-            raise RuntimeError(lines[-1].rsplit(": ", 2)[-2:][0][:100])
+            raise RuntimeError(lines[-1].split(": ", 2)[-1][:100])  # without "labrun: FILE:L:C"
 
     return go
 
