@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test lint typecheck pytest zipapp bench clean
+.PHONY: test lint typecheck pytest test-vm zipapp bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP) lint typecheck pytest
+test: $(STAMP) lint typecheck pytest test-vm
 
 lint: $(STAMP)
 	$(BIN)/ruff check labrun tests bench
@@ -23,6 +23,10 @@ typecheck: $(STAMP)
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+# The cgroup v2 tests on a real kernel, in a throw-away qemu guest (vm/lane.sh).
+test-vm: $(STAMP)
+	VM_PYTHON=$(abspath $(BIN))/python vm/lane.sh
 
 zipapp: $(STAMP)
 	rm -rf dist/labrun.pyz
