@@ -36,6 +36,11 @@ if [ -z "$pkg" ] && [ "$(id -u)" = 0 ]; then
 fi
 [ -n "$pkg" ] || cannot "apt-cache knows no linux-image-amd64 (run apt-get update as root)"
 
+# Two lanes started together must not build into the same cache at once.
+mkdir -p "$cache"
+exec 9>"$cache/lock"
+flock 9
+
 key="$pkg=$(candidate "$pkg") busybox-static=$(candidate busybox-static)"
 key="$key $(cat "$here/init" "$0" | sha256sum | cut -c1-16)"
 if [ -f "$cache/key" ] && [ "$(cat "$cache/key")" = "$key" ] \
@@ -73,7 +78,6 @@ for m in $modules; do
     esac
 done
 
-mkdir -p "$cache"
 rm -f "$cache/key"
 (cd "$root" && find . | "$root/bin/busybox" cpio -o -H newc -R 0:0 2>/dev/null) \
     | gzip -1 > "$cache/initramfs.cpio.gz"

@@ -74,7 +74,7 @@ EOF
 }
 
 boot() {
-    local results=$1
+    local results=$1 rc=0
     # The console is shown as it comes, without the firmware's escape codes.
     timeout -k 5 "$timeout_s" "$qemu" \
         -machine pc,accel=tcg -cpu max -smp "${VM_SMP:-1}" -m "${VM_MEM:-1024M}" \
@@ -83,10 +83,14 @@ boot() {
         -append "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off" \
         -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap \
         -virtfs "local,path=$results,mount_tag=results,security_model=none" \
-        </dev/null 2>&1 | sed -u -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' -e 's/^/vm| /'
-    local rc=${PIPESTATUS[0]}
-    [ "$rc" = 124 ] && echo "test-vm: the guest was stopped after VM_TIMEOUT=${timeout_s}s"
-    return 0
+        </dev/null 2>&1 | sed -u -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' -e 's/^/vm| /' \
+        || rc=$?
+    # The verdict is vm/report.py's, from what the guest wrote back.
+    case $rc in
+        0) ;;
+        124 | 137) echo "test-vm: the guest was stopped after VM_TIMEOUT=${timeout_s}s" ;;
+        *) echo "test-vm: qemu exited with status $rc" ;;
+    esac
 }
 
 main() {
