@@ -37,13 +37,16 @@ ensure_qemu() {
     [ "$(id -u)" = 0 ] || skip "$qemu is missing and installing it needs root"
     command -v apt-get >/dev/null || skip "$qemu is missing and there is no apt-get"
     local install=(apt-get -o DPkg::Lock::Timeout=300 install -y -qq --no-install-recommends)
-    echo "test-vm: installing qemu-system-x86"
-    if ! DEBIAN_FRONTEND=noninteractive "${install[@]}" qemu-system-x86 >/dev/null; then
+    local log
+    log=$(mktemp)
+    echo "test-vm: installing qemu-system-x86 (apt-get's output: $log)"
+    if ! DEBIAN_FRONTEND=noninteractive "${install[@]}" qemu-system-x86 >"$log" 2>&1; then
         # Only a host without fresh package lists needs the update.
-        apt-get update -qq || skip "apt-get update failed (no package mirror?)"
-        DEBIAN_FRONTEND=noninteractive "${install[@]}" qemu-system-x86 >/dev/null \
-            || skip "apt-get install qemu-system-x86 failed"
+        apt-get update -qq >>"$log" 2>&1 || skip "apt-get update failed (see $log)"
+        DEBIAN_FRONTEND=noninteractive "${install[@]}" qemu-system-x86 >>"$log" 2>&1 \
+            || skip "apt-get install qemu-system-x86 failed (see $log)"
     fi
+    rm -f "$log"
     command -v "$qemu" >/dev/null || skip "qemu-system-x86 is installed but $qemu is missing"
 }
 
@@ -97,13 +100,16 @@ main() {
     ensure_qemu
     "$qemu" --version >/dev/null 2>&1 || skip "$qemu does not run here"
     [ -x "$python" ] || fail "no project venv at $python (run: make .venv/.installed)"
-    local why rc=0
-    why=$("$repo/vm/build.sh" "$cache" 2>&1 >/dev/null | tee /dev/stderr | tail -n 1) || rc=$?
-    [ "$rc" = 3 ] && skip "$why"
-    [ "$rc" = 0 ] || fail "building the guest's kernel and initramfs failed: $why"
-
     results=$(mktemp -d "${TMPDIR:-/tmp}/labrun-test-vm.XXXXXX")
     trap 'rm -rf "$results"' EXIT
+
+    # Shown as it comes; its last line says why, when it fails.
+    local rc=0
+    "$repo/vm/build.sh" "$cache" 2>&1 | tee "$results/build.log" || rc=$?
+    [ "$rc" = 3 ] && skip "$(tail -n 1 "$results/build.log")"
+    [ "$rc" = 0 ] || fail "building the guest's kernel and initramfs failed (see above)"
+    rm "$results/build.log"
+
     local tests=${VM_TESTS:-$(default_tests)}
     echo "test-vm: booting $(cat "$cache/key"); pytest -m cgroup_v2 $tests"
     write_guest_command "$results" "$tests"
