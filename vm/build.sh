@@ -1,8 +1,8 @@
 #!/bin/sh
 # Builds the test lane's kernel and initramfs into a cache directory, once:
 # the cache is rebuilt only when its key changes (the kernel package that
-# linux-image-amd64 depends on, the busybox-static version, this script and
-# vm/init). Nothing is installed on the host: both packages are fetched with
+# linux-image-amd64 depends on, the busybox-static version, this script,
+# vm/init and vm/systemd/). Nothing is installed on the host: both packages are fetched with
 # `apt-get download` and unpacked with `dpkg -x`.
 #
 # usage: vm/build.sh CACHE_DIR
@@ -13,7 +13,7 @@ set -eu
 cache=$1
 here=$(cd "$(dirname "$0")" && pwd)
 modules="virtio_ring virtio virtio_pci_modern_dev virtio_pci_legacy_dev virtio_pci
-         9pnet 9pnet_virtio netfs fscache 9p"
+         9pnet 9pnet_virtio netfs fscache 9p overlay"
 
 cannot() { echo "$*" >&2; exit 3; }
 
@@ -42,7 +42,7 @@ exec 9>"$cache/lock"
 flock 9
 
 key="$pkg=$(candidate "$pkg") busybox-static=$(candidate busybox-static)"
-key="$key $(cat "$here/init" "$0" | sha256sum | cut -c1-16)"
+key="$key $(cat "$here/init" "$0" "$here"/systemd/* | sha256sum | cut -c1-16)"
 if [ -f "$cache/key" ] && [ "$(cat "$cache/key")" = "$key" ] \
     && [ -f "$cache/vmlinuz" ] && [ -f "$cache/initramfs.cpio.gz" ]; then
     exit 0
@@ -65,6 +65,7 @@ root=$work/initramfs
 mkdir -p "$root/bin" "$root/modules" "$root/dev" "$root/proc" "$root/sys" "$root/host"
 cp "$work/busybox/bin/busybox" "$root/bin/busybox"
 cp "$here/init" "$root/init"
+cp -r "$here/systemd" "$root/systemd"
 chmod 755 "$root/init" "$root/bin/busybox"
 for m in $modules; do
     found=$(find "$work/kernel/lib/modules" -name "$m.ko*" | head -n 1)

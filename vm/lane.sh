@@ -12,7 +12,9 @@
 # VM_PYTHON (default .venv/bin/python), VM_TESTS (paths given to pytest),
 # VM_PYTEST_ARGS (extra pytest arguments), VM_TIMEOUT (seconds, default 300),
 # VM_MEM (default 1024M), VM_QEMU (default qemu-system-x86_64), VM_SMP
-# (default 1: one emulated CPU boots and runs faster than two here).
+# (default 1: one emulated CPU boots and runs faster than two here), VM_SYSTEMD
+# (1: boot the host's systemd in the guest, 0: a plain chroot; default: 1 when
+# the host has systemd).
 set -euo pipefail
 results=""
 
@@ -50,6 +52,17 @@ ensure_qemu() {
     command -v "$qemu" >/dev/null || skip "qemu-system-x86 is installed but $qemu is missing"
 }
 
+# The guest boots the host's systemd (over a tmpfs overlay) when the host has
+# one, so that the systemd --user path is tested too; VM_SYSTEMD=0 or 1 decides.
+use_systemd() {
+    case ${VM_SYSTEMD:-auto} in
+        0) return 0 ;;
+        1) echo systemd ;;
+        *) [ -x /lib/systemd/systemd ] && command -v systemd-run >/dev/null && echo systemd ;;
+    esac
+    return 0
+}
+
 default_tests() {
     local tests=(tests/vm) f
     for f in "$repo"/tests/test_cgroup*.py; do
@@ -73,17 +86,18 @@ echo "vm: guest up after \$(cut -d' ' -f1 /proc/uptime) s; starting pytest"
     --junitxml=/tmp/results/junit.xml $tests ${VM_PYTEST_ARGS:-}; echo \$? > /tmp/results/rc; } \
     2>&1 | tee /tmp/results/pytest.log
 echo "vm: pytest done at \$(cut -d' ' -f1 /proc/uptime) s"
+echo 0 > /tmp/results/done
 EOF
 }
 
 boot() {
-    local results=$1 rc=0
+    local results=$1 systemd=$2 rc=0
     # The console is shown as it comes, without the firmware's escape codes.
     timeout -k 5 "$timeout_s" "$qemu" \
         -machine pc,accel=tcg -cpu max -smp "${VM_SMP:-1}" -m "${VM_MEM:-1024M}" \
         -nographic -no-reboot -nic none \
         -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.cpio.gz" \
-        -append "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off" \
+        -append "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off${systemd:+ labrun.systemd}" \
         -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap \
         -virtfs "local,path=$results,mount_tag=results,security_model=none" \
         </dev/null 2>&1 | sed -u -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' -e 's/^/vm| /' \
@@ -112,8 +126,11 @@ main() {
 
     local tests=${VM_TESTS:-$(default_tests)}
     echo "test-vm: booting $(cat "$cache/key"); pytest -m cgroup_v2 $tests"
+    local systemd
+    systemd=$(use_systemd)
+    echo "test-vm: the guest's init: ${systemd:-a chroot without systemd}"
     write_guest_command "$results" "$tests"
-    boot "$results"
+    boot "$results" "$systemd"
     local seconds
     seconds=$(awk -v a="$started" -v b="$(date +%s.%N)" 'BEGIN { print b - a }')
     "$python" "$repo/vm/report.py" "$results" "$seconds"
