@@ -92,12 +92,14 @@ EOF
 
 boot() {
     local results=$1 systemd=$2 rc=0
+    local cmdline="console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off"
+    [ -n "$systemd" ] && cmdline="$cmdline labrun.systemd systemd.show_status=error"
     # The console is shown as it comes, without the firmware's escape codes.
     timeout -k 5 "$timeout_s" "$qemu" \
         -machine pc,accel=tcg -cpu max -smp "${VM_SMP:-1}" -m "${VM_MEM:-1024M}" \
         -nographic -no-reboot -nic none \
         -kernel "$cache/vmlinuz" -initrd "$cache/initramfs.cpio.gz" \
-        -append "console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off${systemd:+ labrun.systemd}" \
+        -append "$cmdline" \
         -virtfs local,path=/,mount_tag=host,security_model=none,readonly=on,multidevs=remap \
         -virtfs "local,path=$results,mount_tag=results,security_model=none" \
         </dev/null 2>&1 | sed -u -e 's/\x1b\[[0-9;?]*[A-Za-z]//g' -e 's/\x1bc//g' -e 's/^/vm| /' \
@@ -125,10 +127,10 @@ main() {
     rm "$results/build.log"
 
     local tests=${VM_TESTS:-$(default_tests)}
-    echo "test-vm: booting $(cat "$cache/key"); pytest -m cgroup_v2 $tests"
     local systemd
     systemd=$(use_systemd)
-    echo "test-vm: the guest's init: ${systemd:-a chroot without systemd}"
+    echo "test-vm: booting $(cat "$cache/key") with ${systemd:-a chroot, no systemd}"
+    echo "test-vm: in the guest: pytest -m cgroup_v2 $tests"
     write_guest_command "$results" "$tests"
     boot "$results" "$systemd"
     local seconds
