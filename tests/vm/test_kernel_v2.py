@@ -121,9 +121,7 @@ def test_cpu_max_takes_a_quota(group: Path) -> None:
 
 
 def test_rmdir_refuses_a_busy_cgroup_and_removes_an_empty_one(group: Path) -> None:
-    sleeper = subprocess.Popen(
-        ["sh", "-c", 'echo 0 > "$1/cgroup.procs" && exec sleep 60', "sh", str(group)]
-    )
+    sleeper = subprocess.Popen(["sh", "-c", 'echo 0 > "$1/cgroup.procs" && exec sleep 60', "sh", str(group)])
     try:
         deadline = time.monotonic() + 10
         while not (group / "cgroup.procs").read_text().split():
