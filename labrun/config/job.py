@@ -48,6 +48,8 @@ class TaskSpec:
     max_attempts: int | None = None
     grace: float = 10.0
     env: Mapping[str, str] = field(default_factory=dict)
+    nodes: tuple[str, ...] = ()
+    gpus: int = 0
 
     @property
     def attempt_cap(self) -> int:

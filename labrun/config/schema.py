@@ -219,6 +219,8 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("max_attempts", "int", None, "Cap on all attempts, counted or not.", minimum=1),
     Key("grace", "duration", 10.0, "Between SIGTERM and SIGKILL when stopping an attempt."),
     Key("env", "env", {}, "Environment variables added for the task."),
+    Key("nodes", "str_list", (), "Nodes the task may run on (names from labrun.toml); empty: any."),
+    Key("gpus", "int", 0, "GPUs an attempt needs, each its own (CUDA_VISIBLE_DEVICES).", minimum=0),
 )
 TASK_KEY_NAMES = tuple(k.name for k in TASK_KEYS)
 TASK_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in TASK_KEYS}
