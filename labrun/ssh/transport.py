@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from labrun.errors import LabrunError
 
 CONNECT_TIMEOUT = 10
-MAX_SOCKET_PATH = 100  # sun_path is 104-108 bytes; ssh appends a temporary suffix too
+MAX_SOCKET_PATH = 84  # sun_path holds 104-108 bytes, and ssh appends a 17-byte temporary suffix
 
 
 class SshError(LabrunError):
