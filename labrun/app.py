@@ -82,7 +82,7 @@ def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, str], Executo
     if lab.ssh_nodes:
         from labrun.ssh.nodes import ssh_executors
 
-        remote, problems = ssh_executors(lab)
+        remote, problems = ssh_executors(lab, waker)
         executors.update(remote)
         for problem in problems:
             print(f"labrun: {problem}", file=sys.stderr, flush=True)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import os
 from collections.abc import Iterator
 from pathlib import Path
@@ -98,7 +99,7 @@ def test_gpu_tasks_never_share_a_device(tmp_path: Path, two_fake_gpus: None) -> 
     assert set(spans) <= {"0", "1"} and sum(len(v) for v in spans.values()) == 3
     for device_spans in spans.values():
         device_spans.sort()
-        for (_, end), (start, _) in zip(device_spans, device_spans[1:], strict=False):
+        for (_, end), (start, _) in itertools.pairwise(device_spans):
             assert start >= end, f"two attempts on one GPU at once: {device_spans}"
     store, _ = open_store(lab)
     assert len(list(store.run_attempts(result.run.id))) == 3

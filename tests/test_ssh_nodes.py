@@ -90,6 +90,31 @@ def test_an_attempt_runs_on_the_node_and_its_logs_come_back(tmp_path: Path, sshd
     assert any(p.name.startswith("agent-") for p in (tmp_path / "remote-node-a").iterdir())
 
 
+def test_logs_arrive_live_and_a_dropped_connection_does_not_kill_the_attempt(
+    tmp_path: Path, sshd_lab: SshdLab
+) -> None:
+    sshd_lab.start("node-a")
+    lab = write_lab(tmp_path, sshd_lab, {"node-a": ""})
+    session = AgentSession(target_of(lab, lab.ssh_nodes[0]), lab.ssh_nodes[0].workdir)
+    session.connect()
+    executor = SshExecutor(session, poll_interval=0.1)
+    out = tmp_path / "logs/1/stdout"
+    try:
+        executor.start(launch(tmp_path, ("sh", "-c", "echo first; sleep 1.5; echo second"), 1))
+        deadline = time.monotonic() + 20
+        while "first" not in (out.read_text() if out.exists() else "") and time.monotonic() < deadline:
+            assert not executor.finished()
+            time.sleep(0.05)
+        assert out.read_text() == "first\n"  # live, while the attempt still runs
+        assert session.proc is not None
+        session.proc.kill()  # the connection drops; the attempt runs on, detached
+        facts = wait_for(executor, 1)
+    finally:
+        executor.close()
+    assert facts[1].exit_code == 0  # type: ignore[attr-defined]
+    assert out.read_text() == "first\nsecond\n"
+
+
 def test_a_job_spreads_over_two_ssh_nodes_and_local(tmp_path: Path, sshd_lab: SshdLab) -> None:
     sshd_lab.start("node-a")
     sshd_lab.start("node-b")
@@ -122,6 +147,7 @@ def test_a_node_that_goes_away_loses_its_attempts_and_they_finish_elsewhere(
         tmp_path,
         '[[tasks]]\nname = "w"\nitems = { range = [0, 12] }\ncommand = "sleep 2; echo ok"\nretries = 0\n',
     )
+    open_store(lab)  # create the database here: two first openers would both migrate it
 
     def stop_when_b_runs() -> None:
         watcher, _ = open_store(lab)  # its own connection: SQLite objects stay in their thread

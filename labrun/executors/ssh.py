@@ -23,12 +23,13 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labrun.config.lab import NodeSpec
-from labrun.executors.base import Executor, Facts, Launch, Started
+from labrun.executors.base import Executor, Facts, Launch, Started, Waker
 from labrun.ssh.session import AgentSession
 from labrun.ssh.transport import SshError
 
-POLL_INTERVAL = 0.5
+POLL_INTERVAL = 0.5  # longest wait of one poll on the node: bounds how stale live logs get
 RECONNECT_INTERVAL = 2.0
+ANSWER_TIMEOUT = 15.0  # beyond the poll's own wait
 
 
 @dataclass
@@ -52,20 +53,34 @@ class SshExecutor(Executor):
         lost_after: float = 60.0,
         clock: Callable[[], float] = time.time,
         poll_interval: float = POLL_INTERVAL,
+        waker: Waker | None = None,
     ) -> None:
         self.session, self.lost_after, self.clock = session, lost_after, clock
-        self.poll_interval = poll_interval
+        self.poll_interval, self.waker = poll_interval, waker
         self.node = session.target.node
         self.attempts: dict[int, _Remote] = {}
         self.orphans: list[str] = []  # keys of attempts reported lost: killed when the node returns
         self.last_ok = clock()
-        self.next_poll = 0.0
+        self.pending: float | None = None  # when the poll now awaiting its answer was sent
+        self.stash: list[Any] = []  # poll answers read while sending another request
         self.next_connect = 0.0
         self.online = True
         self.error = ""
         self.capacity: NodeSpec | None = None  # what the node offers (set by labrun.ssh.nodes)
+        self._watched: int | None = None
+        self._watch()
 
     # -- connection ---------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Let the runner's Waker wake on the agent's answers (and on the connection's end)."""
+        if self.waker is None:
+            return
+        if self._watched is not None:
+            self.waker.unwatch(self._watched)
+        self._watched = self.session.fd if self.session.connected else None
+        if self._watched is not None:
+            self.waker.watch(self._watched)
 
     def _ensure(self, now: float) -> bool:
         if self.session.connected:
@@ -78,6 +93,7 @@ class SshExecutor(Executor):
         except SshError as exc:
             self.error = str(exc)
             return False
+        self._watch()
         self._back_online(now)
         return True
 
@@ -89,6 +105,19 @@ class SshExecutor(Executor):
             except SshError:
                 return
         self.orphans.clear()
+
+    def _call(self, op: str, **fields: Any) -> Any:
+        """A request while a poll may be waiting: the agent answers the poll early, then this."""
+        self.session.send(op, **fields)
+        if self.pending is not None:
+            self.stash.append(self.session.receive(ANSWER_TIMEOUT))
+            self.pending = None
+        return self.session.receive(ANSWER_TIMEOUT)
+
+    def _broken(self, exc: SshError) -> None:
+        self.error, self.pending = str(exc), None
+        self.session.close()
+        self._watch()
 
     # -- the seam -------------------------------------------------------------------------
 
@@ -105,36 +134,57 @@ class SshExecutor(Executor):
         try:
             if not self._ensure(self.clock()):
                 raise SshError(self.error or f"node {self.node} is not connected")
-            answer = self.session.request("start", **request)
-            ref = f"{self.node}:{answer['dir']}"
+            ref = f"{self.node}:{self._call('start', **request)['dir']}"
         except SshError as exc:
             # unknown whether it started: polling finds out, and loss handling covers the rest
             remote.confirmed, ref = False, f"{self.node}:?"
-            self.error = str(exc)
+            self._broken(exc)
         self.attempts[launch.attempt_id] = remote
-        self.next_poll = min(self.next_poll, self.clock() + self.poll_interval)
         return Started(ref=ref, mechanism="ssh-process")
 
     def wake_at(self) -> float | None:
         if not self.attempts and self.online:
             return None
-        return self.next_poll
+        if self.pending is not None:  # the answer wakes the Waker; this is the give-up time
+            return self.pending + self.poll_interval + ANSWER_TIMEOUT
+        if self.session.connected:
+            return self.clock()
+        if self.attempts:  # not connected: reconnect, or give the attempts up as lost
+            return min(self.next_connect, self.last_ok + self.lost_after)
+        return self.next_connect
 
     def finished(self) -> list[tuple[int, Facts]]:
         now = self.clock()
-        if now < self.next_poll or (not self.attempts and self.online):
-            return []
-        self.next_poll = now + self.poll_interval
-        answer = None
-        if self._ensure(now):
-            try:
-                offsets = {r.key: r.offsets for r in self.attempts.values()}
-                answer = self.session.request("poll", attempts=offsets)
-                self.last_ok = now
+        answers, self.stash = self.stash, []
+        if self.pending is None and self.session.connected and self.session.ready():
+            try:  # nothing was asked: this is the connection ending
+                answers.append(self.session.receive(ANSWER_TIMEOUT))
             except SshError as exc:
-                self.error = str(exc)
-        if answer is None:
-            return self._maybe_lost(now)
+                self._broken(exc)
+        if self.pending is not None:
+            if self.session.proc is None:  # closed under us
+                self._broken(SshError(self.session.target.unreachable("the connection was closed")))
+            elif self.session.ready():
+                try:
+                    answers.append(self.session.receive(ANSWER_TIMEOUT))
+                    self.pending, self.last_ok = None, now
+                except SshError as exc:
+                    self._broken(exc)
+            elif now > self.pending + self.poll_interval + ANSWER_TIMEOUT:
+                self._broken(SshError(self.session.target.unreachable("the agent stopped answering")))
+        done = [item for answer in answers for item in self._absorb_all(answer, now)]
+        if self.pending is None and (self.attempts or not self.online) and self._ensure(now):
+            offsets = {r.key: r.offsets for r in self.attempts.values()}
+            try:
+                self.session.send("poll", attempts=offsets, wait=self.poll_interval)
+                self.pending = now
+            except SshError as exc:
+                self._broken(exc)
+        if not self.session.connected:
+            done += self._maybe_lost(now)
+        return done
+
+    def _absorb_all(self, answer: Any, now: float) -> list[tuple[int, Facts]]:
         done = []
         for attempt_id, remote in list(self.attempts.items()):
             facts = self._absorb(remote, answer["attempts"].get(remote.key) or {}, now)
@@ -178,9 +228,9 @@ class SshExecutor(Executor):
         if remote is None or not self.session.connected:
             return
         try:
-            self.session.request("kill", key=remote.key, signal=int(signum))
+            self._call("kill", key=remote.key, signal=int(signum))
         except SshError as exc:
-            self.error = str(exc)
+            self._broken(exc)
 
     def running(self) -> list[int]:
         return list(self.attempts)

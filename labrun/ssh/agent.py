@@ -6,13 +6,16 @@ answer on stdout:
 
     probe            cpus, memory, python, free disk in the work directory, runtimes, GPUs
     start            launch one attempt detached from the SSH session (double fork, setsid)
-    poll             status of many attempts, plus log bytes after given offsets
+    poll             status of many attempts, plus log bytes after given offsets; with
+                     "wait", it first waits up to that long for one of them to end
     kill             signal an attempt's process group
     serve            many requests, one JSON line each, over one long-lived session
 
 Each attempt has a directory `<workdir>/attempts/<key>/` holding `stdout`, `stderr` and
 `status.json`, rewritten atomically by a monitor process that outlives the SSH session:
 pid and start time first, then the exit code or signal, CPU time and missing outputs.
+The monitor then appends the attempt's key to `<workdir>/ended.log`, so a waiting poll
+watches one file's size instead of every status file.
 Remotely only the `process` runtime exists so far: no memory limit, no OOM counter.
 """
 
@@ -21,6 +24,7 @@ from __future__ import annotations
 import base64
 import json
 import os
+import select
 import shutil
 import signal
 import subprocess
@@ -29,6 +33,8 @@ import time
 from typing import Any
 
 CHUNK = 1 << 20  # log bytes per stream per poll: keeps one answer small
+WAIT_STEP = 0.005  # how often a waiting poll looks at ended.log (one stat)
+_INPUT = [b""]  # serve's unread input: a waiting poll returns early when a request is there
 
 
 def _attempt_dir(workdir: str, key: str) -> str:
@@ -123,6 +129,7 @@ def _monitor(directory: str, spec: dict[str, Any]) -> None:
             status["start_error"] = f"cannot start {spec['argv'][0]!r}: {exc.strerror}"
         status["ended"] = time.time()
         _write_status(directory, status)
+        _announce_end(spec["workdir"], spec["key"])
         return
     status["pid"] = proc.pid
     _write_status(directory, status)
@@ -140,6 +147,39 @@ def _monitor(directory: str, spec: dict[str, Any]) -> None:
         if status["exit"] == 0:
             status["missing"] = [p for p in spec.get("outputs", []) if not _nonempty(p)]
     _write_status(directory, status)
+    _announce_end(spec["workdir"], spec["key"])
+
+
+def _events(workdir: str) -> str:
+    return os.path.join(workdir, "ended.log")
+
+
+def _announce_end(workdir: str, key: str) -> None:
+    fd = os.open(_events(workdir), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, (key + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _events_size(workdir: str) -> int:
+    try:
+        return os.stat(_events(workdir)).st_size
+    except OSError:
+        return 0
+
+
+def _wait_for_an_end(request: dict[str, Any]) -> None:
+    """Until an attempt ends, a request comes in, or `wait` seconds pass."""
+    deadline = time.time() + float(request.get("wait") or 0)
+    seen = _events_size(request["workdir"])
+    for key in request["attempts"]:
+        status = _read_status(_attempt_dir(request["workdir"], key)) or {}
+        if "ended" in status:
+            return
+    while time.time() < deadline and _events_size(request["workdir"]) == seen:
+        if b"\n" in _INPUT[0] or select.select([0], [], [], WAIT_STEP)[0]:
+            return
 
 
 def _nonempty(path: str) -> bool:
@@ -178,6 +218,8 @@ def _read_from(path: str, offset: int) -> str:
 
 
 def poll(request: dict[str, Any]) -> dict[str, Any]:
+    if request.get("wait"):
+        _wait_for_an_end(request)
     answer: dict[str, Any] = {}
     for key, (out_offset, err_offset) in request["attempts"].items():
         directory = _attempt_dir(request["workdir"], key)
@@ -214,7 +256,13 @@ def handle(request: dict[str, Any]) -> dict[str, Any]:
 
 def serve() -> None:
     print(json.dumps({"ok": True, "result": {"ready": True}}), flush=True)
-    for line in sys.stdin:
+    while True:
+        while b"\n" not in _INPUT[0]:
+            chunk = os.read(0, 1 << 16)
+            if not chunk:
+                return  # the head went away; attempts keep running without us
+            _INPUT[0] += chunk
+        line, _, _INPUT[0] = _INPUT[0].partition(b"\n")
         if line.strip():
             print(json.dumps(handle(json.loads(line))), flush=True)
 

@@ -15,6 +15,7 @@ from typing import Any
 
 from labrun.config.lab import LabConfig, NodeSpec
 from labrun.config.nodes import SshNodeSpec
+from labrun.executors.base import Waker
 from labrun.executors.ssh import SshExecutor
 from labrun.ssh.session import AgentSession
 from labrun.ssh.transport import SshError, SshTarget
@@ -67,7 +68,9 @@ def node_spec(spec: SshNodeSpec, probe: dict[str, Any]) -> NodeSpec:
     )
 
 
-def ssh_executors(lab: LabConfig) -> tuple[dict[tuple[str, str], SshExecutor], list[str]]:
+def ssh_executors(
+    lab: LabConfig, waker: Waker | None = None
+) -> tuple[dict[tuple[str, str], SshExecutor], list[str]]:
     """Executors for the nodes that answered, and one message per node that did not."""
     executors: dict[tuple[str, str], SshExecutor] = {}
     problems = []
@@ -75,7 +78,7 @@ def ssh_executors(lab: LabConfig) -> tuple[dict[tuple[str, str], SshExecutor], l
         if found.session is None:
             problems.append(f"node {found.spec.name} is left out of this run: {found.error}")
             continue
-        executor = SshExecutor(found.session, lost_after=found.spec.lost_after)
+        executor = SshExecutor(found.session, lost_after=found.spec.lost_after, waker=waker)
         executor.capacity = node_spec(found.spec, found.session.probe)
         executors[(found.spec.name, "process")] = executor
     return executors, problems

@@ -82,6 +82,11 @@ class AgentSession:
             raise
 
     def request(self, op: str, timeout: float = REQUEST_TIMEOUT, **fields: Any) -> Any:
+        self.send(op, **fields)
+        return self.receive(timeout)
+
+    def send(self, op: str, **fields: Any) -> None:
+        """Send a request; its answer is read with `receive`, answers come in request order."""
         if self.proc is None or self.proc.stdin is None:
             raise SshError(self.target.unreachable("not connected"))
         line = json.dumps({"op": op, "workdir": self.workdir, **fields}) + "\n"
@@ -90,10 +95,25 @@ class AgentSession:
             self.proc.stdin.flush()
         except (BrokenPipeError, OSError):
             self._fail("the connection dropped")
+
+    def receive(self, timeout: float = REQUEST_TIMEOUT) -> Any:
         answer = json.loads(self._line(timeout))
         if not answer.get("ok"):
             raise SshError(f"node {self.target.node}: the agent answered an error: {answer.get('error')}")
         return answer["result"]
+
+    def ready(self) -> bool:
+        """Whether `receive` would not wait: an answer (or the end of the connection) is there."""
+        if b"\n" in self._buffer:
+            return True
+        if self.proc is None or self.proc.stdout is None:
+            return False
+        return bool(select.select([self.proc.stdout.fileno()], [], [], 0)[0])
+
+    @property
+    def fd(self) -> int | None:
+        """What becomes readable when an answer arrives (for the runner's Waker)."""
+        return self.proc.stdout.fileno() if self.proc is not None and self.proc.stdout else None
 
     def _line(self, timeout: float) -> str:
         assert self.proc is not None and self.proc.stdout is not None
