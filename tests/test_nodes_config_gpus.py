@@ -154,3 +154,15 @@ def test_a_node_with_too_many_failures_is_avoided_unless_it_is_the_only_fit() ->
     nodes = [node("local", cpus=2), node("flaky", cpus=8, gpus=1)]
     plan = place([Demand(1, 1, 1), Demand(2, 1, 1, gpus=1)], nodes, slots=10, avoid=frozenset({"flaky"}))
     assert [(p.task_id, p.node) for p in plan.placements] == [(1, "local"), (2, "flaky")]
+
+
+def test_the_agent_needs_only_the_standard_library() -> None:
+    import ast
+    import sys
+
+    from labrun.ssh import agent
+
+    tree = ast.parse(Path(agent.__file__).read_text(), feature_version=(3, 8))
+    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+    assert names - {"__future__"} <= set(sys.stdlib_module_names)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import threading
 import time
@@ -11,6 +12,7 @@ import pytest
 from sshd import SshdLab
 
 from labrun.app import RunOptions, open_store, run_job
+from labrun.cli import main
 from labrun.config.lab import LabConfig, load_lab
 from labrun.executors.base import Launch
 from labrun.executors.ssh import SshExecutor
@@ -205,3 +207,50 @@ def test_an_unreachable_node_fails_its_check_naming_it(tmp_path: Path, sshd_lab:
     assert "ssh node-gone true" in bad.fix
     rows = {row["name"]: row for row in node_states(lab, None)}
     assert rows["node-a"]["state"] == "online" and rows["node-gone"]["state"] == "offline"
+
+
+def test_labrun_nodes_lists_each_node(
+    tmp_path: Path, sshd_lab: SshdLab, capsys: pytest.CaptureFixture[str]
+) -> None:
+    sshd_lab.start("node-a")
+    write_lab(tmp_path, sshd_lab, {"node-a": 'cpus = 3\ngpus = []\nssh_options = ["ServerAliveInterval=7"]'})
+    with pytest.raises(SystemExit) as code:
+        main(["nodes", "--json", "--config", str(tmp_path / "labrun.toml")])
+    assert code.value.code == 0
+    rows = {row["name"]: row for row in json.loads(capsys.readouterr().out)}
+    assert set(rows) == {"local", "node-a"}
+    assert rows["node-a"]["state"] == "online" and rows["node-a"]["cpus"] == 3.0
+    assert rows["node-a"]["runtimes"] == ["process"] and rows["node-a"]["running"] == []
+    with pytest.raises(SystemExit):
+        main(["nodes", "--config", str(tmp_path / "labrun.toml")])
+    assert "node-a" in capsys.readouterr().out
+
+
+def test_a_node_that_returns_is_used_again_and_its_given_up_attempts_are_killed(
+    tmp_path: Path, sshd_lab: SshdLab
+) -> None:
+    server = sshd_lab.start("node-a")
+    lab = write_lab(tmp_path, sshd_lab, {"node-a": ""})
+    session = AgentSession(target_of(lab, lab.ssh_nodes[0]), lab.ssh_nodes[0].workdir)
+    session.connect()
+    executor = SshExecutor(session, lost_after=1.0, poll_interval=0.1)
+    try:
+        executor.start(launch(tmp_path, ("sleep", "60"), 1))
+        assert not wait_for(executor, 1, limit=1.0)
+        server.stop()
+        facts = wait_for(executor, 1, limit=20)
+        assert facts[1].lost and "node-a did not answer" in facts[1].detail  # type: ignore[attr-defined]
+        assert not executor.online
+        server.start()  # the node is back: reconnected and probed on the next poll
+        deadline = time.monotonic() + 20
+        while not executor.online and time.monotonic() < deadline:
+            executor.finished()
+            time.sleep(0.1)
+        assert executor.online and not executor.orphans
+        status = tmp_path / "remote-node-a/attempts/r1-a1/status.json"
+        deadline = time.monotonic() + 10
+        while '"signal": 9' not in status.read_text() and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert '"signal": 9' in status.read_text()  # re-run elsewhere, so ended here
+    finally:
+        executor.close()
