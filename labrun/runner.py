@@ -279,7 +279,10 @@ class Runner:
             return f"needs runtime {spec.runtime!r}, which no node offers"
         if spec.nodes and not any(n.name in spec.nodes for n in hosts):
             known = ", ".join(n.name for n in hosts)
-            return f"may only run on {', '.join(spec.nodes)}, which the lab does not offer (nodes: {known})"
+            return (
+                f"may only run on {', '.join(spec.nodes)}, not among this run's nodes ({known}): "
+                "a node that did not answer when the run started is left out"
+            )
         if spec.gpus > max(len(n.gpus) for n in hosts):
             return f"needs {spec.gpus} GPUs; no node has that many"
         big = max(hosts, key=lambda n: (n.memory, n.cpus))
