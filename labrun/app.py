@@ -79,7 +79,16 @@ def stop_on_signals(runner: Runner) -> Iterator[None]:
 
 def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, str], Executor]:
     """One executor per (node, runtime) that the lab offers."""
-    return {(lab.local.name, "process"): ProcessExecutor(waker)}
+    executors: dict[tuple[str, str], Executor] = {(lab.local.name, "process"): ProcessExecutor(waker)}
+    # ssh nodes: connected here; one that does not answer is left out of the run, with a message
+    if lab.ssh_nodes:
+        from labrun.ssh.nodes import ssh_executors
+
+        remote, problems = ssh_executors(lab, waker)
+        executors.update(remote)
+        for problem in problems:
+            print(f"labrun: {problem}", file=sys.stderr, flush=True)
+    return executors
 
 
 def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
@@ -120,7 +129,14 @@ def _drive(
     executors = executors_for(lab, waker)
     counts = store.counts(run.id)
     reporter = _reporter(job, sum(counts.values()), options)
-    runner = Runner(store, paths, job, run, lab.nodes, executors, waker, reporter)
+    nodes = lab.nodes
+    if lab.ssh_nodes:  # ssh nodes with their probed capacity, only those that answered
+        from labrun.ssh.nodes import resolved_nodes
+
+        nodes = resolved_nodes(lab, executors)
+    runner = Runner(
+        store, paths, job, run, nodes, executors, waker, reporter, node_max_failures=lab.node_max_failures
+    )
     try:
         with stop_on_signals(runner):
             state = runner.drive(time.time)

@@ -139,6 +139,24 @@ def runs(
 
 
 @app.command()
+def nodes(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> int:
+    """Each node's state, resources, GPUs, runtimes and running attempts. Example: labrun nodes"""
+    import json
+
+    from labrun.app import open_store
+    from labrun.ssh.report import node_states, render_nodes
+
+    lab = _lab(config)
+    store, _ = open_store(lab)
+    rows = node_states(lab, store)
+    print(json.dumps(rows, indent=2) if as_json else render_nodes(rows))
+    return ExitCode.OK
+
+
+@app.command()
 def logs(
     run_ref: RunArg,
     task: Annotated[str, typer.Argument(help="A task: `0` or `setup` (task 0), `report`, `resize[3]`.")],

@@ -56,6 +56,8 @@ class TaskSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()  # placeholders allowed; relative paths: against the workdir
     depends_on: tuple[str, ...] = ()  # spec names
+    nodes: tuple[str, ...] = ()
+    gpus: int = 0
 
     @property
     def attempt_cap(self) -> int:

@@ -252,6 +252,8 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("env", "env", {}, "Environment variables added for the task."),
     Key("outputs", "str_list", (), "Files that must exist and be non-empty after exit 0."),
     Key("depends_on", "str_list", (), "Task names that must all succeed before this one starts."),
+    Key("nodes", "str_list", (), "Nodes the task may run on (names from labrun.toml); empty: any."),
+    Key("gpus", "int", 0, "GPUs an attempt needs, each its own (CUDA_VISIBLE_DEVICES).", minimum=0),
 )
 TASK_KEY_NAMES = tuple(k.name for k in TASK_KEYS)
 TASK_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in TASK_KEYS}

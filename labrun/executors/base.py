@@ -124,6 +124,7 @@ class Executor(abc.ABC):
 
     runtime: str = ""
     needs_poll: bool = False  # True when ends cannot wake the Waker (the runner then polls)
+    online: bool = True  # False while the node does not answer: the runner places nothing there
 
     @abc.abstractmethod
     def start(self, launch: Launch) -> Started:
@@ -140,6 +141,10 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def running(self) -> list[int]:
         """Attempt ids still running here."""
+
+    def wake_at(self) -> float | None:
+        """When the executor wants `finished()` called next without an event (None: never)."""
+        return None
 
     def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
         """Watch an attempt started by an earlier runner; False if it is gone."""
