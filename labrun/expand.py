@@ -24,6 +24,13 @@ from labrun.store import NewTask
 _PLACEHOLDER = re.compile(r"(?<![${])\{(" + "|".join(PLACEHOLDERS) + r")\}")
 # Anything a shell would treat specially; without it, splitting with shlex is exact.
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]#~=%!{}\n]")
+# Words only a shell understands (`exit 3`, `cd dir`, `time x`) must still go through
+# /bin/sh; `true`, `test` or `kill` are programs too, with the same meaning.
+_SHELL_WORDS = frozenset(
+    "! . : [[ alias bg break case cd command continue do done elif else esac eval exec exit "
+    "export fc fg for function getopts hash if jobs local read readonly return set shift "
+    "source then time times trap type ulimit umask unalias unset until wait while".split()
+)
 
 
 def instances(job: JobSpec) -> Iterator[NewTask]:
@@ -95,9 +102,11 @@ def argv_for(command: str | tuple[str, ...], values: Mapping[str, str]) -> tuple
     bare = _PLACEHOLDER.sub("", command)
     if not _SHELL_SYNTAX.search(bare):
         try:
-            return tuple(_fill(part, values, quote=False) for part in shlex.split(command))
+            words = shlex.split(command)
         except ValueError:
-            pass  # unbalanced quotes: let the shell report it
+            words = []  # unbalanced quotes: let the shell report it
+        if words and words[0] not in _SHELL_WORDS:
+            return tuple(_fill(part, values, quote=False) for part in words)
     return ("/bin/sh", "-c", _fill(command, values, quote=True))
 
 
