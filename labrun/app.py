@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
@@ -16,6 +16,8 @@ from labrun.config.job import JobSpec, load_job, parse_job
 from labrun.config.lab import LabConfig
 from labrun.errors import UsageError
 from labrun.executors.base import Executor, Waker
+from labrun.executors.cgroup import CgroupExecutor
+from labrun.executors.docker import DockerExecutor
 from labrun.executors.process import ProcessExecutor
 from labrun.expand import instances
 from labrun.lock import JobLock
@@ -76,8 +78,17 @@ def stop_on_signals(runner: Runner) -> Iterator[None]:
 
 
 def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, str], Executor]:
-    """One executor per (node, runtime) that the lab offers."""
-    return {(lab.local.name, "process"): ProcessExecutor(waker)}
+    """One executor per (node, runtime) that the lab offers.
+
+    Cheap to build: the cgroup executor detects its mechanism on its first start, the
+    Docker executor connects to the daemon on its first start."""
+    makers: dict[str, Callable[[], Executor]] = {
+        "process": lambda: ProcessExecutor(waker),
+        "cgroup": lambda: CgroupExecutor(waker),
+        "docker": lambda: DockerExecutor(waker),
+    }
+    local = lab.local
+    return {(local.name, rt): makers[rt]() for rt in local.runtimes if rt in makers}
 
 
 def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:

@@ -15,6 +15,7 @@ from collections.abc import Iterator, Mapping
 from labrun.config.job import PLACEHOLDERS, JobSpec, TaskSpec
 from labrun.config.schema import RangeItems
 from labrun.executors.base import Launch
+from labrun.isolation import launch_options
 from labrun.paths import StatePaths
 from labrun.rows import RunRow, TaskRow
 from labrun.states import TaskState
@@ -96,4 +97,5 @@ def launch_for(
         stderr_path=paths.log(run.id, task.name, attempt, "stderr"),
         cpus=spec.cpus,
         memory=memory,
+        options=launch_options(spec, values["shared"]),
     )

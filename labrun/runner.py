@@ -19,6 +19,7 @@ from labrun.config.job import JobSpec, TaskSpec
 from labrun.config.lab import NodeSpec
 from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
 from labrun.expand import launch_for
+from labrun.memory import OomAttempt, OomPolicy
 from labrun.outcome import Stop, classify
 from labrun.paths import StatePaths
 from labrun.progress import Reporter
@@ -92,6 +93,9 @@ class Runner:
 
     def tick(self, now: float) -> float | None:
         """Advance the run to `now`; returns when the next tick is due (None: on an event)."""
+        for ex in self.executors.values():
+            if ex.next_sample_at <= now:
+                ex.sample(now)
         ended = [item for ex in self.executors.values() for item in ex.finished()]
         claimed: list[Active] = []
         may_launch = self.stop is None and self.counts[TaskState.READY] > 0
@@ -130,7 +134,8 @@ class Runner:
         elif outcome is Outcome.KILLED:
             self._move(task, TaskState.CANCELLED, now, detail, n, reason="cancelled")
         else:
-            decision = decide(policy_of(act.spec), outcome, n, failures, task.memory, now, self.rng())
+            oom = self._oom_attempt(act, facts) if outcome is Outcome.OOM else None
+            decision = decide(policy_of(act.spec), outcome, n, failures, task.memory, now, self.rng(), oom)
             if decision.retry:
                 self._move(
                     task,
@@ -154,6 +159,14 @@ class Runner:
                     reason=f"{detail}; {decision.reason}",
                 )
         self.reporter.attempt_ended(task.name, n, act.node, outcome, detail, decision)
+
+    def _oom_attempt(self, act: Active, facts: Facts) -> OomAttempt:
+        """The OOM-killed attempt's limit and peak, with the largest node it could run on."""
+        spec = act.spec
+        hosts = [n for n in self.nodes if (n.name, spec.runtime) in self.executors] or list(self.nodes)
+        big = max(hosts, key=lambda n: n.memory)
+        policy = OomPolicy(spec.on_oom, spec.memory_growth, spec.memory_max, big.memory, big.name)
+        return OomAttempt(policy, act.launch.memory, facts.peak_memory)
 
     def _move(
         self,
@@ -288,6 +301,7 @@ class Runner:
             ready_at = self.store.next_ready_time(self.run.id)
             if ready_at is not None and ready_at > now:
                 times.append(ready_at)
+        times += [ex.next_sample_at for ex in self.executors.values() if ex.next_sample_at != math.inf]
         if self.active and any(ex.needs_poll for ex in self.executors.values()):
             times.append(now + FALLBACK_POLL)
         if not self.active and self.counts[TaskState.READY] and not times:

@@ -30,6 +30,11 @@ class NodeSpec:
     runtimes: tuple[str, ...] = ("process",)
 
 
+# What the local machine offers; cgroup and docker report at launch (and in `labrun check`)
+# when this machine cannot provide them.
+LOCAL_RUNTIMES = ("process", "cgroup", "docker")
+
+
 @dataclass(frozen=True)
 class LabConfig:
     file: str | None  # None: built-in defaults
@@ -105,7 +110,7 @@ def _local_node(nodes: object, problem: Any) -> NodeSpec:
     cpus, memory = local_capacity()
     if not isinstance(nodes, dict):
         problem(("nodes",), "expected tables [nodes.NAME]")
-        return NodeSpec("local", cpus, memory)
+        return NodeSpec("local", cpus, memory, LOCAL_RUNTIMES)
     table = nodes.get("local", {})
     for key in table:
         if key not in ("cpus", "memory"):
@@ -125,4 +130,4 @@ def _local_node(nodes: object, problem: Any) -> NodeSpec:
             memory = parse_size(raw_memory)
         except ValueError as exc:
             problem(("nodes", "local", "memory"), str(exc))
-    return NodeSpec("local", cpus, memory)
+    return NodeSpec("local", cpus, memory, LOCAL_RUNTIMES)

@@ -196,7 +196,8 @@ def convert(key: Key, value: object) -> Any:
     raise AssertionError(f"unknown key kind {key.kind}")
 
 
-RUNTIMES = ("process",)
+RUNTIMES = ("process", "cgroup", "docker")
+ON_OOM = ("grow", "retry", "fail")
 
 TASK_KEYS: tuple[Key, ...] = (
     Key("name", "name", None, "The task's name: letters, digits, '-' and '_'."),
@@ -219,6 +220,16 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("max_attempts", "int", None, "Cap on all attempts, counted or not.", minimum=1),
     Key("grace", "duration", 10.0, "Between SIGTERM and SIGKILL when stopping an attempt."),
     Key("env", "env", {}, "Environment variables added for the task."),
+    # -- isolation and OOM (runtime cgroup / docker) --
+    Key("image", "str", None, "Docker image (runtime docker): name:tag."),
+    Key("image_tar", "str", None, "A `docker save` tarball loaded when the image is missing."),
+    Key("cpuset", "str", None, 'CPUs to pin to (runtime cgroup), e.g. "0-3,6".'),
+    Key("gpus", "int", 0, "GPUs an attempt needs (a count).", minimum=0, maximum=64),
+    Key("privileged", "bool", False, "Run the container privileged (runtime docker)."),
+    Key("network", "str", None, 'Docker network mode, e.g. "none" (default: the daemon\'s).'),
+    Key("memory_max", "size", None, "Never grow memory past this on OOM: " + SIZE_HELP + ".", minimum=1),
+    Key("memory_growth", "number", 2.0, "Memory factor for the retry after an OOM kill.", minimum=1),
+    Key("on_oom", "choice", "grow", "After an OOM kill: grow memory, retry as is, or fail.", choices=ON_OOM),
 )
 TASK_KEY_NAMES = tuple(k.name for k in TASK_KEYS)
 TASK_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in TASK_KEYS}
