@@ -9,14 +9,20 @@ it overstates a little, which errs on the safe side for the next attempt's memor
 from __future__ import annotations
 
 from collections.abc import Iterable
-
-import psutil
+from typing import Any
 
 SAMPLE_AFTER = 1.0  # seconds an attempt runs before it is first sampled
 SAMPLE_EVERY = 1.0  # seconds between samples of one executor's attempts
 
 
+def _psutil() -> Any:
+    import psutil  # here, not at the top: only attempts that run over a second need it
+
+    return psutil
+
+
 def _children_map() -> dict[int, list[int]]:
+    psutil = _psutil()
     children: dict[int, list[int]] = {}
     for proc in psutil.process_iter(["ppid"]):
         ppid = proc.info.get("ppid")
@@ -26,6 +32,7 @@ def _children_map() -> dict[int, list[int]]:
 
 
 def _rss(pid: int) -> int:
+    psutil = _psutil()
     try:
         return int(psutil.Process(pid).memory_info().rss)
     except (psutil.NoSuchProcess, psutil.AccessDenied, psutil.ZombieProcess):
@@ -38,6 +45,7 @@ def tree_rss(roots: Iterable[int]) -> dict[int, int]:
     if not roots:
         return {}
     children = _children_map()
+    psutil = _psutil()
     sizes: dict[int, int] = {}
     for root in roots:
         if not psutil.pid_exists(root):
