@@ -149,8 +149,8 @@ def _check_isolation(c: _Collector, path: Path, values: Mapping[str, Any]) -> No
     cpuset = values.get("cpuset")
     if cpuset is not None and not _CPUSET_RE.match(cpuset.replace(" ", "")):
         c.add((*path, "cpuset"), f"cpuset {cpuset!r} is not a CPU list", 'write it like "0-3,6"')
-    growth, top = values.get("memory"), values.get("memory_max")
-    if growth is not None and top is not None and top < growth:
+    memory, memory_max = values.get("memory"), values.get("memory_max")
+    if memory is not None and memory_max is not None and memory_max < memory:
         c.add((*path, "memory_max"), "memory_max is below memory", "raise memory_max or lower memory")
 
 
