@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
@@ -17,6 +17,8 @@ from labrun.config.lab import LabConfig
 from labrun.config.schema import SETUP_NAME
 from labrun.errors import PreflightFailed, UsageError
 from labrun.executors.base import Executor, Waker
+from labrun.executors.cgroup import CgroupExecutor
+from labrun.executors.docker import DockerExecutor
 from labrun.executors.process import ProcessExecutor
 from labrun.expand import instances
 from labrun.lock import JobLock
@@ -78,9 +80,18 @@ def stop_on_signals(runner: Runner) -> Iterator[None]:
 
 
 def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, str], Executor]:
-    """One executor per (node, runtime) that the lab offers."""
-    executors: dict[tuple[str, str], Executor] = {(lab.local.name, "process"): ProcessExecutor(waker)}
-    # ssh nodes: connected here; one that does not answer is left out of the run, with a message
+    """One executor per (node, runtime) that the lab offers.
+
+    Cheap to build: the cgroup executor detects its mechanism on its first start, the
+    Docker executor connects to the daemon on its first start. SSH nodes are connected
+    here; one that does not answer is left out of the run, with a message."""
+    makers: dict[str, Callable[[], Executor]] = {
+        "process": lambda: ProcessExecutor(waker),
+        "cgroup": lambda: CgroupExecutor(waker),
+        "docker": lambda: DockerExecutor(waker),
+    }
+    local = lab.local
+    executors = {(local.name, rt): makers[rt]() for rt in local.runtimes if rt in makers}
     if lab.ssh_nodes:
         from labrun.ssh.nodes import ssh_executors
 

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 from labrun.config.job import PLACEHOLDERS, JobSpec, TaskSpec
 from labrun.config.schema import RangeItems, SetupItems
 from labrun.executors.base import Launch
+from labrun.isolation import launch_options
 from labrun.paths import StatePaths
 from labrun.rows import RunRow, TaskRow
 from labrun.states import TaskState
@@ -27,9 +28,11 @@ _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]#~=%!{}\n]")
 # Words only a shell understands (`exit 3`, `cd dir`, `time x`) must still go through
 # /bin/sh; `true`, `test` or `kill` are programs too, with the same meaning.
 _SHELL_WORDS = frozenset(
-    "! . : [[ alias bg break case cd command continue do done elif else esac eval exec exit "
-    "export fc fg for function getopts hash if jobs local read readonly return set shift "
-    "source then time times trap type ulimit umask unalias unset until wait while".split()
+    (  # noqa: SIM905 - a word list reads best as words
+        "! . : [[ alias bg break case cd command continue do done elif else esac eval exec exit "
+        "export fc fg for function getopts hash if jobs local read readonly return set shift "
+        "source then time times trap type ulimit umask unalias unset until wait while"
+    ).split()
 )
 
 
@@ -136,4 +139,5 @@ def launch_for(
         cpus=spec.cpus,
         memory=memory,
         outputs=outputs_for(spec, values, workdir),
+        options=launch_options(spec, values["shared"]),
     )

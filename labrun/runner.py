@@ -20,6 +20,7 @@ from labrun.config.lab import NodeSpec
 from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
 from labrun.expand import launch_for
 from labrun.gpus import assign, gpu_env
+from labrun.memory import OomAttempt, OomPolicy
 from labrun.outcome import Stop, classify
 from labrun.paths import StatePaths
 from labrun.progress import Reporter
@@ -99,6 +100,9 @@ class Runner:
 
     def tick(self, now: float) -> float | None:
         """Advance the run to `now`; returns when the next tick is due (None: on an event)."""
+        for ex in self.executors.values():
+            if ex.next_sample_at <= now:
+                ex.sample(now)
         ended = [item for ex in self.executors.values() for item in ex.finished()]
         claimed: list[Active] = []
         may_launch = self.stop is None and self.counts[TaskState.READY] > 0
@@ -141,7 +145,8 @@ class Runner:
         elif outcome is Outcome.KILLED:
             self._move(task, TaskState.CANCELLED, now, detail, n, reason="cancelled")
         else:
-            decision = decide(policy_of(act.spec), outcome, n, failures, task.memory, now, self.rng())
+            oom = self._oom_attempt(act, facts) if outcome is Outcome.OOM else None
+            decision = decide(policy_of(act.spec), outcome, n, failures, task.memory, now, self.rng(), oom)
             if decision.retry:
                 self._move(
                     task,
@@ -165,6 +170,14 @@ class Runner:
                     reason=f"{detail}; {decision.reason}",
                 )
         self.reporter.attempt_ended(task.name, n, act.node, outcome, detail, decision)
+
+    def _oom_attempt(self, act: Active, facts: Facts) -> OomAttempt:
+        """The OOM-killed attempt's limit and peak, with the largest node it could run on."""
+        spec = act.spec
+        hosts = [n for n in self.nodes if (n.name, spec.runtime) in self.executors] or list(self.nodes)
+        big = max(hosts, key=lambda n: n.memory)
+        policy = OomPolicy(spec.on_oom, spec.memory_growth, spec.memory_max, big.memory, big.name)
+        return OomAttempt(policy, act.launch.memory, facts.peak_memory)
 
     def _move(
         self,
@@ -340,6 +353,7 @@ class Runner:
             ready_at = self.store.next_ready_time(self.run.id)
             if ready_at is not None and ready_at > now:
                 times.append(ready_at)
+        times += [ex.next_sample_at for ex in self.executors.values() if ex.next_sample_at != math.inf]
         if self.active and any(ex.needs_poll for ex in self.executors.values()):
             times.append(now + FALLBACK_POLL)
         times.extend(t for ex in self.executors.values() if (t := ex.wake_at()) is not None)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -58,6 +59,14 @@ class TaskSpec:
     depends_on: tuple[str, ...] = ()  # spec names
     nodes: tuple[str, ...] = ()
     gpus: int = 0
+    image: str | None = None
+    image_tar: str | None = None  # absolute once parsed (relative to the job file)
+    cpuset: str | None = None
+    privileged: bool = False
+    network: str | None = None
+    memory_max: int | None = None
+    memory_growth: float = 2.0
+    on_oom: str = "grow"
 
     @property
     def attempt_cap(self) -> int:
@@ -146,6 +155,28 @@ def _check_placeholders(c: _Collector, path: Path, command: str | tuple[str, ...
                 c.add(path, f"unknown placeholder {{{word}}}", f"did you mean {{{close[0]}}}?")
 
 
+_CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+
+def _check_isolation(c: _Collector, path: Path, values: Mapping[str, Any]) -> None:
+    """Keys that only make sense together: docker needs an image; cpuset is a CPU list."""
+    if values.get("runtime") == "docker" and not values.get("image"):
+        c.add(path, 'runtime "docker" needs an image', 'add image = "name:tag" (see `docker images`)')
+    cpuset = values.get("cpuset")
+    if cpuset is not None and not _CPUSET_RE.match(cpuset.replace(" ", "")):
+        c.add((*path, "cpuset"), f"cpuset {cpuset!r} is not a CPU list", 'write it like "0-3,6"')
+    memory, memory_max = values.get("memory"), values.get("memory_max")
+    if memory is not None and memory_max is not None and memory_max < memory:
+        c.add((*path, "memory_max"), "memory_max is below memory", "raise memory_max or lower memory")
+
+
+def _with_paths(spec: TaskSpec, base: str) -> TaskSpec:
+    """Paths in task keys are relative to the job file."""
+    if spec.image_tar is None:
+        return spec
+    return dataclasses.replace(spec, image_tar=os.path.normpath(os.path.join(base, spec.image_tar)))
+
+
 def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> list[TaskSpec]:
     raw_tasks = data.get("tasks")
     if raw_tasks is None:
@@ -172,6 +203,7 @@ def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
             continue
         seen.add(name)
         _check_placeholders(c, (*path, "command"), command)
+        _check_isolation(c, path, values)
         fields = {k.name: values[k.name] for k in TASK_KEYS if k.name in values}
         specs.append(TaskSpec(**{**fields, "env": env}))
     return specs
@@ -209,7 +241,7 @@ def parse_job(text: str, file: str) -> JobSpec:
         name=job_values["name"],
         file=os.path.abspath(file),
         workdir=os.path.normpath(os.path.join(base, job_values.get("workdir", "."))),
-        tasks=tuple(tasks),
+        tasks=tuple(_with_paths(t, base) for t in tasks),
         max_parallel=job_values.get("max_parallel"),
         text=text,
         setup=setup,

@@ -32,6 +32,11 @@ class NodeSpec:
     gpus: tuple[int, ...] = ()  # device indices attempts may be given
 
 
+# What the local machine offers; cgroup and docker report at launch (and in `labrun check`)
+# when this machine cannot provide them.
+LOCAL_RUNTIMES = ("process", "cgroup", "docker")
+
+
 @dataclass(frozen=True)
 class LabConfig:
     file: str | None  # None: built-in defaults
@@ -134,7 +139,7 @@ def _local_node(nodes: object, problem: Any) -> NodeSpec:
     cpus, memory = local_capacity()
     if not isinstance(nodes, dict):
         problem(("nodes",), "expected tables [nodes.NAME]")
-        return NodeSpec("local", cpus, memory)
+        return NodeSpec("local", cpus, memory, LOCAL_RUNTIMES)
     table = nodes.get("local", {})
     for key in table:
         if key not in ("cpus", "memory", "gpus"):
@@ -159,4 +164,4 @@ def _local_node(nodes: object, problem: Any) -> NodeSpec:
         from labrun.gpus import local_gpu_indices
 
         gpus = local_gpu_indices()
-    return NodeSpec("local", cpus, memory, gpus=gpus)
+    return NodeSpec("local", cpus, memory, LOCAL_RUNTIMES, gpus=gpus)

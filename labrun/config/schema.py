@@ -227,7 +227,8 @@ def _preflight_value(kind: str, value: object) -> Any:
     return tuple(checks)
 
 
-RUNTIMES = ("process",)
+RUNTIMES = ("process", "cgroup", "docker")
+ON_OOM = ("grow", "retry", "fail")
 
 TASK_KEYS: tuple[Key, ...] = (
     Key("name", "name", None, "The task's name: letters, digits, '-' and '_'."),
@@ -254,6 +255,15 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("depends_on", "str_list", (), "Task names that must all succeed before this one starts."),
     Key("nodes", "str_list", (), "Nodes the task may run on (names from labrun.toml); empty: any."),
     Key("gpus", "int", 0, "GPUs an attempt needs, each its own (CUDA_VISIBLE_DEVICES).", minimum=0),
+    # -- isolation and OOM (runtime cgroup / docker) --
+    Key("image", "str", None, "Docker image (runtime docker): name:tag."),
+    Key("image_tar", "str", None, "A `docker save` tarball loaded when the image is missing."),
+    Key("cpuset", "str", None, 'CPUs to pin to (runtime cgroup), e.g. "0-3,6".'),
+    Key("privileged", "bool", False, "Run the container privileged (runtime docker)."),
+    Key("network", "str", None, 'Docker network mode, e.g. "none" (default: the daemon\'s).'),
+    Key("memory_max", "size", None, "Never grow memory past this on OOM: " + SIZE_HELP + ".", minimum=1),
+    Key("memory_growth", "number", 2.0, "Memory factor for the retry after an OOM kill.", minimum=1),
+    Key("on_oom", "choice", "grow", "After an OOM kill: grow memory, retry as is, or fail.", choices=ON_OOM),
 )
 TASK_KEY_NAMES = tuple(k.name for k in TASK_KEYS)
 TASK_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in TASK_KEYS}

@@ -2,18 +2,26 @@
 
 Ends are noticed through a pidfd per attempt registered with the runner's `Waker`, so the
 runner sleeps until a child exits instead of polling. `wait4` gives the exit status and
-the child's CPU time. Without a cgroup there is no kernel OOM counter and no peak to read.
+the child's CPU time. Without a cgroup there is no kernel OOM counter and no peak to read:
+attempts that run longer than a second have their process tree's RSS sampled about once
+a second (`sample`, which the runner calls at `next_sample_at`) for a best-effort peak.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import math
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
+from labrun.executors.sampling import SAMPLE_AFTER, SAMPLE_EVERY, tree_rss
 
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
@@ -23,6 +31,8 @@ class _Child:
     launch: Launch
     proc: subprocess.Popen[bytes]
     pidfd: int | None
+    started: float = 0.0  # time.time() at start; memory is sampled from SAMPLE_AFTER on
+    peak: int | None = None  # largest process-tree RSS sampled
 
 
 def process_start_time(pid: int) -> float | None:
@@ -78,18 +88,37 @@ def facts_from_status(launch: Launch, status: int, usage: object | None) -> Fact
 
 class ProcessExecutor(Executor):
     runtime = "process"
+    samples_memory = True  # no kernel high-water mark here: sample the tree's RSS
 
     def __init__(self, waker: Waker) -> None:
         self.waker = waker
         self.children: dict[int, _Child] = {}
         self._base_env = dict(os.environ)
 
-    def spawn(self, launch: Launch, argv: tuple[str, ...] | None = None) -> subprocess.Popen[bytes]:
-        """Start argv (default: the launch's) in a new session with logs redirected."""
+    def spawn(
+        self,
+        launch: Launch,
+        argv: tuple[str, ...] | None = None,
+        around: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> subprocess.Popen[bytes]:
+        """Start argv (default: the launch's) in a new session with logs redirected.
+
+        `around` is entered for the Popen call only (the cgroup runtime forks from inside
+        the attempt's cgroup)."""
         if not os.path.isdir(launch.workdir):
             raise LaunchError(f"the working directory {launch.workdir} does not exist")
         out, err = open_logs(launch)
         env = {**self._base_env, **launch.env}
+        try:
+            with around():
+                return self._popen(launch, argv, out, err, env)
+        finally:
+            os.close(out)
+            os.close(err)
+
+    def _popen(
+        self, launch: Launch, argv: tuple[str, ...] | None, out: int, err: int, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
         try:
             return subprocess.Popen(
                 argv or launch.argv,
@@ -110,9 +139,6 @@ class ProcessExecutor(Executor):
             raise LaunchError(f"{launch.argv[0]!r} is not executable: check its permissions") from None
         except OSError as exc:
             raise LaunchError(f"cannot start {launch.argv[0]!r}: {exc.strerror}") from None
-        finally:
-            os.close(out)
-            os.close(err)
 
     def start(self, launch: Launch) -> Started:
         proc = self.spawn(launch)
@@ -127,7 +153,24 @@ class ProcessExecutor(Executor):
             self.needs_poll = True
         if pidfd is not None:
             self.waker.watch(pidfd)
-        self.children[launch.attempt_id] = _Child(launch, proc, pidfd)
+        started = time.time()
+        self.children[launch.attempt_id] = _Child(launch, proc, pidfd, started)
+        if self.samples_memory:
+            self.next_sample_at = min(self.next_sample_at, started + SAMPLE_AFTER)
+
+    def sample(self, now: float) -> None:
+        """Sample the RSS of attempts that ran SAMPLE_AFTER or more, about once a second.
+
+        Short attempts are never sampled: they cost nothing, and their peak stays unknown."""
+        due = [c for c in self.children.values() if now - c.started >= SAMPLE_AFTER]
+        if due:
+            sizes = tree_rss([c.proc.pid for c in due])
+            for child in due:
+                size = sizes.get(child.proc.pid)
+                if size is not None and (child.peak is None or size > child.peak):
+                    child.peak = size
+        waiting = [c.started + SAMPLE_AFTER for c in self.children.values() if now - c.started < SAMPLE_AFTER]
+        self.next_sample_at = now + SAMPLE_EVERY if due else min(waiting, default=math.inf)
 
     def finished(self) -> list[tuple[int, Facts]]:
         done = []
@@ -141,8 +184,15 @@ class ProcessExecutor(Executor):
             child.proc.returncode = status  # reaped here; keeps Popen from reaping it again
             kill_group(child.proc.pid)
             self._forget(attempt_id, child)
-            done.append((attempt_id, facts_from_status(child.launch, status, usage)))
+            facts = facts_from_status(child.launch, status, usage)
+            done.append((attempt_id, self._ended(attempt_id, child, facts)))
         return done
+
+    def _ended(self, attempt_id: int, child: _Child, facts: Facts) -> Facts:
+        """Facts completed with what this runtime measured; subclasses add their own."""
+        if child.peak is None:
+            return facts
+        return dataclasses.replace(facts, peak_memory=child.peak)
 
     def _forget(self, attempt_id: int, child: _Child) -> None:
         if child.pidfd is not None:
