@@ -114,7 +114,7 @@ def docker_image_check(image: str, image_tar: str | None, base_url: str | None =
 
 def isolation_checks(job: JobSpec, base_url: str | None = None) -> list[Check]:
     """One check per runtime the job uses, and one per Docker image (each once)."""
-    runtimes = {spec.runtime for spec in job.tasks}
+    runtimes = {spec.runtime for spec in job.all_tasks}
     checks: list[Check] = []
     if "process" in runtimes:
         checks.append(process_check())
@@ -123,7 +123,7 @@ def isolation_checks(job: JobSpec, base_url: str | None = None) -> list[Check]:
     if "docker" in runtimes:
         checks.append(docker_daemon_check(base_url))
         images: dict[str, str | None] = {}
-        for spec in job.tasks:
+        for spec in job.all_tasks:
             if spec.runtime == "docker" and spec.image:
                 images.setdefault(spec.image, spec.image_tar)
         checks += [docker_image_check(image, tar, base_url) for image, tar in images.items()]

@@ -2,8 +2,9 @@
 
 Declared checks come from `[preflight]`; implied ones from the job itself: every task
 fits on some node, the workdir exists, the directories of declared outputs are
-writable. `checks_for` also asks the other parts of labrun for theirs (SSH nodes:
-reachable, Python, disk, runtimes, GPUs), named there one by one.
+writable. `checks_for` also asks the other parts of labrun for theirs, named there
+one by one: isolation (a cgroup can be made, the Docker daemon answers, images are
+present) and SSH nodes (reachable, Python, disk, runtimes, GPUs).
 """
 
 from __future__ import annotations
@@ -90,9 +91,10 @@ def implied_checks(job: JobSpec, lab: LabConfig) -> list[Check]:
 
 
 def checks_for(job: JobSpec, lab: LabConfig) -> list[Check]:
+    from labrun.isolation import isolation_checks
     from labrun.ssh.report import node_checks
 
-    return implied_checks(job, lab) + declared_checks(job) + node_checks(lab)
+    return implied_checks(job, lab) + declared_checks(job) + isolation_checks(job) + node_checks(lab)
 
 
 def preflight(job: JobSpec, lab: LabConfig) -> Report:
