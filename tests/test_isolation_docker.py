@@ -21,9 +21,9 @@ def api(docker_url: str) -> Iterator[Any]:
     client.close()
 
 
-def run(tmp_path: Path, url: str, body: str) -> tuple[int, list[dict[str, Any]]]:
+def run(tmp_path: Path, url: str, body: str, *flags: str) -> tuple[int, list[dict[str, Any]]]:
     write_job(tmp_path, body)
-    done = labrun(tmp_path, "run", "job.toml", env={"DOCKER_HOST": url})
+    done = labrun(tmp_path, "run", *flags, "job.toml", env={"DOCKER_HOST": url})
     return done.returncode, attempts(tmp_path, env={"DOCKER_HOST": url})
 
 
@@ -75,7 +75,12 @@ def test_workdir_is_mounted_and_output_lands_there(
 
 def test_missing_image_is_config_error_naming_it(tmp_path: Path, docker_url: str) -> None:
     body = '[[tasks]]\nname = "t"\nruntime = "docker"\nimage = "labrun-test/absent:404"\ncommand = "true"\n'
-    code, got = run(tmp_path, docker_url, body)
+    # preflight refuses such a job before it starts ...
+    write_job(tmp_path, body)
+    refused = labrun(tmp_path, "run", "job.toml", env={"DOCKER_HOST": docker_url})
+    assert refused.returncode == 3 and "labrun-test/absent:404" in refused.stderr
+    # ... and past preflight, the executor says the same as the attempt's outcome
+    code, got = run(tmp_path, docker_url, body, "--no-preflight")
     assert code != 0
     (only,) = got
     assert only["outcome"] == "config_error"
