@@ -48,6 +48,7 @@ class TaskSpec:
     max_attempts: int | None = None
     grace: float = 10.0
     env: Mapping[str, str] = field(default_factory=dict)
+    secret_env: tuple[str, ...] = ()  # names only: values come from the runner's environment
 
     @property
     def attempt_cap(self) -> int:
@@ -63,6 +64,7 @@ class JobSpec:
     tasks: tuple[TaskSpec, ...]
     max_parallel: int | None = None
     text: str = ""  # the job file as read, kept with the run so a resume sees the same job
+    resume: bool = False  # `labrun run` continues the latest unfinished run by default
 
     def task(self, name: str) -> TaskSpec:
         for spec in self.tasks:
@@ -192,6 +194,7 @@ def parse_job(text: str, file: str) -> JobSpec:
         tasks=tuple(tasks),
         max_parallel=job_values.get("max_parallel"),
         text=text,
+        resume=job_values.get("resume", False),
     )
 
 

@@ -219,6 +219,12 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("max_attempts", "int", None, "Cap on all attempts, counted or not.", minimum=1),
     Key("grace", "duration", 10.0, "Between SIGTERM and SIGKILL when stopping an attempt."),
     Key("env", "env", {}, "Environment variables added for the task."),
+    Key(
+        "secret_env",
+        "str_list",
+        (),
+        "Names of variables passed from labrun's environment, never stored or printed.",
+    ),
 )
 TASK_KEY_NAMES = tuple(k.name for k in TASK_KEYS)
 TASK_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in TASK_KEYS}
@@ -227,6 +233,7 @@ JOB_KEYS: tuple[Key, ...] = (
     Key("name", "name", None, "The job's name: letters, digits, '-' and '_'."),
     Key("max_parallel", "int", None, "Cap on concurrent attempts.", minimum=1, maximum=100_000),
     Key("workdir", "str", ".", "Working directory of every task, relative to the job file."),
+    Key("resume", "bool", False, "`labrun run` continues the latest unfinished run (as --resume)."),
 )
 JOB_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in JOB_KEYS}
 TOP_LEVEL = ("job", "defaults", "tasks")
