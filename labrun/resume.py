@@ -43,8 +43,8 @@ def _adopt(runner: Runner, attempt: AttemptRow) -> Active | None:
     task = runner.store.task(attempt.task_id)
     spec = runner.specs.get(task.spec)
     executor = runner.executors.get((attempt.node, attempt.runtime))
-    if spec is None or executor is None or (attempt.pid is None and attempt.ref is None):
-        return None  # never started (crash between claim and start), or nowhere to look
+    if spec is None or executor is None:
+        return None  # the job changed under the run, or the runtime is not offered now
     memory = attempt.memory_limit if attempt.memory_limit is not None else task.memory
     launch = launch_for(
         runner.paths, runner.run, spec, task, attempt.n, attempt.id, runner.job.workdir, memory

@@ -37,6 +37,7 @@ class _Adopted:
     pid: int
     pid_start: float | None
     pidfd: int | None
+    running: bool  # False: it ended while no runner watched; its exit file says how
 
 
 EXIT_FILE = "exit"  # in the attempt directory: the exit status a shell command wrote
@@ -183,9 +184,17 @@ class ProcessExecutor(Executor):
         self.children[launch.attempt_id] = _Child(launch, proc, pidfd)
 
     def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
-        """Watch a process an earlier runner started; its end wakes us through a pidfd."""
+        """Watch a process an earlier runner started; its end wakes us through a pidfd.
+
+        One that already ended is taken too when its shell left an exit status: the next
+        `finished()` reports it, so a task that completed while no runner ran is not re-run.
+        """
         if started.pid is None or not alive(started.pid, started.pid_start):
-            return False
+            if read_exit_file(launch) is None:
+                return False
+            self.adopted[attempt_id] = _Adopted(launch, started.pid or 0, started.pid_start, None, False)
+            self.waker.wake()
+            return True
         try:
             pidfd: int | None = os.pidfd_open(started.pid)
         except (AttributeError, OSError):
@@ -193,15 +202,16 @@ class ProcessExecutor(Executor):
             self.needs_poll = True
         if pidfd is not None:
             self.waker.watch(pidfd)
-        self.adopted[attempt_id] = _Adopted(launch, started.pid, started.pid_start, pidfd)
+        self.adopted[attempt_id] = _Adopted(launch, started.pid, started.pid_start, pidfd, True)
         return True
 
     def _adopted_finished(self) -> list[tuple[int, Facts]]:
         done = []
         for attempt_id, child in list(self.adopted.items()):
-            if alive(child.pid, child.pid_start):
+            if child.running and alive(child.pid, child.pid_start):
                 continue
-            kill_group(child.pid)
+            if child.running:
+                kill_group(child.pid)
             if child.pidfd is not None:
                 self.waker.unwatch(child.pidfd)
                 os.close(child.pidfd)
