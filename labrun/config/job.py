@@ -83,6 +83,8 @@ class _Collector:
 
     def add(self, path: Path, message: str, hint: str = "") -> None:
         line, column = nearest(self.positions, path)
+        if line is None:  # about the whole file (no tasks, no [job]): point at its start
+            line, column = 1, 1
         key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path)
         self.problems.append(Problem(self.file, line, column, key.replace(".[", "["), message, hint))
 
@@ -164,6 +166,29 @@ def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
 
 def parse_job(text: str, file: str) -> JobSpec:
     """Validate the text of a job file. `file` names it in messages and anchors `workdir`."""
+    try:
+        return _parse_job(text, file)
+    except RecursionError:  # tomllib and the position scanner recurse per nesting level
+        problem = Problem(file, _deepest_line(text), None, "", "values are nested too deeply", "flatten them")
+        raise ConfigError([problem]) from None
+
+
+def _deepest_line(text: str) -> int:
+    """The line where bracket nesting is deepest (strings not told apart: a location hint)."""
+    depth, best, best_line, line = 0, -1, 1, 1
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        elif ch in "[{":
+            depth += 1
+            if depth > best:
+                best, best_line = depth, line
+        elif ch in "]}":
+            depth -= 1
+    return best_line
+
+
+def _parse_job(text: str, file: str) -> JobSpec:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
