@@ -205,7 +205,7 @@ def run_cli(args: list[str]) -> tuple[int, str, str]:
 def test_base_job_is_valid(workspace: Path) -> None:
     path = workspace / "base.toml"
     path.write_text(BASE)
-    code, out, err = run_cli(["check", str(path)])
+    code, _, err = run_cli(["check", str(path)])
     assert code == 0, err
 
 
