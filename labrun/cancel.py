@@ -30,24 +30,26 @@ def cancel_run(store: Store, paths: StatePaths, run: RunRow, wait: float = 60.0)
     if run.state not in UNFINISHED:
         raise UsageError(f"run {run.id} is already {run.state.value}: there is nothing to cancel")
     lock = JobLock(paths.lock(run.job), run.job)
-    try:
-        with lock.hold(False):
-            return _cancel_here(store, run)
-    except LockHeld:
-        pass
-    info = holder(lock.path)
-    pid = info.get("pid")
-    if info.get("run") != run.id or not isinstance(pid, int):
-        # another run of the job is being driven; this one is not touched by it
-        return _cancel_here(store, run)
-    os.kill(pid, signal.SIGUSR1)
     deadline = time.monotonic() + wait
+    signalled: int | None = None
     while time.monotonic() < deadline:
+        try:
+            with lock.hold(False):
+                return _cancel_here(store, run)  # no runner: nobody else writes this run
+        except LockHeld:
+            pass
         now = store.run(run.id)
         if now is not None and now.state not in UNFINISHED:
-            return f"run {run.id}: {now.state.value} (runner pid {pid} stopped its attempts)"
+            return f"run {run.id}: {now.state.value} (its runner, pid {signalled}, stopped its attempts)"
+        info = holder(lock.path)
+        pid = info.get("pid")
+        if info.get("run") not in (None, run.id):
+            return _cancel_here(store, run)  # the runner drives another run of the job
+        if isinstance(pid, int) and info.get("run") == run.id and signalled != pid:
+            os.kill(pid, signal.SIGUSR1)  # the runner's handler: Stop.CANCEL
+            signalled = pid
         time.sleep(0.1)
-    return f"run {run.id}: asked its runner (pid {pid}) to cancel; it is still stopping its attempts"
+    return f"run {run.id}: asked its runner (pid {signalled}) to cancel; it is still stopping its attempts"
 
 
 def _stop_leftovers(store: Store, run: RunRow) -> list[int]:

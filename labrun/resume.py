@@ -68,6 +68,8 @@ def reconcile(runner: Runner, now: float | None = None) -> Reconciled:
             if act is not None:
                 runner.active[attempt.id] = act
                 adopted += 1
+                cause = f"attempt {attempt.n} adopted: still running after the runner restarted"
+                store.event(run_id, attempt.task_id, attempt.n, now, "running", "running", cause)
                 continue
             lost += 1
             facts = Facts(None, None, now, lost=True, detail=LOST_DETAIL)

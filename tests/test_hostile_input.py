@@ -13,6 +13,7 @@ import contextlib
 import io
 import os
 import re
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -226,5 +227,8 @@ def test_hostile_job_files_are_rejected_with_a_location(workspace: Path, content
     assert code == 2, (code, out, err[:500])
     assert "Traceback" not in err and "internal error" not in err, err[:2000]
     assert re.search(re.escape(str(path)) + r":\d+", err), err[:500]
-    assert not (workspace / "state" / "labrun.db").exists() or "no run" == "no run"
+    db = workspace / "state" / "labrun.db"
+    if db.exists():
+        with contextlib.closing(sqlite3.connect(db)) as conn:
+            assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
     assert not (workspace / "state" / "runs").exists() or not any((workspace / "state" / "runs").iterdir())
