@@ -159,7 +159,9 @@ def duplicate_keys(draw: st.DrawFn) -> str:
 def garbage(draw: st.DrawFn) -> bytes:
     raw = BASE.encode()
     junk = draw(st.binary(min_size=1, max_size=200))
-    bad = draw(st.sampled_from([b"\x00", b"\xff\xfe", b"\x80", b"\x01"]))
+    # each is invalid wherever it lands: NUL and \x01 are control characters TOML refuses
+    # everywhere, and 0xFF is never UTF-8 whatever byte comes before it
+    bad = draw(st.sampled_from([b"\x00", b"\xff\xfe", b"\xff", b"\x01"]))
     at = draw(st.integers(0, len(raw)))
     return raw[:at] + junk[: len(junk) // 2] + bad + junk[len(junk) // 2 :] + raw[at:]
 
