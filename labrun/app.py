@@ -25,8 +25,10 @@ from labrun.lock import JobLock
 from labrun.outcome import Stop
 from labrun.paths import StatePaths
 from labrun.progress import LiveReporter, PlainReporter, QuietReporter, Reporter
+from labrun.resume import reconcile, reopen
 from labrun.rows import RunRow, TaskRow
 from labrun.runner import Runner
+from labrun.secrets import require_secrets
 from labrun.states import RunState, TaskState
 from labrun.store import Store
 
@@ -38,6 +40,7 @@ class RunOptions:
     verbose: bool = False
     live: bool | None = None  # None: a live bar when stdout is a terminal
     preflight: bool = True  # run the job's checks first and refuse to start on a failure
+    resume: bool = False  # continue the latest unfinished run of the job (labrun/resume.py)
 
 
 @dataclass(frozen=True)
@@ -69,7 +72,11 @@ def stop_on_signals(runner: Runner) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         runner.request_stop(Stop.SHUTDOWN)
 
+    def cancel(signum: int, frame: FrameType | None) -> None:
+        runner.request_stop(Stop.CANCEL)  # `labrun cancel`: the run ends cancelled, not resumable
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, cancel)
     old_fd = signal.set_wakeup_fd(runner.waker.wake_fd)
     try:
         yield
@@ -104,11 +111,18 @@ def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, str], Executo
 
 def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
     job = load_job(job_path)
+    require_secrets(job)
     if options.preflight:
         refuse_on_preflight(job, lab)
     store, paths = open_store(lab)
     with JobLock(paths.lock(job.name), job.name).hold(options.wait) as lock:
         now = time.time()
+        previous = store.latest_unfinished_run(job.name) if options.resume or job.resume else None
+        if previous is not None:
+            stored = job_of(previous)  # the job as it was when the run started
+            require_secrets(stored)
+            lock.record(previous.id)
+            return _drive(store, paths, stored, reopen(store, previous, now), lab, options, reconcile)
         with store.tx():
             run_id = store.create_run(job.name, job.file, job.text, now)
             store.add_tasks(run_id, instances(job))
@@ -133,7 +147,13 @@ def refuse_on_preflight(job: JobSpec, lab: LabConfig) -> None:
 
 
 def _drive(
-    store: Store, paths: StatePaths, job: JobSpec, run: RunRow, lab: LabConfig, options: RunOptions
+    store: Store,
+    paths: StatePaths,
+    job: JobSpec,
+    run: RunRow,
+    lab: LabConfig,
+    options: RunOptions,
+    prepare: Callable[[Runner], object] | None = None,
 ) -> RunResult:
     os.makedirs(paths.shared_dir(run.id), mode=0o700, exist_ok=True)
     waker = Waker()
@@ -149,6 +169,8 @@ def _drive(
         store, paths, job, run, nodes, executors, waker, reporter, node_max_failures=lab.node_max_failures
     )
     try:
+        if prepare is not None:
+            prepare(runner)  # a resume adopts attempts that still run
         with stop_on_signals(runner):
             state = runner.drive(time.time)
     finally:

@@ -58,6 +58,10 @@ def run(
     no_preflight: Annotated[
         bool, typer.Option("--no-preflight", help="Start without running the preflight checks.")
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the latest unfinished run of the job (if any)."),
+    ] = False,
 ) -> int:
     """Run a job to completion. Example: labrun run examples/hello.toml"""
     from labrun.app import RunOptions, run_job
@@ -66,14 +70,19 @@ def run(
 
     lab = _lab(config)
     options = RunOptions(
-        wait=wait, quiet=quiet, verbose=verbose, live=False if plain else None, preflight=not no_preflight
+        wait=wait,
+        quiet=quiet,
+        verbose=verbose,
+        live=False if plain else None,
+        preflight=not no_preflight,
+        resume=resume,
     )
     result = run_job(job_file, lab, options)
     from labrun.app import open_store
 
     store, _ = open_store(lab)
     print(summary_line(store, result.run, result.state), flush=True)
-    if result.state is RunState.INTERRUPTED:
+    if result.state in (RunState.INTERRUPTED, RunState.CANCELLED):
         return ExitCode.INTERRUPTED
     return ExitCode.OK if result.state is RunState.SUCCEEDED else ExitCode.TASKS_FAILED
 
@@ -228,6 +237,40 @@ def why(
         print(json.dumps({"run": found.id, "task": row.name, **diagnosis.to_json()}, indent=2))
     else:
         print(f"run {found.id}, task {'0 ' if row.seq == 0 else ''}{row.name}: {diagnosis.render_text()}")
+    return ExitCode.OK
+
+
+@app.command()
+def cancel(run_ref: RunArg, config: ConfigOpt = None) -> int:
+    """Cancel a run: its attempts are stopped and recorded cancelled. Example: labrun cancel last"""
+    from labrun.app import find_run, open_store
+    from labrun.cancel import cancel_run
+
+    store, paths = open_store(_lab(config))
+    print(cancel_run(store, paths, find_run(store, run_ref)))
+    return ExitCode.OK
+
+
+@app.command()
+def gc(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Remove finished runs that ended before this: 30d, 12h.")
+    ] = "30d",
+    config: ConfigOpt = None,
+) -> int:
+    """Remove old finished runs (rows and logs); never a running one. Example: labrun gc --older-than 30d"""
+    from labrun.app import open_store
+    from labrun.errors import UsageError
+    from labrun.gc import collect
+    from labrun.units import format_size, parse_duration
+
+    try:
+        age = parse_duration(older_than)
+    except ValueError as exc:
+        raise UsageError(f"--older-than {older_than!r}: {exc}") from None
+    store, paths = open_store(_lab(config))
+    done = collect(store, paths, age, time.time())
+    print(f"removed {done.runs} run(s), {format_size(done.bytes)} of logs")
     return ExitCode.OK
 
 

@@ -19,6 +19,7 @@ from labrun.executors.base import Launch
 from labrun.isolation import launch_options
 from labrun.paths import StatePaths
 from labrun.rows import RunRow, TaskRow
+from labrun.secrets import secret_values
 from labrun.states import TaskState
 from labrun.store import NewTask
 
@@ -126,6 +127,7 @@ def launch_for(
     values = placeholder_values(paths, run, task, attempt)
     env = {name: _fill(value, values, quote=False) for name, value in spec.env.items()}
     env.update({f"LABRUN_{key.upper()}": value for key, value in values.items()})
+    env.update(secret_values(spec))  # from labrun's environment; never stored
     return Launch(
         attempt_id=attempt_id,
         run_id=run.id,

@@ -67,6 +67,7 @@ class TaskSpec:
     memory_max: int | None = None
     memory_growth: float = 2.0
     on_oom: str = "grow"
+    secret_env: tuple[str, ...] = ()  # names only: values come from the runner's environment
 
     @property
     def attempt_cap(self) -> int:
@@ -90,6 +91,8 @@ class JobSpec:
         """Task 0 (when there is one) and then every [[tasks]] entry."""
         return (self.setup, *self.tasks) if self.setup is not None else self.tasks
 
+    resume: bool = False  # `labrun run` continues the latest unfinished run by default
+
     def task(self, name: str) -> TaskSpec:
         for spec in self.all_tasks:
             if spec.name == name:
@@ -107,6 +110,8 @@ class _Collector:
 
     def add(self, path: Path, message: str, hint: str = "") -> None:
         line, column = nearest(self.positions, path)
+        if line is None:  # about the whole file (no tasks, no [job]): point at its start
+            line, column = 1, 1
         key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path)
         self.problems.append(Problem(self.file, line, column, key.replace(".[", "["), message, hint))
 
@@ -212,6 +217,29 @@ def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
 def parse_job(text: str, file: str) -> JobSpec:
     """Validate the text of a job file. `file` names it in messages and anchors `workdir`."""
     try:
+        return _parse_job(text, file)
+    except RecursionError:  # tomllib and the position scanner recurse per nesting level
+        problem = Problem(file, _deepest_line(text), None, "", "values are nested too deeply", "flatten them")
+        raise ConfigError([problem]) from None
+
+
+def _deepest_line(text: str) -> int:
+    """The line where bracket nesting is deepest (strings not told apart: a location hint)."""
+    depth, best, best_line, line = 0, -1, 1, 1
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        elif ch in "[{":
+            depth += 1
+            if depth > best:
+                best, best_line = depth, line
+        elif ch in "]}":
+            depth -= 1
+    return best_line
+
+
+def _parse_job(text: str, file: str) -> JobSpec:
+    try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_problem(file, exc)]) from None
@@ -246,6 +274,7 @@ def parse_job(text: str, file: str) -> JobSpec:
         text=text,
         setup=setup,
         preflight=preflight,
+        resume=job_values.get("resume", False),
     )
 
 

@@ -264,6 +264,12 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("memory_max", "size", None, "Never grow memory past this on OOM: " + SIZE_HELP + ".", minimum=1),
     Key("memory_growth", "number", 2.0, "Memory factor for the retry after an OOM kill.", minimum=1),
     Key("on_oom", "choice", "grow", "After an OOM kill: grow memory, retry as is, or fail.", choices=ON_OOM),
+    Key(
+        "secret_env",
+        "str_list",
+        (),
+        "Names of variables passed from labrun's environment, never stored or printed.",
+    ),
 )
 TASK_KEY_NAMES = tuple(k.name for k in TASK_KEYS)
 TASK_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in TASK_KEYS}
@@ -272,6 +278,7 @@ JOB_KEYS: tuple[Key, ...] = (
     Key("name", "name", None, "The job's name: letters, digits, '-' and '_'."),
     Key("max_parallel", "int", None, "Cap on concurrent attempts.", minimum=1, maximum=100_000),
     Key("workdir", "str", ".", "Working directory of every task, relative to the job file."),
+    Key("resume", "bool", False, "`labrun run` continues the latest unfinished run (as --resume)."),
 )
 JOB_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in JOB_KEYS}
 TOP_LEVEL = ("job", "defaults", "tasks", "setup", "preflight")
