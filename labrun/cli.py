@@ -279,7 +279,7 @@ def schema() -> int:
     """Print the JSON Schema of job files (for editors). Example: labrun schema > labrun.schema.json"""
     import json
 
-    from labrun.config.schema import json_schema
+    from labrun.config.jsonschema import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return ExitCode.OK
