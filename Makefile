@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test system lint typecheck pytest zipapp bench clean
+.PHONY: test system lint typecheck pytest test-vm zipapp bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -12,7 +12,7 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e '.[dev]'
 	touch $(STAMP)
 
-test: $(STAMP) system lint typecheck pytest
+test: $(STAMP) system lint typecheck pytest test-vm
 
 # Debian packages the tests use for real (dockerd, busybox, sshd, ...); installs only
 # what is missing, and only as root. Tests that need a missing one skip and say why.
@@ -20,14 +20,18 @@ system:
 	sh tests/setup-system.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check labrun tests bench
-	$(BIN)/ruff format --check labrun tests bench
+	$(BIN)/ruff check labrun tests bench vm
+	$(BIN)/ruff format --check labrun tests bench vm
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
 
 pytest: $(STAMP)
 	$(BIN)/pytest -q
+
+# The cgroup v2 tests on a real kernel, in a throw-away qemu guest (vm/lane.sh).
+test-vm: $(STAMP)
+	VM_PYTHON=$(abspath $(BIN))/python vm/lane.sh
 
 zipapp: $(STAMP)
 	rm -rf dist/labrun.pyz

@@ -8,7 +8,7 @@ import os
 import signal
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
@@ -17,14 +17,18 @@ from labrun.config.lab import LabConfig
 from labrun.config.schema import SETUP_NAME
 from labrun.errors import PreflightFailed, UsageError
 from labrun.executors.base import Executor, Waker
+from labrun.executors.cgroup import CgroupExecutor
+from labrun.executors.docker import DockerExecutor
 from labrun.executors.process import ProcessExecutor
 from labrun.expand import instances
 from labrun.lock import JobLock
 from labrun.outcome import Stop
 from labrun.paths import StatePaths
 from labrun.progress import LiveReporter, PlainReporter, QuietReporter, Reporter
+from labrun.resume import reconcile, reopen
 from labrun.rows import RunRow, TaskRow
 from labrun.runner import Runner
+from labrun.secrets import require_secrets
 from labrun.states import RunState, TaskState
 from labrun.store import Store
 
@@ -36,6 +40,7 @@ class RunOptions:
     verbose: bool = False
     live: bool | None = None  # None: a live bar when stdout is a terminal
     preflight: bool = True  # run the job's checks first and refuse to start on a failure
+    resume: bool = False  # continue the latest unfinished run of the job (labrun/resume.py)
 
 
 @dataclass(frozen=True)
@@ -67,7 +72,11 @@ def stop_on_signals(runner: Runner) -> Iterator[None]:
     def handler(signum: int, frame: FrameType | None) -> None:
         runner.request_stop(Stop.SHUTDOWN)
 
+    def cancel(signum: int, frame: FrameType | None) -> None:
+        runner.request_stop(Stop.CANCEL)  # `labrun cancel`: the run ends cancelled, not resumable
+
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
+    previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, cancel)
     old_fd = signal.set_wakeup_fd(runner.waker.wake_fd)
     try:
         yield
@@ -78,17 +87,42 @@ def stop_on_signals(runner: Runner) -> Iterator[None]:
 
 
 def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, str], Executor]:
-    """One executor per (node, runtime) that the lab offers."""
-    return {(lab.local.name, "process"): ProcessExecutor(waker)}
+    """One executor per (node, runtime) that the lab offers.
+
+    Cheap to build: the cgroup executor detects its mechanism on its first start, the
+    Docker executor connects to the daemon on its first start. SSH nodes are connected
+    here; one that does not answer is left out of the run, with a message."""
+    makers: dict[str, Callable[[], Executor]] = {
+        "process": lambda: ProcessExecutor(waker),
+        "cgroup": lambda: CgroupExecutor(waker),
+        "docker": lambda: DockerExecutor(waker),
+    }
+    local = lab.local
+    executors = {(local.name, rt): makers[rt]() for rt in local.runtimes if rt in makers}
+    if lab.ssh_nodes:
+        from labrun.ssh.nodes import ssh_executors
+
+        remote, problems = ssh_executors(lab, waker)
+        executors.update(remote)
+        for problem in problems:
+            print(f"labrun: {problem}", file=sys.stderr, flush=True)
+    return executors
 
 
 def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
     job = load_job(job_path)
+    require_secrets(job)
     if options.preflight:
         refuse_on_preflight(job, lab)
     store, paths = open_store(lab)
     with JobLock(paths.lock(job.name), job.name).hold(options.wait) as lock:
         now = time.time()
+        previous = store.latest_unfinished_run(job.name) if options.resume or job.resume else None
+        if previous is not None:
+            stored = job_of(previous)  # the job as it was when the run started
+            require_secrets(stored)
+            lock.record(previous.id)
+            return _drive(store, paths, stored, reopen(store, previous, now), lab, options, reconcile)
         with store.tx():
             run_id = store.create_run(job.name, job.file, job.text, now)
             store.add_tasks(run_id, instances(job))
@@ -113,15 +147,30 @@ def refuse_on_preflight(job: JobSpec, lab: LabConfig) -> None:
 
 
 def _drive(
-    store: Store, paths: StatePaths, job: JobSpec, run: RunRow, lab: LabConfig, options: RunOptions
+    store: Store,
+    paths: StatePaths,
+    job: JobSpec,
+    run: RunRow,
+    lab: LabConfig,
+    options: RunOptions,
+    prepare: Callable[[Runner], object] | None = None,
 ) -> RunResult:
     os.makedirs(paths.shared_dir(run.id), mode=0o700, exist_ok=True)
     waker = Waker()
     executors = executors_for(lab, waker)
     counts = store.counts(run.id)
     reporter = _reporter(job, sum(counts.values()), options)
-    runner = Runner(store, paths, job, run, lab.nodes, executors, waker, reporter)
+    nodes = lab.nodes
+    if lab.ssh_nodes:  # ssh nodes with their probed capacity, only those that answered
+        from labrun.ssh.nodes import resolved_nodes
+
+        nodes = resolved_nodes(lab, executors)
+    runner = Runner(
+        store, paths, job, run, nodes, executors, waker, reporter, node_max_failures=lab.node_max_failures
+    )
     try:
+        if prepare is not None:
+            prepare(runner)  # a resume adopts attempts that still run
         with stop_on_signals(runner):
             state = runner.drive(time.time)
     finally:

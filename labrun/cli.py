@@ -58,6 +58,10 @@ def run(
     no_preflight: Annotated[
         bool, typer.Option("--no-preflight", help="Start without running the preflight checks.")
     ] = False,
+    resume: Annotated[
+        bool,
+        typer.Option("--resume", help="Continue the latest unfinished run of the job (if any)."),
+    ] = False,
 ) -> int:
     """Run a job to completion. Example: labrun run examples/hello.toml"""
     from labrun.app import RunOptions, run_job
@@ -66,14 +70,19 @@ def run(
 
     lab = _lab(config)
     options = RunOptions(
-        wait=wait, quiet=quiet, verbose=verbose, live=False if plain else None, preflight=not no_preflight
+        wait=wait,
+        quiet=quiet,
+        verbose=verbose,
+        live=False if plain else None,
+        preflight=not no_preflight,
+        resume=resume,
     )
     result = run_job(job_file, lab, options)
     from labrun.app import open_store
 
     store, _ = open_store(lab)
     print(summary_line(store, result.run, result.state), flush=True)
-    if result.state is RunState.INTERRUPTED:
+    if result.state in (RunState.INTERRUPTED, RunState.CANCELLED):
         return ExitCode.INTERRUPTED
     return ExitCode.OK if result.state is RunState.SUCCEEDED else ExitCode.TASKS_FAILED
 
@@ -135,6 +144,24 @@ def runs(
 
     store, _ = open_store(_lab(config))
     write_runs_table(store.runs(limit), store, sys.stdout)
+    return ExitCode.OK
+
+
+@app.command()
+def nodes(
+    config: ConfigOpt = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
+) -> int:
+    """Each node's state, resources, GPUs, runtimes and running attempts. Example: labrun nodes"""
+    import json
+
+    from labrun.app import open_store
+    from labrun.ssh.report import node_states, render_nodes
+
+    lab = _lab(config)
+    store, _ = open_store(lab)
+    rows = node_states(lab, store)
+    print(json.dumps(rows, indent=2) if as_json else render_nodes(rows))
     return ExitCode.OK
 
 
@@ -214,11 +241,45 @@ def why(
 
 
 @app.command()
+def cancel(run_ref: RunArg, config: ConfigOpt = None) -> int:
+    """Cancel a run: its attempts are stopped and recorded cancelled. Example: labrun cancel last"""
+    from labrun.app import find_run, open_store
+    from labrun.cancel import cancel_run
+
+    store, paths = open_store(_lab(config))
+    print(cancel_run(store, paths, find_run(store, run_ref)))
+    return ExitCode.OK
+
+
+@app.command()
+def gc(
+    older_than: Annotated[
+        str, typer.Option("--older-than", help="Remove finished runs that ended before this: 30d, 12h.")
+    ] = "30d",
+    config: ConfigOpt = None,
+) -> int:
+    """Remove old finished runs (rows and logs); never a running one. Example: labrun gc --older-than 30d"""
+    from labrun.app import open_store
+    from labrun.errors import UsageError
+    from labrun.gc import collect
+    from labrun.units import format_size, parse_duration
+
+    try:
+        age = parse_duration(older_than)
+    except ValueError as exc:
+        raise UsageError(f"--older-than {older_than!r}: {exc}") from None
+    store, paths = open_store(_lab(config))
+    done = collect(store, paths, age, time.time())
+    print(f"removed {done.runs} run(s), {format_size(done.bytes)} of logs")
+    return ExitCode.OK
+
+
+@app.command()
 def schema() -> int:
     """Print the JSON Schema of job files (for editors). Example: labrun schema > labrun.schema.json"""
     import json
 
-    from labrun.config.schema import json_schema
+    from labrun.config.jsonschema import json_schema
 
     print(json.dumps(json_schema(), indent=2))
     return ExitCode.OK

@@ -11,10 +11,20 @@ from __future__ import annotations
 import enum
 import math
 import re
-import signal
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from labrun.outcome import signal_name
+from labrun.stderr_patterns import (
+    ADDRESS,
+    COMMAND_PATTERNS,
+    CONNECT,
+    DISK_FULL,
+    ENV_PATTERNS,
+    MISSING_PATH,
+    NOT_EXECUTABLE,
+    PY_KEYERROR,
+)
 from labrun.units import format_duration, format_size
 
 STDERR_LINES = 20
@@ -117,55 +127,11 @@ def _search(r: AttemptRecord, patterns: Sequence[re.Pattern[str]]) -> str | None
     return None
 
 
-_NAME = r"([A-Za-z_][A-Za-z0-9_]*)"
-_Q = r"[`'\"‘’$]?"  # an optional quote around a name
-_UNSET = r" (?:is )?(?:not set|unset|missing|empty)"
-_NO_FILE = r": (?:No such file|Directory nonexistent)"
-_ENV_PATTERNS = [
-    re.compile(_NAME + r": unbound variable"),  # bash set -u
-    re.compile(_NAME + r": parameter (?:null or )?not set"),  # ${X:?} in bash and dash
-    re.compile(r"environment variable " + _Q + _NAME + _Q + _UNSET, re.I),
-    re.compile(r"\b([A-Z_][A-Z0-9_]*)" + _Q + r" (?:environment variable|env var)" + _UNSET, re.I),
-    re.compile(r"missing (?:required )?environment variable:? " + _Q + _NAME, re.I),
-]  # fmt: skip
-_PY_KEYERROR = re.compile(r"^KeyError: '" + _NAME + r"'")
-_COMMAND_PATTERNS = [
-    # bash; not labrun's own "exited 127: command not found"
-    re.compile(r"(?:^|(?<=\s))(?<!exited )([^\s:]+): command not found"),
-    re.compile(r"^[^:]+: \d+: ([^\s:]+): not found"),  # dash: "sh: 1: foo: not found"
-    re.compile(r"^(?:/usr/bin/)?env: " + _Q + r"([^'’:]+)" + _Q + r": No such file or directory"),
-    re.compile(r"command not found: (\S+)"),  # zsh, and labrun's own launch error
-]  # fmt: skip
-_NOT_EXECUTABLE = [re.compile(r"([^\s:]+): Permission denied")]
-_DISK_FULL = [re.compile(r"No space left on device|Disk quota exceeded", re.I)]
-_CONNECT = [
-    re.compile(
-        r"Connection refused|could(?: not|n't) connect|failed to connect|"
-        r"Name or service not known|could not translate host name|"
-        r"Temporary failure in name resolution|No route to host|Network is unreachable|"
-        r"connect(?:ion)?\b.*\btimed? ?out|timed out.*\bconnect",
-        re.I,
-    )
-]
-_ADDRESS = [
-    re.compile(r"\"([^\"]+)\"(?: \([^)]*\))?, port (\d+)"),  # libpq: at "db" (10.0.0.5), port 5432
-    re.compile(r"\b([\w.-]+) port (\d+)\b"),  # curl, ssh: "to db.lab port 5432"
-    re.compile(r"(\[[0-9A-Fa-f:]+\]:\d{1,5}|\b(?:[A-Za-z0-9-]+\.)*[A-Za-z0-9-]+:\d{2,5})\b"),
-    re.compile(r"host name \"([^\"]+)\""),  # libpq, no port
-]  # fmt: skip
-_MISSING_PATH = [
-    re.compile(r"No such file or directory: '([^']+)'"),  # Python
-    re.compile(r"can't open file '([^']+)'"),  # python3 missing_script.py
-    re.compile(r"cannot (?:open|create|access|stat) " + _Q + r"([^'’:]+)" + _Q + _NO_FILE),
-    re.compile(r"([^\s'\"`:]+)['\"`]?: No such file or directory"),  # coreutils
-]  # fmt: skip
-
-
 def _env_var(r: AttemptRecord) -> str | None:
-    found = _search(r, _ENV_PATTERNS)
+    found = _search(r, ENV_PATTERNS)
     if found:
         return found
-    key = _search(r, [_PY_KEYERROR])
+    key = _search(r, [PY_KEYERROR])
     # A KeyError is about os.environ when the traceback passes through os, or the key
     # looks like an environment variable; a KeyError on some other dict is the app's own.
     from_os = any("environ" in line or "<frozen os>" in line for line in _lines(r))
@@ -175,7 +141,7 @@ def _env_var(r: AttemptRecord) -> str | None:
 
 
 def _address(line: str) -> str:
-    for pattern in _ADDRESS:
+    for pattern in ADDRESS:
         match = pattern.search(line)
         if match:
             return ":".join(g for g in match.groups() if g)
@@ -245,7 +211,7 @@ def _env_advice(r: AttemptRecord, name: str) -> tuple[str, str]:
 
 
 def _command_found(r: AttemptRecord) -> str | None:
-    found = _search(r, _COMMAND_PATTERNS)
+    found = _search(r, COMMAND_PATTERNS)
     return found if found else ("" if r.exit_code == 127 else None)
 
 
@@ -262,7 +228,7 @@ def _command_advice(r: AttemptRecord, command: str) -> tuple[str, str]:
 def _not_executable(r: AttemptRecord) -> str | None:
     if r.exit_code != 126:
         return None
-    return _search(r, _NOT_EXECUTABLE) or ""
+    return _search(r, NOT_EXECUTABLE) or ""
 
 
 def _exec_advice(_r: AttemptRecord, path: str) -> tuple[str, str]:
@@ -297,7 +263,7 @@ def _connect_advice(_r: AttemptRecord, line: str) -> tuple[str, str]:
 
 
 def _search_path(line: str) -> str:
-    for pattern in _MISSING_PATH:
+    for pattern in MISSING_PATH:
         match = pattern.search(line)
         if match:
             return match.group(1)
@@ -369,13 +335,13 @@ RULES: tuple[Rule, ...] = (
         _memory_advice,
     ),
     Rule(Cause.RESOURCE_EXHAUSTION, _outcome("timeout"), _timeout_advice),
-    Rule(Cause.RESOURCE_EXHAUSTION, lambda r: _search(r, _DISK_FULL), _disk_advice),
+    Rule(Cause.RESOURCE_EXHAUSTION, lambda r: _search(r, DISK_FULL), _disk_advice),
     Rule(Cause.MISCONFIGURATION, _env_var, _env_advice),
     Rule(Cause.MISCONFIGURATION, _command_found, _command_advice),
     Rule(Cause.MISCONFIGURATION, _not_executable, _exec_advice),
     Rule(Cause.MISCONFIGURATION, _config_error, _config_advice),
-    Rule(Cause.DEPENDENCY_FAILURE, lambda r: _search(r, _CONNECT), _connect_advice),
-    Rule(Cause.MISCONFIGURATION, lambda r: _search(r, _MISSING_PATH), _path_advice),
+    Rule(Cause.DEPENDENCY_FAILURE, lambda r: _search(r, CONNECT), _connect_advice),
+    Rule(Cause.MISCONFIGURATION, lambda r: _search(r, MISSING_PATH), _path_advice),
     Rule(Cause.MISSING_OUTPUT, _no_output, _output_advice),
     Rule(
         Cause.MISCONFIGURATION,
@@ -420,19 +386,12 @@ def evidence(r: AttemptRecord) -> list[str]:
 
 def _ending(exit_code: int | None, sig: int | None) -> str:
     if sig is not None:
-        return f"killed by signal {_signal_name(sig)} ({sig})"
+        return f"killed by signal {signal_name(sig)} ({sig})"
     if exit_code is None:
         return ""
     if exit_code > 128 and exit_code - 128 < 65:
-        return f"exit code {exit_code} (128+{exit_code - 128}: {_signal_name(exit_code - 128)})"
+        return f"exit code {exit_code} (128+{exit_code - 128}: {signal_name(exit_code - 128)})"
     return f"exit code {exit_code}"
-
-
-def _signal_name(number: int) -> str:
-    try:
-        return signal.Signals(number).name
-    except ValueError:
-        return f"signal {number}"
 
 
 def nice_size(n: float) -> str:

@@ -16,14 +16,25 @@ from collections.abc import Iterable, Iterator, Mapping
 from labrun.config.job import PLACEHOLDERS, JobSpec, TaskSpec
 from labrun.config.schema import RangeItems, SetupItems
 from labrun.executors.base import Launch
+from labrun.isolation import launch_options
 from labrun.paths import StatePaths
 from labrun.rows import RunRow, TaskRow
+from labrun.secrets import secret_values
 from labrun.states import TaskState
 from labrun.store import NewTask
 
 _PLACEHOLDER = re.compile(r"(?<![${])\{(" + "|".join(PLACEHOLDERS) + r")\}")
 # Anything a shell would treat specially; without it, splitting with shlex is exact.
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]#~=%!{}\n]")
+# Words only a shell understands (`exit 3`, `cd dir`, `time x`) must still go through
+# /bin/sh; `true`, `test` or `kill` are programs too, with the same meaning.
+_SHELL_WORDS = frozenset(
+    (  # noqa: SIM905 - a word list reads best as words
+        "! . : [[ alias bg break case cd command continue do done elif else esac eval exec exit "
+        "export fc fg for function getopts hash if jobs local read readonly return set shift "
+        "source then time times trap type ulimit umask unalias unset until wait while"
+    ).split()
+)
 
 
 def instances(job: JobSpec) -> Iterator[NewTask]:
@@ -95,9 +106,11 @@ def argv_for(command: str | tuple[str, ...], values: Mapping[str, str]) -> tuple
     bare = _PLACEHOLDER.sub("", command)
     if not _SHELL_SYNTAX.search(bare):
         try:
-            return tuple(_fill(part, values, quote=False) for part in shlex.split(command))
+            words = shlex.split(command)
         except ValueError:
-            pass  # unbalanced quotes: let the shell report it
+            words = []  # unbalanced quotes: let the shell report it
+        if words and words[0] not in _SHELL_WORDS:
+            return tuple(_fill(part, values, quote=False) for part in words)
     return ("/bin/sh", "-c", _fill(command, values, quote=True))
 
 
@@ -114,6 +127,7 @@ def launch_for(
     values = placeholder_values(paths, run, task, attempt)
     env = {name: _fill(value, values, quote=False) for name, value in spec.env.items()}
     env.update({f"LABRUN_{key.upper()}": value for key, value in values.items()})
+    env.update(secret_values(spec))  # from labrun's environment; never stored
     return Launch(
         attempt_id=attempt_id,
         run_id=run.id,
@@ -127,4 +141,5 @@ def launch_for(
         cpus=spec.cpus,
         memory=memory,
         outputs=outputs_for(spec, values, workdir),
+        options=launch_options(spec, values["shared"]),
     )

@@ -105,6 +105,24 @@ def _task_line(t: TaskRow, attempts: list[AttemptRow]) -> str:
     ).rstrip()
 
 
+def attempt_lines(attempts: list[AttemptRow]) -> list[str]:
+    """One indented line per attempt, where there is more to say than the task line does:
+    a retried task, or a runtime that enforces a memory limit."""
+    if not attempts or (len(attempts) == 1 and attempts[0].runtime == "process"):
+        return []
+    lines = []
+    for a in attempts:
+        mechanism = a.mechanism if a.mechanism and a.mechanism != a.runtime else ""
+        runtime = f"{a.runtime} ({mechanism})" if mechanism else a.runtime
+        cpu = f"{a.cpu_seconds:.2f}s" if a.cpu_seconds is not None else "-"
+        outcome = a.outcome.value if a.outcome else "running"
+        lines.append(
+            f"  #{a.n:<3} {runtime:<20} limit {format_size(a.memory_limit):>9}  "
+            f"peak {format_size(a.peak_memory):>9}  cpu {cpu:>8}  {outcome}\n"
+        )
+    return lines
+
+
 HEADER = (
     f"{'TASK':<24} {'STATE':<10} {'TRY':>3} {'LAST OUTCOME':<12} {'EXIT':>7} {'TOOK':>8} "
     f"{'PEAK MEM':>9} {'CPU':>8}  REASON"
@@ -123,6 +141,7 @@ def write_status_table(store: Store, run: RunRow, out: IO[str], show_all: bool) 
             if lines == 0:
                 out.write(HEADER + "\n")
             out.write(_task_line(task, attempts) + "\n")
+            out.writelines(attempt_lines(attempts))
             lines += 1
     if not show_every:
         out.write(

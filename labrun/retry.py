@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from labrun.memory import OomAttempt, next_memory
 from labrun.states import Outcome
 
 
@@ -45,9 +46,23 @@ def decide(
     memory: int,
     now: float,
     jitter: float,
+    oom: OomAttempt | None = None,
 ) -> Decision:
-    """`attempts` and `failures` include the attempt that just ended."""
+    """`attempts` and `failures` include the attempt that just ended.
+
+    `oom`: the OOM-killed attempt's limit, peak and the task's OOM policy; with it an
+    `oom` outcome is retried with the memory `memory.next_memory` decides, at once when
+    the memory grew (waiting would not help), or not at all.
+    """
     counted = outcome.counts
+    grown, wait = "", True
+    if outcome is Outcome.OOM and oom is not None:
+        growth = next_memory(oom)
+        if growth.memory is None:
+            return Decision(False, memory=memory, counted=True, reason=growth.reason)
+        grown = f"; {growth.reason}"
+        wait = growth.memory <= memory
+        memory = growth.memory
     if outcome is Outcome.SUCCEEDED:
         return Decision(False, memory=memory, reason="succeeded")
     if outcome is Outcome.CONFIG_ERROR:
@@ -66,12 +81,12 @@ def decide(
     if failures > policy.retries:
         used = "not retried (retries = 0)" if policy.retries == 0 else f"all {policy.retries} retries used"
         return Decision(False, memory=memory, counted=True, reason=used)
-    delay = backoff(policy, failures, jitter)
+    delay = backoff(policy, failures, jitter) if wait else 0.0
     left = policy.retries - failures
     return Decision(
         True,
         not_before=now + delay,
         memory=memory,
         counted=True,
-        reason=f"{outcome.value}: retry in {delay:.1f}s ({left} retries left after it)",
+        reason=f"{outcome.value}: retry in {delay:.1f}s ({left} retries left after it){grown}",
     )

@@ -19,6 +19,8 @@ from labrun.config.job import JobSpec, TaskSpec
 from labrun.config.lab import NodeSpec
 from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
 from labrun.expand import launch_for
+from labrun.gpus import assign, gpu_env
+from labrun.memory import OomAttempt, OomPolicy
 from labrun.outcome import Stop, classify
 from labrun.paths import StatePaths
 from labrun.progress import Reporter
@@ -47,6 +49,7 @@ class Active:
     deadline: float | None
     stop: Stop | None = None
     kill_at: float | None = None
+    gpus: tuple[int, ...] = ()  # device indices this attempt holds alone
 
 
 def policy_of(spec: TaskSpec) -> Policy:
@@ -65,6 +68,7 @@ class Runner:
         waker: Waker,
         reporter: Reporter,
         rng: Callable[[], float] = random.random,
+        node_max_failures: int = 5,
     ) -> None:
         self.store, self.paths, self.job, self.run = store, paths, job, run
         self.nodes, self.executors, self.waker, self.reporter = nodes, executors, waker, reporter
@@ -76,6 +80,8 @@ class Runner:
         self.stop: Stop | None = None
         self.kill_now = False
         self.deps = Unblocker(self)  # waiting → ready or skipped as upstream tasks finish
+        self.node_max_failures = node_max_failures
+        self.node_failures: dict[str, int] = {}  # counted failures of this run per node
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -94,6 +100,9 @@ class Runner:
 
     def tick(self, now: float) -> float | None:
         """Advance the run to `now`; returns when the next tick is due (None: on an event)."""
+        for ex in self.executors.values():
+            if ex.next_sample_at <= now:
+                ex.sample(now)
         ended = [item for ex in self.executors.values() for item in ex.finished()]
         claimed: list[Active] = []
         may_launch = self.stop is None and self.counts[TaskState.READY] > 0
@@ -126,6 +135,8 @@ class Runner:
         self.store.finish_attempt(act.attempt_id, facts, outcome, detail)
         task, n = act.task, act.task.attempts
         failures = task.failures + int(outcome.counts)
+        if outcome.counts:
+            self.node_failures[act.node] = self.node_failures.get(act.node, 0) + 1
         decision: Decision | None = None
         if outcome is Outcome.SUCCEEDED:
             self._move(task, TaskState.SUCCEEDED, now, detail, n, reason=None)
@@ -134,7 +145,8 @@ class Runner:
         elif outcome is Outcome.KILLED:
             self._move(task, TaskState.CANCELLED, now, detail, n, reason="cancelled")
         else:
-            decision = decide(policy_of(act.spec), outcome, n, failures, task.memory, now, self.rng())
+            oom = self._oom_attempt(act, facts) if outcome is Outcome.OOM else None
+            decision = decide(policy_of(act.spec), outcome, n, failures, task.memory, now, self.rng(), oom)
             if decision.retry:
                 self._move(
                     task,
@@ -158,6 +170,14 @@ class Runner:
                     reason=f"{detail}; {decision.reason}",
                 )
         self.reporter.attempt_ended(task.name, n, act.node, outcome, detail, decision)
+
+    def _oom_attempt(self, act: Active, facts: Facts) -> OomAttempt:
+        """The OOM-killed attempt's limit and peak, with the largest node it could run on."""
+        spec = act.spec
+        hosts = [n for n in self.nodes if (n.name, spec.runtime) in self.executors] or list(self.nodes)
+        big = max(hosts, key=lambda n: n.memory)
+        policy = OomPolicy(spec.on_oom, spec.memory_growth, spec.memory_max, big.memory, big.name)
+        return OomAttempt(policy, act.launch.memory, facts.peak_memory)
 
     def _move(
         self,
@@ -207,13 +227,17 @@ class Runner:
         return math.floor((free + 1e-9) / least)
 
     def _plan(self, ready: list[TaskRow]) -> Plan:
-        return place([self._demand(t) for t in ready], self._capacity(), self._slots())
+        return place([self._demand(t) for t in ready], self._capacity(), self._slots(), self._avoid())
 
     def _capacity(self) -> list[NodeCapacity]:
-        used: dict[str, list[float]] = {node.name: [0.0, 0.0] for node in self.nodes}
+        used: dict[str, list[float]] = {node.name: [0.0, 0.0, 0.0] for node in self.nodes}
         for act in self.active.values():
             used[act.node][0] += act.spec.cpus
             used[act.node][1] += act.launch.memory
+            used[act.node][2] += len(act.gpus)
+        for node in self.nodes:
+            if not self._online(node.name):  # offline: nothing fits now, tasks wait for it
+                used[node.name] = [node.cpus, node.memory, len(node.gpus)]
         return [
             NodeCapacity(
                 node.name,
@@ -222,14 +246,29 @@ class Runner:
                 used[node.name][0],
                 int(used[node.name][1]),
                 frozenset(rt for (name, rt) in self.executors if name == node.name),
+                len(node.gpus),
+                int(used[node.name][2]),
             )
             for node in self.nodes
         ]
 
+    def _online(self, node: str) -> bool:
+        return all(ex.online for (name, _), ex in self.executors.items() if name == node)
+
+    def _avoid(self) -> frozenset[str]:
+        return frozenset(n for n, count in self.node_failures.items() if count >= self.node_max_failures)
+
+    def _gpus_for(self, node: str, count: int) -> tuple[int, ...]:
+        if not count:
+            return ()
+        devices = next(n.gpus for n in self.nodes if n.name == node)
+        busy = [gpu for act in self.active.values() if act.node == node for gpu in act.gpus]
+        return assign(count, devices, busy)
+
     def _demand(self, task: TaskRow) -> Demand:
         spec = self.specs[task.spec]
-        head = (self.nodes[0].name,) if task.seq == 0 else ()  # task 0 runs on the head node
-        return Demand(task.id, spec.cpus, task.memory, spec.runtime, head)
+        nodes = (self.nodes[0].name,) if task.seq == 0 else spec.nodes  # task 0: the head node
+        return Demand(task.id, spec.cpus, task.memory, spec.runtime, nodes, spec.gpus)
 
     def _claim(self, ready: list[TaskRow], now: float) -> list[Active]:
         if not ready:
@@ -253,6 +292,10 @@ class Runner:
             launch = launch_for(
                 self.paths, self.run, spec, running, n, attempt_id, self.job.workdir, task.memory
             )
+            gpus = self._gpus_for(placement.node, spec.gpus)
+            if gpus:
+                env = {**launch.env, **gpu_env(gpus)}
+                launch = dataclasses.replace(launch, env=env, options={**launch.options, "gpus": list(gpus)})
             deadline = now + spec.timeout if spec.timeout else None
             act = Active(
                 attempt_id,
@@ -262,6 +305,7 @@ class Runner:
                 launch,
                 placement.node,
                 deadline,
+                gpus=gpus,
             )
             self.active[attempt_id] = act
             claimed.append(act)
@@ -272,6 +316,14 @@ class Runner:
         hosts = [n for n in self.nodes if (n.name, spec.runtime) in self.executors]
         if not hosts:
             return f"needs runtime {spec.runtime!r}, which no node offers"
+        if spec.nodes and not any(n.name in spec.nodes for n in hosts):
+            known = ", ".join(n.name for n in hosts)
+            return (
+                f"may only run on {', '.join(spec.nodes)}, not among this run's nodes ({known}): "
+                "a node that did not answer when the run started is left out"
+            )
+        if spec.gpus > max(len(n.gpus) for n in hosts):
+            return f"needs {spec.gpus} GPUs; no node has that many"
         big = max(hosts, key=lambda n: (n.memory, n.cpus))
         return (
             f"needs {spec.cpus:g} cpus and {format_size(task.memory)} memory; the largest node "
@@ -321,8 +373,10 @@ class Runner:
             ready_at = self.store.next_ready_time(self.run.id)
             if ready_at is not None and ready_at > now:
                 times.append(ready_at)
+        times += [ex.next_sample_at for ex in self.executors.values() if ex.next_sample_at != math.inf]
         if self.active and any(ex.needs_poll for ex in self.executors.values()):
             times.append(now + FALLBACK_POLL)
+        times.extend(t for ex in self.executors.values() if (t := ex.wake_at()) is not None)
         if not self.active and self.counts[TaskState.READY] and not times:
             times.append(now + 1.0)  # never sleep for good while work is queued
         return min(times) if times else None

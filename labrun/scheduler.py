@@ -20,6 +20,7 @@ class Demand:
     memory: int
     runtime: str = "process"
     nodes: tuple[str, ...] = ()  # allowed nodes; empty: any
+    gpus: int = 0
 
 
 @dataclass(frozen=True)
@@ -30,6 +31,8 @@ class NodeCapacity:
     cpus_used: float = 0.0
     memory_used: int = 0
     runtimes: frozenset[str] = frozenset({"process"})
+    gpus: int = 0  # total
+    gpus_used: int = 0
 
 
 @dataclass(frozen=True)
@@ -54,6 +57,7 @@ def can_host(node: NodeCapacity, demand: Demand) -> bool:
         and (not demand.nodes or node.name in demand.nodes)
         and demand.cpus <= node.cpus + _EPS
         and demand.memory <= node.memory
+        and demand.gpus <= node.gpus
     )
 
 
@@ -61,9 +65,17 @@ def fits_somewhere(demand: Demand, nodes: Sequence[NodeCapacity]) -> bool:
     return any(can_host(n, demand) for n in nodes)
 
 
-def place(ready: Sequence[Demand], nodes: Sequence[NodeCapacity], slots: int) -> Plan:
-    """Place as many of `ready` (in order) as capacity and `slots` (parallel cap) allow."""
-    free = {n.name: [n.cpus - n.cpus_used, n.memory - n.memory_used] for n in nodes}
+def place(
+    ready: Sequence[Demand],
+    nodes: Sequence[NodeCapacity],
+    slots: int,
+    avoid: frozenset[str] = frozenset(),
+) -> Plan:
+    """Place as many of `ready` (in order) as capacity and `slots` (parallel cap) allow.
+
+    Nodes in `avoid` (too many failures in this run) only take a task no other node can host.
+    """
+    free = {n.name: [n.cpus - n.cpus_used, n.memory - n.memory_used, n.gpus - n.gpus_used] for n in nodes}
     size = {n.name: n.cpus for n in nodes}
     placements: list[Placement] = []
     never: list[int] = []
@@ -73,20 +85,25 @@ def place(ready: Sequence[Demand], nodes: Sequence[NodeCapacity], slots: int) ->
         if not fits_somewhere(demand, nodes):
             never.append(demand.task_id)
             continue
+        usable = [n for n in nodes if n.name not in avoid and can_host(n, demand)]
+        allowed = [n.name for n in usable] or [n.name for n in nodes if can_host(n, demand)]
         candidates = [
-            name for name, (cpu, mem) in free.items() if demand.cpus <= cpu + _EPS and demand.memory <= mem
+            name
+            for name, (cpu, mem, gpu) in free.items()
+            if name in allowed and demand.cpus <= cpu + _EPS and demand.memory <= mem and demand.gpus <= gpu
         ]
         if candidates:
             best = max(candidates, key=lambda name: (free[name][0] / size[name], free[name][1]))
             free[best][0] -= demand.cpus
             free[best][1] -= demand.memory
+            free[best][2] -= demand.gpus
             placements.append(Placement(demand.task_id, best))
             continue
         # Reserve for the waiting task on the node where it fits in total, so later
         # smaller tasks cannot keep it waiting forever.
-        for node in nodes:
-            if can_host(node, demand):
-                free[node.name][0] -= demand.cpus
-                free[node.name][1] -= demand.memory
-                break
+        if allowed:
+            name = allowed[0]
+            free[name][0] -= demand.cpus
+            free[name][1] -= demand.memory
+            free[name][2] -= demand.gpus
     return Plan(tuple(placements), tuple(never))

@@ -422,3 +422,28 @@ class Store:
             (run_id,),
         )
         return [attempt_row(r) for r in rows]
+
+    # -- resume, cancel and gc (labrun/resume.py, labrun/gc.py) ---------------------------
+
+    def latest_unfinished_run(self, job: str) -> RunRow | None:
+        """The newest run of `job` that neither finished nor was cancelled."""
+        rows = self._read(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE job = ? AND state IN (?, ?) ORDER BY id DESC LIMIT 1",
+            (job, RunState.RUNNING.value, RunState.INTERRUPTED.value),
+        )
+        return run_row(rows[0]) if rows else None
+
+    def old_finished_runs(self, before: float) -> list[RunRow]:
+        rows = self._read(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE state IN (?, ?, ?) AND COALESCE(ended, created) < ?"
+            " ORDER BY id",
+            (RunState.SUCCEEDED.value, RunState.FAILED.value, RunState.CANCELLED.value, before),
+        )
+        return [run_row(r) for r in rows]
+
+    def delete_run(self, run_id: int) -> None:
+        """A finished run's rows, all of them; its logs are the caller's."""
+        for table in ("events", "attempts"):
+            self._write(f"DELETE FROM {table} WHERE run_id = ?", (run_id,))
+        self._write("DELETE FROM tasks WHERE run_id = ?", (run_id,))
+        self._write("DELETE FROM runs WHERE id = ? AND state != ?", (run_id, RunState.RUNNING.value))

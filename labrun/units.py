@@ -29,6 +29,8 @@ _SIZE_RE = re.compile(r"^\s*(\d+(?:\.\d+)?|\.\d+)\s*([a-zA-Z]*)\s*$")
 _DURATION_PART = re.compile(r"(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)")
 _DURATION_UNITS = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0}
 
+MAX_TEXT = 64  # longer strings are no size or duration: refuse before any regex scans them
+
 SIZE_HELP = 'a size such as "512MiB", "2GiB", "1.5G" or a number of bytes'
 DURATION_HELP = 'a duration such as "90s", "15m", "2h", "1h30m" or a number of seconds'
 
@@ -47,6 +49,8 @@ def parse_size(value: object) -> int:
         return int(value)
     if not isinstance(value, str):
         raise ValueError(f"expected {SIZE_HELP}, got {type(value).__name__}")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"expected {SIZE_HELP}, got a string of {len(value)} characters")
     match = _SIZE_RE.match(value)
     unit = match.group(2).lower() if match else ""
     if not match or unit not in _SIZE_UNITS:
@@ -64,6 +68,8 @@ def parse_duration(value: object) -> float:
         return float(value)
     if not isinstance(value, str):
         raise ValueError(f"expected {DURATION_HELP}, got {type(value).__name__}")
+    if len(value) > MAX_TEXT:
+        raise ValueError(f"expected {DURATION_HELP}, got a string of {len(value)} characters")
     text = value.strip().lower()
     try:
         return float(text) if text else _bad_duration(value)

@@ -3,4 +3,7 @@
 # --- docker: a real dockerd and a busybox test image (tests/dockerd.py) ---
 from dockerd import docker_image, docker_url
 
-__all__ = ["docker_image", "docker_url"]
+# --- ssh: real sshd servers on loopback ports with throw-away keys (tests/sshd.py) ---
+from sshd import sshd_lab
+
+__all__ = ["docker_image", "docker_url", "sshd_lab"]

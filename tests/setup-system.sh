@@ -1,6 +1,7 @@
 #!/bin/sh
-# Install the Debian packages the test suite needs, when missing: dockerd (docker.io) and a
-# static busybox (busybox-static) to build the test image from. Does nothing when they are
+# Install the Debian packages the test suite needs, when missing: dockerd (docker.io), a
+# static busybox (busybox-static) to build the test image from, and sshd (openssh-server)
+# for the ssh-node tests. Does nothing when they are
 # present; needs root to install. `make test` calls it; the tests themselves install nothing.
 set -eu
 
@@ -8,6 +9,7 @@ missing=""
 command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing="$missing docker.io"
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" \
     || missing="$missing busybox-static"
+[ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
 
 [ -z "$missing" ] && exit 0
 

@@ -217,6 +217,7 @@ def test_systemd_argv_carries_the_limits() -> None:
     ]
     props = argv[argv.index("--unit=labrun-r1-t-1") + 1 : argv.index("--")]
     assert props == [
+        "-p", "OOMPolicy=continue",
         "-p", f"MemoryMax={100 * MiB}", "-p", "MemorySwapMax=0",
         "-p", "CPUQuota=50%", "-p", "AllowedCPUs=2",
     ]  # fmt: skip

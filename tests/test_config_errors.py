@@ -135,3 +135,14 @@ def test_unreadable_and_non_utf8_files(tmp_path: Path) -> None:
     (tmp_path / "bin.toml").write_bytes(b'[job]\nname = "\xff\xfe"\n')
     binary = labrun(tmp_path / "state", "run", str(tmp_path / "bin.toml"))
     assert binary.returncode == 2 and "bin.toml:2" in binary.stderr and "UTF-8" in binary.stderr
+
+
+def test_string_commands_keep_shell_meaning() -> None:
+    from labrun.expand import argv_for
+
+    values = {"item": "a; rm -rf ~", "index": "0", "run": "1", "attempt": "1", "shared": "/s", "task": "t"}
+    assert argv_for("exit 3", values) == ("/bin/sh", "-c", "exit 3")  # a builtin, not a program
+    assert argv_for("cd data", values) == ("/bin/sh", "-c", "cd data")
+    assert argv_for("python3 x.py {item}", values) == ("python3", "x.py", "a; rm -rf ~")
+    assert argv_for("echo {item} > out", values) == ("/bin/sh", "-c", "echo 'a; rm -rf ~' > out")
+    assert argv_for("true", values) == ("true",)

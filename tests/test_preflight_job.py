@@ -63,7 +63,7 @@ def test_check_names_every_failure_and_exits_3(
     assert f"127.0.0.1:{port}" in text
     assert "data/no-such-input" in text
     assert "— fix: " in text
-    assert "3 of 7 checks failed" in result.out
+    assert "3 of 8 checks failed" in result.out
 
     report = labrun("check", job, "--json").json()
     assert labrun("check", job, "--json").code == 3
@@ -83,7 +83,7 @@ def test_run_refuses_on_preflight_failure_and_creates_no_run(
     job = broken_job(tmp_path, closed_port())
     result = labrun("run", job, "--plain")
     assert result.code == 3
-    assert "preflight failed, nothing was started (3 of 7 checks failed)" in result.err
+    assert "preflight failed, nothing was started (3 of 8 checks failed)" in result.err
     assert "LABRUN_TEST_MISSING_VAR" in result.err
     assert "RUN" in labrun("runs").out and "broken" not in labrun("runs").out
     # --no-preflight starts anyway; the task itself needs none of it

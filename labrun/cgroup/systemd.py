@@ -49,7 +49,9 @@ def scope_argv(
     root: str = CGROUP_ROOT,
 ) -> list[str]:
     """The full command line: systemd-run with the limits, the snapshot shell, the task."""
-    props = []
+    # Without OOMPolicy=continue systemd stops the whole scope at its first OOM kill, so the
+    # snapshot shell dies before it can save the counters (seen on systemd 252 in the VM lane).
+    props = ["-p", "OOMPolicy=continue"]
     if limits.memory is not None:
         props += ["-p", f"MemoryMax={limits.memory}", "-p", "MemorySwapMax=0"]
     if limits.cpus is not None:

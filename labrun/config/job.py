@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import difflib
 import os
 import re
@@ -56,6 +57,17 @@ class TaskSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()  # placeholders allowed; relative paths: against the workdir
     depends_on: tuple[str, ...] = ()  # spec names
+    nodes: tuple[str, ...] = ()
+    gpus: int = 0
+    image: str | None = None
+    image_tar: str | None = None  # absolute once parsed (relative to the job file)
+    cpuset: str | None = None
+    privileged: bool = False
+    network: str | None = None
+    memory_max: int | None = None
+    memory_growth: float = 2.0
+    on_oom: str = "grow"
+    secret_env: tuple[str, ...] = ()  # names only: values come from the runner's environment
 
     @property
     def attempt_cap(self) -> int:
@@ -79,6 +91,8 @@ class JobSpec:
         """Task 0 (when there is one) and then every [[tasks]] entry."""
         return (self.setup, *self.tasks) if self.setup is not None else self.tasks
 
+    resume: bool = False  # `labrun run` continues the latest unfinished run by default
+
     def task(self, name: str) -> TaskSpec:
         for spec in self.all_tasks:
             if spec.name == name:
@@ -96,6 +110,8 @@ class _Collector:
 
     def add(self, path: Path, message: str, hint: str = "") -> None:
         line, column = nearest(self.positions, path)
+        if line is None:  # about the whole file (no tasks, no [job]): point at its start
+            line, column = 1, 1
         key = ".".join(str(p) if isinstance(p, str) else f"[{p}]" for p in path)
         self.problems.append(Problem(self.file, line, column, key.replace(".[", "["), message, hint))
 
@@ -144,6 +160,28 @@ def _check_placeholders(c: _Collector, path: Path, command: str | tuple[str, ...
                 c.add(path, f"unknown placeholder {{{word}}}", f"did you mean {{{close[0]}}}?")
 
 
+_CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
+
+
+def _check_isolation(c: _Collector, path: Path, values: Mapping[str, Any]) -> None:
+    """Keys that only make sense together: docker needs an image; cpuset is a CPU list."""
+    if values.get("runtime") == "docker" and not values.get("image"):
+        c.add(path, 'runtime "docker" needs an image', 'add image = "name:tag" (see `docker images`)')
+    cpuset = values.get("cpuset")
+    if cpuset is not None and not _CPUSET_RE.match(cpuset.replace(" ", "")):
+        c.add((*path, "cpuset"), f"cpuset {cpuset!r} is not a CPU list", 'write it like "0-3,6"')
+    memory, memory_max = values.get("memory"), values.get("memory_max")
+    if memory is not None and memory_max is not None and memory_max < memory:
+        c.add((*path, "memory_max"), "memory_max is below memory", "raise memory_max or lower memory")
+
+
+def _with_paths(spec: TaskSpec, base: str) -> TaskSpec:
+    """Paths in task keys are relative to the job file."""
+    if spec.image_tar is None:
+        return spec
+    return dataclasses.replace(spec, image_tar=os.path.normpath(os.path.join(base, spec.image_tar)))
+
+
 def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> list[TaskSpec]:
     raw_tasks = data.get("tasks")
     if raw_tasks is None:
@@ -170,6 +208,7 @@ def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
             continue
         seen.add(name)
         _check_placeholders(c, (*path, "command"), command)
+        _check_isolation(c, path, values)
         fields = {k.name: values[k.name] for k in TASK_KEYS if k.name in values}
         specs.append(TaskSpec(**{**fields, "env": env}))
     return specs
@@ -177,6 +216,29 @@ def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
 
 def parse_job(text: str, file: str) -> JobSpec:
     """Validate the text of a job file. `file` names it in messages and anchors `workdir`."""
+    try:
+        return _parse_job(text, file)
+    except RecursionError:  # tomllib and the position scanner recurse per nesting level
+        problem = Problem(file, _deepest_line(text), None, "", "values are nested too deeply", "flatten them")
+        raise ConfigError([problem]) from None
+
+
+def _deepest_line(text: str) -> int:
+    """The line where bracket nesting is deepest (strings not told apart: a location hint)."""
+    depth, best, best_line, line = 0, -1, 1, 1
+    for ch in text:
+        if ch == "\n":
+            line += 1
+        elif ch in "[{":
+            depth += 1
+            if depth > best:
+                best, best_line = depth, line
+        elif ch in "]}":
+            depth -= 1
+    return best_line
+
+
+def _parse_job(text: str, file: str) -> JobSpec:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
@@ -207,11 +269,12 @@ def parse_job(text: str, file: str) -> JobSpec:
         name=job_values["name"],
         file=os.path.abspath(file),
         workdir=os.path.normpath(os.path.join(base, job_values.get("workdir", "."))),
-        tasks=tuple(tasks),
+        tasks=tuple(_with_paths(t, base) for t in tasks),
         max_parallel=job_values.get("max_parallel"),
         text=text,
         setup=setup,
         preflight=preflight,
+        resume=job_values.get("resume", False),
     )
 
 

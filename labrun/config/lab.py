@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labrun.config.locate import locate, nearest
+from labrun.config.nodes import SshNodeSpec, parse_gpus, parse_ssh_node
 from labrun.errors import ConfigError, Problem
 from labrun.units import parse_size
 
@@ -28,6 +29,12 @@ class NodeSpec:
     cpus: float
     memory: int
     runtimes: tuple[str, ...] = ("process",)
+    gpus: tuple[int, ...] = ()  # device indices attempts may be given
+
+
+# What the local machine offers; cgroup and docker report at launch (and in `labrun check`)
+# when this machine cannot provide them.
+LOCAL_RUNTIMES = ("process", "cgroup", "docker")
 
 
 @dataclass(frozen=True)
@@ -35,11 +42,20 @@ class LabConfig:
     file: str | None  # None: built-in defaults
     state_dir: str
     local: NodeSpec
+    ssh_nodes: tuple[SshNodeSpec, ...] = ()
+    node_max_failures: int = 5  # counted failures of a run on one node before it is avoided
 
     @property
     def nodes(self) -> tuple[NodeSpec, ...]:
-        """Every node a job may use; the local machine first."""
-        return (self.local,)
+        """Every node a job may use; the local machine first.
+
+        An ssh node's "auto" values are 0 here: `labrun.ssh.nodes` fills them in from the
+        node's probe when it connects.
+        """
+        remote = tuple(
+            NodeSpec(n.name, n.cpus or 0.0, n.memory or 0, n.runtimes, n.gpus or ()) for n in self.ssh_nodes
+        )
+        return (self.local, *remote)
 
 
 def default_state_dir() -> str:
@@ -86,8 +102,8 @@ def load_lab(explicit: str | None = None) -> LabConfig:
         problems.append(Problem(path or "labrun.toml", line, col, ".".join(keys), message, hint))
 
     for key in data:
-        if key not in ("state_dir", "nodes"):
-            problem((key,), f"unknown key {key!r}", "known keys: state_dir, nodes")
+        if key not in ("state_dir", "nodes", "node_max_failures"):
+            problem((key,), f"unknown key {key!r}", "known keys: state_dir, nodes, node_max_failures")
     state_dir = data.get("state_dir", default_state_dir())
     if not isinstance(state_dir, str) or not state_dir:
         problem(("state_dir",), "expected a directory path (a string)")
@@ -96,20 +112,38 @@ def load_lab(explicit: str | None = None) -> LabConfig:
     if path is not None and not os.path.isabs(state_dir):
         state_dir = os.path.join(os.path.dirname(os.path.abspath(path)), state_dir)
     local = _local_node(data.get("nodes", {}), problem)
+    ssh_nodes = _ssh_nodes(data.get("nodes", {}), path, problem)
+    max_failures = data.get("node_max_failures", 5)
+    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
+        problem(("node_max_failures",), f"expected a positive integer, got {max_failures!r}")
     if problems:
         raise ConfigError(problems)
-    return LabConfig(file=path, state_dir=os.path.abspath(state_dir), local=local)
+    return LabConfig(
+        file=path,
+        state_dir=os.path.abspath(state_dir),
+        local=local,
+        ssh_nodes=ssh_nodes,
+        node_max_failures=max_failures,
+    )
+
+
+def _ssh_nodes(nodes: object, path: str | None, problem: Any) -> tuple[SshNodeSpec, ...]:
+    if not isinstance(nodes, dict):
+        return ()
+    base = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
+    found = (parse_ssh_node(name, table, base, problem) for name, table in nodes.items() if name != "local")
+    return tuple(node for node in found if node is not None)
 
 
 def _local_node(nodes: object, problem: Any) -> NodeSpec:
     cpus, memory = local_capacity()
     if not isinstance(nodes, dict):
         problem(("nodes",), "expected tables [nodes.NAME]")
-        return NodeSpec("local", cpus, memory)
+        return NodeSpec("local", cpus, memory, LOCAL_RUNTIMES)
     table = nodes.get("local", {})
     for key in table:
-        if key not in ("cpus", "memory"):
-            problem(("nodes", "local", key), f"unknown key {key!r}", "known keys: cpus, memory")
+        if key not in ("cpus", "memory", "gpus"):
+            problem(("nodes", "local", key), f"unknown key {key!r}", "known keys: cpus, memory, gpus")
     raw_cpus = table.get("cpus", "auto")
     if raw_cpus != "auto":
         if isinstance(raw_cpus, bool) or not isinstance(raw_cpus, (int, float)) or raw_cpus <= 0:
@@ -125,4 +159,9 @@ def _local_node(nodes: object, problem: Any) -> NodeSpec:
             memory = parse_size(raw_memory)
         except ValueError as exc:
             problem(("nodes", "local", "memory"), str(exc))
-    return NodeSpec("local", cpus, memory)
+    gpus = parse_gpus(table.get("gpus", "auto"), ("nodes", "local", "gpus"), problem)
+    if gpus is None:
+        from labrun.gpus import local_gpu_indices
+
+        gpus = local_gpu_indices()
+    return NodeSpec("local", cpus, memory, LOCAL_RUNTIMES, gpus=gpus)

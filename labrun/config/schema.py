@@ -1,7 +1,7 @@
 """Every key a job file may hold, declared once: its kind, default and help.
 
 The same declarations validate job files (`convert`) and generate the JSON Schema that
-editors use to check a job file while it is typed (`json_schema`).
+editors use to check a job file while it is typed (`config/jsonschema.py`).
 """
 
 from __future__ import annotations
@@ -227,7 +227,8 @@ def _preflight_value(kind: str, value: object) -> Any:
     return tuple(checks)
 
 
-RUNTIMES = ("process",)
+RUNTIMES = ("process", "cgroup", "docker")
+ON_OOM = ("grow", "retry", "fail")
 
 TASK_KEYS: tuple[Key, ...] = (
     Key("name", "name", None, "The task's name: letters, digits, '-' and '_'."),
@@ -252,6 +253,23 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("env", "env", {}, "Environment variables added for the task."),
     Key("outputs", "str_list", (), "Files that must exist and be non-empty after exit 0."),
     Key("depends_on", "str_list", (), "Task names that must all succeed before this one starts."),
+    Key("nodes", "str_list", (), "Nodes the task may run on (names from labrun.toml); empty: any."),
+    Key("gpus", "int", 0, "GPUs an attempt needs, each its own (CUDA_VISIBLE_DEVICES).", minimum=0),
+    # -- isolation and OOM (runtime cgroup / docker) --
+    Key("image", "str", None, "Docker image (runtime docker): name:tag."),
+    Key("image_tar", "str", None, "A `docker save` tarball loaded when the image is missing."),
+    Key("cpuset", "str", None, 'CPUs to pin to (runtime cgroup), e.g. "0-3,6".'),
+    Key("privileged", "bool", False, "Run the container privileged (runtime docker)."),
+    Key("network", "str", None, 'Docker network mode, e.g. "none" (default: the daemon\'s).'),
+    Key("memory_max", "size", None, "Never grow memory past this on OOM: " + SIZE_HELP + ".", minimum=1),
+    Key("memory_growth", "number", 2.0, "Memory factor for the retry after an OOM kill.", minimum=1),
+    Key("on_oom", "choice", "grow", "After an OOM kill: grow memory, retry as is, or fail.", choices=ON_OOM),
+    Key(
+        "secret_env",
+        "str_list",
+        (),
+        "Names of variables passed from labrun's environment, never stored or printed.",
+    ),
 )
 TASK_KEY_NAMES = tuple(k.name for k in TASK_KEYS)
 TASK_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in TASK_KEYS}
@@ -260,6 +278,7 @@ JOB_KEYS: tuple[Key, ...] = (
     Key("name", "name", None, "The job's name: letters, digits, '-' and '_'."),
     Key("max_parallel", "int", None, "Cap on concurrent attempts.", minimum=1, maximum=100_000),
     Key("workdir", "str", ".", "Working directory of every task, relative to the job file."),
+    Key("resume", "bool", False, "`labrun run` continues the latest unfinished run (as --resume)."),
 )
 JOB_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in JOB_KEYS}
 TOP_LEVEL = ("job", "defaults", "tasks", "setup", "preflight")
@@ -276,120 +295,3 @@ PREFLIGHT_KEYS: tuple[Key, ...] = (
     Key("timeout", "duration", 5.0, "Time limit of each check: " + DURATION_HELP + "."),
 )
 PREFLIGHT_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in PREFLIGHT_KEYS}
-
-
-def _key_schema(key: Key) -> dict[str, Any]:
-    duration: dict[str, Any] = {
-        "oneOf": [
-            {"type": "number", "minimum": 0},
-            {"type": "string", "pattern": r"^\s*(\d+(\.\d+)?\s*(ms|s|m|h|d)\s*)+$"},
-        ]
-    }
-    size: dict[str, Any] = {
-        "oneOf": [
-            {"type": "integer", "minimum": 0},
-            {"type": "string", "pattern": r"^\s*\d*\.?\d+\s*([kKmMgGtT]i?[bB]?|[bB])?\s*$"},
-        ]
-    }
-    items: dict[str, Any] = {
-        "oneOf": [
-            {"type": "array", "minItems": 1, "items": {"type": ["string", "number"]}},
-            {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["range"],
-                "properties": {
-                    "range": {
-                        "type": "array",
-                        "items": {"type": "integer"},
-                        "minItems": 2,
-                        "maxItems": 3,
-                    }
-                },
-            },
-            {"const": "setup"},
-        ]
-    }
-    by_kind: dict[str, dict[str, Any]] = {
-        "str": {"type": "string"},
-        "name": {"type": "string", "pattern": NAME_RE.pattern},
-        "int": {"type": "integer"},
-        "number": {"type": "number"},
-        "bool": {"type": "boolean"},
-        "size": size,
-        "duration": duration,
-        "choice": {"type": "string", "enum": list(key.choices)},
-        "command": {
-            "oneOf": [
-                {"type": "string", "minLength": 1},
-                {"type": "array", "minItems": 1, "items": {"type": "string"}},
-            ]
-        },
-        "items": items,
-        "env": {
-            "type": "object",
-            "propertyNames": {"pattern": ENV_NAME_RE.pattern},
-            "additionalProperties": {"type": ["string", "number", "boolean"]},
-        },
-        "str_list": {"type": "array", "items": {"type": "string"}},
-        "size_map": {"type": "object", "additionalProperties": size},
-        "check_list": {
-            "type": "array",
-            "items": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["name", "command"],
-                "properties": {"name": {"type": "string"}, "command": {"type": "string"}},
-            },
-        },
-    }
-    schema = dict(by_kind[key.kind])
-    schema["description"] = key.help
-    if key.minimum is not None and key.kind in ("int", "number"):
-        schema["minimum"] = key.minimum
-    if key.maximum is not None and key.kind in ("int", "number"):
-        schema["maximum"] = key.maximum
-    return schema
-
-
-def json_schema() -> dict[str, Any]:
-    """A JSON Schema (draft 2020-12) of the job file."""
-    task_props = {k.name: _key_schema(k) for k in TASK_KEYS}
-    defaults_props = {k: v for k, v in task_props.items() if k != "name"}
-    setup_props = {k: v for k, v in task_props.items() if k not in ("name", "items")}
-    return {
-        "$schema": "https://json-schema.org/draft/2020-12/schema",
-        "title": "labrun job file",
-        "type": "object",
-        "additionalProperties": False,
-        "required": ["job", "tasks"],
-        "properties": {
-            "job": {
-                "type": "object",
-                "additionalProperties": False,
-                "required": ["name"],
-                "properties": {k.name: _key_schema(k) for k in JOB_KEYS},
-            },
-            "defaults": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": defaults_props,
-            },
-            "tasks": {
-                "type": "array",
-                "minItems": 1,
-                "items": {
-                    "type": "object",
-                    "additionalProperties": False,
-                    "required": ["name"],
-                    "properties": task_props,
-                },
-            },
-            "setup": {"type": "object", "additionalProperties": False, "properties": setup_props},
-            "preflight": {
-                "type": "object",
-                "additionalProperties": False,
-                "properties": {k.name: _key_schema(k) for k in PREFLIGHT_KEYS},
-            },
-        },
-    }

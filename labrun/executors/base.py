@@ -14,6 +14,7 @@ missing). Everything else it reports as facts.
 from __future__ import annotations
 
 import abc
+import math
 import os
 import selectors
 from collections.abc import Mapping
@@ -124,6 +125,11 @@ class Executor(abc.ABC):
 
     runtime: str = ""
     needs_poll: bool = False  # True when ends cannot wake the Waker (the runner then polls)
+    online: bool = True  # False while the node does not answer: the runner places nothing there
+    next_sample_at: float = math.inf  # when `sample` wants to run next; the runner wakes for it
+
+    def sample(self, now: float) -> None:  # noqa: B027 - optional: most executors measure at the end
+        """Measure running attempts (e.g. peak memory where no kernel counter keeps it)."""
 
     @abc.abstractmethod
     def start(self, launch: Launch) -> Started:
@@ -140,6 +146,10 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def running(self) -> list[int]:
         """Attempt ids still running here."""
+
+    def wake_at(self) -> float | None:
+        """When the executor wants `finished()` called next without an event (None: never)."""
+        return None
 
     def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
         """Watch an attempt started by an earlier runner; False if it is gone."""

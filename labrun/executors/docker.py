@@ -290,6 +290,7 @@ class DockerExecutor(Executor):
     def _copy_logs(self, api: Any, tracked: _Tracked) -> None:
         launch = tracked.launch
         streams = ((launch.stdout_path, True), (launch.stderr_path, False))
+        os.makedirs(os.path.dirname(launch.stdout_path), mode=0o700, exist_ok=True)
         for path, out in streams:
             with open(path, "ab") as sink:
                 for chunk in api.logs(tracked.container, stdout=out, stderr=not out, stream=True):

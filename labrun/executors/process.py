@@ -2,19 +2,31 @@
 
 Ends are noticed through a pidfd per attempt registered with the runner's `Waker`, so the
 runner sleeps until a child exits instead of polling. `wait4` gives the exit status and
-the child's CPU time. Without a cgroup there is no kernel OOM counter and no peak to read.
+the child's CPU time. Without a cgroup there is no kernel OOM counter and no peak to read:
+attempts that run longer than a second have their process tree's RSS sampled about once
+a second (`sample`, which the runner calls at `next_sample_at`) for a best-effort peak.
 """
 
 from __future__ import annotations
 
+import contextlib
+import dataclasses
+import math
 import os
 import signal
 import subprocess
 import time
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
+from labrun.executors.sampling import SAMPLE_AFTER, SAMPLE_EVERY, tree_rss
 
+_UNKNOWN_EXIT = (
+    "adopted after a runner restart, and its exit status was not recorded (killed by a signal, "
+    "or a command exec'd without a shell)"
+)
 _LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
 
 
@@ -23,6 +35,56 @@ class _Child:
     launch: Launch
     proc: subprocess.Popen[bytes]
     pidfd: int | None
+    started: float = 0.0  # time.time() at start; memory is sampled from SAMPLE_AFTER on
+    peak: int | None = None  # largest process-tree RSS sampled
+
+
+@dataclass
+class _Adopted:
+    """An attempt started by an earlier runner: not our child, so wait4 cannot reap it."""
+
+    launch: Launch
+    pid: int
+    pid_start: float | None
+    pidfd: int | None
+    running: bool  # False: it ended while no runner watched; its exit file says how
+
+
+EXIT_FILE = "exit"  # in the attempt directory: the exit status a shell command wrote
+# The EXIT trap records $? where a later runner can read it after adopting the attempt.
+# Only for commands that already run through /bin/sh -c: it costs a fork, not an exec.
+_EXIT_TRAP = "trap 'echo $? > \"$LABRUN_EXIT_FILE\"' EXIT\n"
+
+
+def exit_file(launch: Launch) -> str:
+    return os.path.join(os.path.dirname(launch.stdout_path), EXIT_FILE)
+
+
+def with_exit_trap(launch: Launch) -> tuple[tuple[str, ...], dict[str, str]]:
+    """argv and extra env that leave the exit status in the attempt directory."""
+    argv = launch.argv
+    if len(argv) >= 3 and argv[0] == "/bin/sh" and argv[1] == "-c":
+        return ("/bin/sh", "-c", _EXIT_TRAP + argv[2], *argv[3:]), {"LABRUN_EXIT_FILE": exit_file(launch)}
+    return argv, {}
+
+
+def read_exit_file(launch: Launch) -> int | None:
+    try:
+        with open(exit_file(launch), encoding="ascii") as handle:
+            return int(handle.read().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid: int, pid_start: float | None) -> bool:
+    """The same process (pid and start time) still exists and has not exited."""
+    try:
+        with open(f"/proc/{pid}/stat", "rb") as handle:
+            stat = handle.read()
+    except OSError:
+        return False
+    fields = stat[stat.rfind(b")") + 2 :].split()
+    return fields[0] not in (b"Z", b"X") and float(fields[19]) == pid_start
 
 
 def process_start_time(pid: int) -> float | None:
@@ -78,21 +140,42 @@ def facts_from_status(launch: Launch, status: int, usage: object | None) -> Fact
 
 class ProcessExecutor(Executor):
     runtime = "process"
+    samples_memory = True  # no kernel high-water mark here: sample the tree's RSS
 
     def __init__(self, waker: Waker) -> None:
         self.waker = waker
         self.children: dict[int, _Child] = {}
+        self.adopted: dict[int, _Adopted] = {}
         self._base_env = dict(os.environ)
 
-    def spawn(self, launch: Launch, argv: tuple[str, ...] | None = None) -> subprocess.Popen[bytes]:
-        """Start argv (default: the launch's) in a new session with logs redirected."""
+    def spawn(
+        self,
+        launch: Launch,
+        argv: tuple[str, ...] | None = None,
+        around: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
+    ) -> subprocess.Popen[bytes]:
+        """Start argv (default: the launch's) in a new session with logs redirected.
+
+        `around` is entered for the Popen call only (the cgroup runtime forks from inside
+        the attempt's cgroup)."""
         if not os.path.isdir(launch.workdir):
             raise LaunchError(f"the working directory {launch.workdir} does not exist")
         out, err = open_logs(launch)
-        env = {**self._base_env, **launch.env}
+        wrapped, extra = with_exit_trap(launch)
+        env = {**self._base_env, **launch.env, **extra}
+        try:
+            with around():
+                return self._popen(launch, argv or wrapped, out, err, env)
+        finally:
+            os.close(out)
+            os.close(err)
+
+    def _popen(
+        self, launch: Launch, argv: tuple[str, ...], out: int, err: int, env: dict[str, str]
+    ) -> subprocess.Popen[bytes]:
         try:
             return subprocess.Popen(
-                argv or launch.argv,
+                argv,
                 stdin=subprocess.DEVNULL,
                 stdout=out,
                 stderr=err,
@@ -110,9 +193,6 @@ class ProcessExecutor(Executor):
             raise LaunchError(f"{launch.argv[0]!r} is not executable: check its permissions") from None
         except OSError as exc:
             raise LaunchError(f"cannot start {launch.argv[0]!r}: {exc.strerror}") from None
-        finally:
-            os.close(out)
-            os.close(err)
 
     def start(self, launch: Launch) -> Started:
         proc = self.spawn(launch)
@@ -127,10 +207,69 @@ class ProcessExecutor(Executor):
             self.needs_poll = True
         if pidfd is not None:
             self.waker.watch(pidfd)
-        self.children[launch.attempt_id] = _Child(launch, proc, pidfd)
+        started = time.time()
+        self.children[launch.attempt_id] = _Child(launch, proc, pidfd, started)
+        if self.samples_memory:
+            self.next_sample_at = min(self.next_sample_at, started + SAMPLE_AFTER)
+
+    def sample(self, now: float) -> None:
+        """Sample the RSS of attempts that ran SAMPLE_AFTER or more, about once a second.
+
+        Short attempts are never sampled: they cost nothing, and their peak stays unknown."""
+        due = [c for c in self.children.values() if now - c.started >= SAMPLE_AFTER]
+        if due:
+            sizes = tree_rss([c.proc.pid for c in due])
+            for child in due:
+                size = sizes.get(child.proc.pid)
+                if size is not None and (child.peak is None or size > child.peak):
+                    child.peak = size
+        waiting = [c.started + SAMPLE_AFTER for c in self.children.values() if now - c.started < SAMPLE_AFTER]
+        self.next_sample_at = now + SAMPLE_EVERY if due else min(waiting, default=math.inf)
+
+    def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
+        """Watch a process an earlier runner started; its end wakes us through a pidfd.
+
+        One that already ended is taken too when its shell left an exit status: the next
+        `finished()` reports it, so a task that completed while no runner ran is not re-run.
+        """
+        if started.pid is None or not alive(started.pid, started.pid_start):
+            if read_exit_file(launch) is None:
+                return False
+            self.adopted[attempt_id] = _Adopted(launch, started.pid or 0, started.pid_start, None, False)
+            self.waker.wake()
+            return True
+        try:
+            pidfd: int | None = os.pidfd_open(started.pid)
+        except (AttributeError, OSError):
+            pidfd = None
+            self.needs_poll = True
+        if pidfd is not None:
+            self.waker.watch(pidfd)
+        self.adopted[attempt_id] = _Adopted(launch, started.pid, started.pid_start, pidfd, True)
+        return True
+
+    def _adopted_finished(self) -> list[tuple[int, Facts]]:
+        done = []
+        for attempt_id, child in list(self.adopted.items()):
+            if child.running and alive(child.pid, child.pid_start):
+                continue
+            if child.running:
+                kill_group(child.pid)
+            if child.pidfd is not None:
+                self.waker.unwatch(child.pidfd)
+                os.close(child.pidfd)
+            del self.adopted[attempt_id]
+            code = read_exit_file(child.launch)
+            if code is None:
+                facts = Facts(None, None, time.time(), lost=True, detail=_UNKNOWN_EXIT)
+            else:
+                missing = missing_outputs(child.launch.outputs) if code == 0 else ()
+                facts = Facts(code, None, time.time(), missing_outputs=missing)
+            done.append((attempt_id, facts))
+        return done
 
     def finished(self) -> list[tuple[int, Facts]]:
-        done = []
+        done = self._adopted_finished() if self.adopted else []
         for attempt_id, child in list(self.children.items()):
             try:
                 pid, status, usage = os.wait4(child.proc.pid, os.WNOHANG)
@@ -141,8 +280,15 @@ class ProcessExecutor(Executor):
             child.proc.returncode = status  # reaped here; keeps Popen from reaping it again
             kill_group(child.proc.pid)
             self._forget(attempt_id, child)
-            done.append((attempt_id, facts_from_status(child.launch, status, usage)))
+            facts = facts_from_status(child.launch, status, usage)
+            done.append((attempt_id, self._ended(attempt_id, child, facts)))
         return done
+
+    def _ended(self, attempt_id: int, child: _Child, facts: Facts) -> Facts:
+        """Facts completed with what this runtime measured; subclasses add their own."""
+        if child.peak is None:
+            return facts
+        return dataclasses.replace(facts, peak_memory=child.peak)
 
     def _forget(self, attempt_id: int, child: _Child) -> None:
         if child.pidfd is not None:
@@ -152,12 +298,14 @@ class ProcessExecutor(Executor):
 
     def signal(self, attempt_id: int, signum: int) -> None:
         child = self.children.get(attempt_id)
-        if child is None:
+        other = self.adopted.get(attempt_id)
+        pid = child.proc.pid if child is not None else other.pid if other is not None else None
+        if pid is None:
             return
         try:
-            os.killpg(child.proc.pid, signum)
+            os.killpg(pid, signum)
         except (ProcessLookupError, PermissionError):
             pass
 
     def running(self) -> list[int]:
-        return list(self.children)
+        return [*self.children, *self.adopted]

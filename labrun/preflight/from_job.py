@@ -2,15 +2,15 @@
 
 Declared checks come from `[preflight]`; implied ones from the job itself: every task
 fits on some node, the workdir exists, the directories of declared outputs are
-writable. Other parts of labrun add their own checks by appending a provider to
-`EXTRA_PROVIDERS` (e.g. isolation: cgroups can be made, the Docker daemon answers).
+writable. `checks_for` also asks the other parts of labrun for theirs, named there
+one by one: isolation (a cgroup can be made, the Docker daemon answers, images are
+present) and SSH nodes (reachable, Python, disk, runtimes, GPUs).
 """
 
 from __future__ import annotations
 
 import os
 import re
-from collections.abc import Callable
 from dataclasses import dataclass
 
 from labrun.config.job import JobSpec
@@ -27,11 +27,6 @@ from labrun.preflight.checks import (
 from labrun.preflight.core import Check, CheckResult, Verdict, failed, passed, run_checks
 from labrun.preflight.custom import custom_command
 from labrun.preflight.network import tcp_reachable
-
-Provider = Callable[[JobSpec, LabConfig], list[Check]]
-
-# More check lists, appended by other modules (`EXTRA_PROVIDERS.append(isolation_checks)`).
-EXTRA_PROVIDERS: list[Provider] = []
 
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_]+\}")
 
@@ -96,10 +91,10 @@ def implied_checks(job: JobSpec, lab: LabConfig) -> list[Check]:
 
 
 def checks_for(job: JobSpec, lab: LabConfig) -> list[Check]:
-    checks = implied_checks(job, lab) + declared_checks(job)
-    for provider in EXTRA_PROVIDERS:
-        checks += provider(job, lab)
-    return checks
+    from labrun.isolation import isolation_checks
+    from labrun.ssh.report import node_checks
+
+    return implied_checks(job, lab) + declared_checks(job) + isolation_checks(job) + node_checks(lab)
 
 
 def preflight(job: JobSpec, lab: LabConfig) -> Report:

@@ -1,0 +1,260 @@
+"""Attempts on a node reached over SSH, through labrun's agent there.
+
+`start` asks the agent to launch the attempt detached from the SSH session, so a dropped
+connection does not kill it. Ends are found by polling: one `poll` request per node per
+`POLL_INTERVAL` over the long-lived session, for all the node's attempts at once, which
+also brings back new stdout/stderr bytes; they are appended to the attempt's log files
+on the head as they come (so `labrun logs -f` is live).
+
+A node that does not answer for `lost_after` seconds goes offline: its running attempts
+are reported lost (not counted against the task; the runner re-runs them where it can)
+and `online` is False so the runner places nothing there. The executor keeps trying to
+reconnect; when the node answers again it is online, and the attempts that were given up
+on are killed there, since they have been re-run elsewhere.
+"""
+
+from __future__ import annotations
+
+import base64
+import os
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from labrun.config.lab import NodeSpec
+from labrun.executors.base import Executor, Facts, Launch, Started, Waker
+from labrun.ssh.session import AgentSession
+from labrun.ssh.transport import SshError
+
+POLL_INTERVAL = 0.5  # longest wait of one poll on the node: bounds how stale live logs get
+RECONNECT_INTERVAL = 2.0
+ANSWER_TIMEOUT = 15.0  # beyond the poll's own wait
+
+
+@dataclass
+class _Remote:
+    launch: Launch
+    key: str
+    offsets: list[int] = field(default_factory=lambda: [0, 0])
+    confirmed: bool = True  # False when the start request got no answer
+
+
+def attempt_key(launch: Launch) -> str:
+    return f"r{launch.run_id}-a{launch.attempt_id}"
+
+
+class SshExecutor(Executor):
+    runtime = "process"
+
+    def __init__(
+        self,
+        session: AgentSession,
+        lost_after: float = 60.0,
+        clock: Callable[[], float] = time.time,
+        poll_interval: float = POLL_INTERVAL,
+        waker: Waker | None = None,
+    ) -> None:
+        self.session, self.lost_after, self.clock = session, lost_after, clock
+        self.poll_interval, self.waker = poll_interval, waker
+        self.node = session.target.node
+        self.attempts: dict[int, _Remote] = {}
+        self.orphans: list[str] = []  # keys of attempts reported lost: killed when the node returns
+        self.last_ok = clock()
+        self.pending: float | None = None  # when the poll now awaiting its answer was sent
+        self.stash: list[Any] = []  # poll answers read while sending another request
+        self.next_connect = 0.0
+        self.online = True
+        self.error = ""
+        self.capacity: NodeSpec | None = None  # what the node offers (set by labrun.ssh.nodes)
+        self._watched: int | None = None
+        self._watch()
+
+    # -- connection ---------------------------------------------------------------------
+
+    def _watch(self) -> None:
+        """Let the runner's Waker wake on the agent's answers (and on the connection's end)."""
+        if self.waker is None:
+            return
+        if self._watched is not None:
+            self.waker.unwatch(self._watched)
+        self._watched = self.session.fd if self.session.connected else None
+        if self._watched is not None:
+            self.waker.watch(self._watched)
+
+    def _ensure(self, now: float) -> bool:
+        if self.session.connected:
+            return True
+        if now < self.next_connect:
+            return False
+        self.next_connect = now + RECONNECT_INTERVAL
+        try:
+            self.session.connect()
+        except SshError as exc:
+            self.error = str(exc)
+            return False
+        self._watch()
+        self._back_online(now)
+        return True
+
+    def _back_online(self, now: float) -> None:
+        self.last_ok, self.online, self.error = now, True, ""
+        for key in self.orphans:
+            try:
+                self.session.request("kill", key=key, signal=9)
+            except SshError:
+                return
+        self.orphans.clear()
+
+    def _call(self, op: str, **fields: Any) -> Any:
+        """A request while a poll may be waiting: the agent answers the poll early, then this."""
+        self.session.send(op, **fields)
+        if self.pending is not None:
+            self.stash.append(self.session.receive(ANSWER_TIMEOUT))
+            self.pending = None
+        return self.session.receive(ANSWER_TIMEOUT)
+
+    def _broken(self, exc: SshError) -> None:
+        self.error, self.pending = str(exc), None
+        self.session.close()
+        self._watch()
+
+    # -- the seam -------------------------------------------------------------------------
+
+    def start(self, launch: Launch) -> Started:
+        remote = _Remote(launch, attempt_key(launch))
+        _truncate(launch)
+        request: dict[str, Any] = {
+            "key": remote.key,
+            "argv": list(launch.argv),
+            "env": dict(launch.env),
+            "cwd": launch.workdir,
+            "outputs": list(launch.outputs),
+        }
+        try:
+            if not self._ensure(self.clock()):
+                raise SshError(self.error or f"node {self.node} is not connected")
+            ref = f"{self.node}:{self._call('start', **request)['dir']}"
+        except SshError as exc:
+            # unknown whether it started: polling finds out, and loss handling covers the rest
+            remote.confirmed, ref = False, f"{self.node}:?"
+            self._broken(exc)
+        self.attempts[launch.attempt_id] = remote
+        return Started(ref=ref, mechanism="ssh-process")
+
+    def wake_at(self) -> float | None:
+        if not self.attempts and self.online:
+            return None
+        if self.pending is not None:  # the answer wakes the Waker; this is the give-up time
+            return self.pending + self.poll_interval + ANSWER_TIMEOUT
+        if self.session.connected:
+            return self.clock()
+        if self.attempts:  # not connected: reconnect, or give the attempts up as lost
+            return min(self.next_connect, self.last_ok + self.lost_after)
+        return self.next_connect
+
+    def finished(self) -> list[tuple[int, Facts]]:
+        now = self.clock()
+        answers, self.stash = self.stash, []
+        if self.pending is None and self.session.connected and self.session.ready():
+            try:  # nothing was asked: this is the connection ending
+                answers.append(self.session.receive(ANSWER_TIMEOUT))
+            except SshError as exc:
+                self._broken(exc)
+        if self.pending is not None:
+            if self.session.proc is None:  # closed under us
+                self._broken(SshError(self.session.target.unreachable("the connection was closed")))
+            elif self.session.ready():
+                try:
+                    answers.append(self.session.receive(ANSWER_TIMEOUT))
+                    self.pending, self.last_ok = None, now
+                except SshError as exc:
+                    self._broken(exc)
+            elif now > self.pending + self.poll_interval + ANSWER_TIMEOUT:
+                self._broken(SshError(self.session.target.unreachable("the agent stopped answering")))
+        done = [item for answer in answers for item in self._absorb_all(answer, now)]
+        if self.pending is None and (self.attempts or not self.online) and self._ensure(now):
+            offsets = {r.key: r.offsets for r in self.attempts.values()}
+            try:
+                self.session.send("poll", attempts=offsets, wait=self.poll_interval)
+                self.pending = now
+            except SshError as exc:
+                self._broken(exc)
+        if not self.session.connected:
+            done += self._maybe_lost(now)
+        return done
+
+    def _absorb_all(self, answer: Any, now: float) -> list[tuple[int, Facts]]:
+        done = []
+        for attempt_id, remote in list(self.attempts.items()):
+            facts = self._absorb(remote, answer["attempts"].get(remote.key) or {}, now)
+            if facts is not None:
+                del self.attempts[attempt_id]
+                done.append((attempt_id, facts))
+        return done
+
+    def _maybe_lost(self, now: float) -> list[tuple[int, Facts]]:
+        if now - self.last_ok < self.lost_after:
+            return []
+        self.online = False
+        detail = f"node {self.node} did not answer for {now - self.last_ok:.0f}s: {self.error}"
+        lost = [(i, Facts(None, None, now, lost=True, detail=detail)) for i in self.attempts]
+        self.orphans.extend(r.key for r in self.attempts.values())
+        self.attempts.clear()
+        return lost
+
+    def _absorb(self, remote: _Remote, info: dict[str, Any], now: float) -> Facts | None:
+        short = True
+        for index, stream in enumerate(("stdout", "stderr")):
+            data = base64.b64decode(info.get(stream) or "")
+            if data:
+                path = remote.launch.stdout_path if index == 0 else remote.launch.stderr_path
+                with open(path, "ab") as handle:
+                    handle.write(data)
+                remote.offsets[index] += len(data)
+            short = short and len(data) < (1 << 20)
+        status = info.get("status")
+        if status is None:
+            if remote.confirmed:
+                return None
+            why = f"the start on node {self.node} was not confirmed"
+            return Facts(None, None, now, lost=True, detail=why)
+        if "ended" not in status or not short:
+            return None  # still running, or logs still to fetch
+        return _facts(status, self.node)
+
+    def signal(self, attempt_id: int, signum: int) -> None:
+        remote = self.attempts.get(attempt_id)
+        if remote is None or not self.session.connected:
+            return
+        try:
+            self._call("kill", key=remote.key, signal=int(signum))
+        except SshError as exc:
+            self._broken(exc)
+
+    def running(self) -> list[int]:
+        return list(self.attempts)
+
+    def close(self) -> None:
+        self.session.close()
+        self.session.target.close()
+
+
+def _facts(status: dict[str, Any], node: str) -> Facts:
+    ended = float(status["ended"])
+    if status.get("start_error"):
+        return Facts(None, None, ended, start_error=f"on node {node}: {status['start_error']}")
+    missing = tuple(status.get("missing") or ())
+    return Facts(
+        status.get("exit"),
+        status.get("signal"),
+        ended,
+        cpu_seconds=status.get("cpu"),
+        missing_outputs=missing,
+    )
+
+
+def _truncate(launch: Launch) -> None:
+    os.makedirs(os.path.dirname(launch.stdout_path), mode=0o700, exist_ok=True)
+    for path in (launch.stdout_path, launch.stderr_path):
+        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))

@@ -1,0 +1,284 @@
+"""labrun's agent on a remote node: standard library only, Python >= 3.8, this one file.
+
+The head copies this file to the node (cached there by content hash) and talks to it
+over the multiplexed SSH connection. Commands, each a JSON request on stdin and a JSON
+answer on stdout:
+
+    probe            cpus, memory, python, free disk in the work directory, runtimes, GPUs
+    start            launch one attempt detached from the SSH session (double fork, setsid)
+    poll             status of many attempts, plus log bytes after given offsets; with
+                     "wait", it first waits up to that long for one of them to end
+    kill             signal an attempt's process group
+    serve            many requests, one JSON line each, over one long-lived session
+
+Each attempt has a directory `<workdir>/attempts/<key>/` holding `stdout`, `stderr` and
+`status.json`, rewritten atomically by a monitor process that outlives the SSH session:
+pid and start time first, then the exit code or signal, CPU time and missing outputs.
+The monitor then appends the attempt's key to `<workdir>/ended.log`, so a waiting poll
+watches one file's size instead of every status file.
+Remotely only the `process` runtime exists so far: no memory limit, no OOM counter.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import os
+import select
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from typing import Any
+
+CHUNK = 1 << 20  # log bytes per stream per poll: keeps one answer small
+WAIT_STEP = 0.005  # how often a waiting poll looks at ended.log (one stat)
+_INPUT = [b""]  # serve's unread input: a waiting poll returns early when a request is there
+
+
+def _attempt_dir(workdir: str, key: str) -> str:
+    if not key or "/" in key or key.startswith("."):
+        raise ValueError(f"bad attempt key {key!r}")
+    return os.path.join(workdir, "attempts", key)
+
+
+def _write_status(directory: str, status: dict[str, Any]) -> None:
+    tmp = os.path.join(directory, "status.json.tmp")
+    with open(tmp, "w") as handle:
+        json.dump(status, handle)
+    os.replace(tmp, os.path.join(directory, "status.json"))
+
+
+def _read_status(directory: str) -> Any:
+    try:
+        with open(os.path.join(directory, "status.json")) as handle:
+            return json.load(handle)
+    except (OSError, ValueError):
+        return None
+
+
+def _gpus() -> list[dict[str, Any]]:
+    if not shutil.which("nvidia-smi"):
+        return []
+    try:
+        out = subprocess.run(
+            ["nvidia-smi", "--query-gpu=index,name,memory.total", "--format=csv,noheader,nounits"],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.DEVNULL,
+            timeout=10,
+            universal_newlines=True,  # noqa: UP021 - Python 3.6+ nodes,
+        ).stdout
+    except (OSError, subprocess.SubprocessError):
+        return []
+    gpus = []
+    for line in out.splitlines():
+        parts = [p.strip() for p in line.split(",")]
+        if len(parts) == 3 and parts[0].isdigit():
+            gpus.append({"index": int(parts[0]), "name": parts[1], "memory_mib": parts[2]})
+    return gpus
+
+
+def probe(request: dict[str, Any]) -> dict[str, Any]:
+    workdir = request["workdir"]
+    os.makedirs(workdir, mode=0o700, exist_ok=True)
+    disk = os.statvfs(workdir)
+    runtimes = ["process"]
+    if shutil.which("docker"):
+        runtimes.append("docker")
+    if os.path.exists("/sys/fs/cgroup"):
+        runtimes.append("cgroup")
+    cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return {
+        "cpus": cpus or 1,
+        "memory": os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES"),
+        "python": ".".join(map(str, sys.version_info[:3])),
+        "free_disk": disk.f_bavail * disk.f_frsize,
+        "workdir": os.path.abspath(workdir),
+        "runtimes": runtimes,
+        "gpus": _gpus(),
+        "hostname": os.uname().nodename,
+    }
+
+
+def _monitor(directory: str, spec: dict[str, Any]) -> None:
+    """In the detached grandchild: run the attempt, wait, record how it ended."""
+    status: dict[str, Any] = {"started": time.time()}
+    out = os.open(os.path.join(directory, "stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    err = os.open(os.path.join(directory, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    env = dict(os.environ)
+    env.update(spec.get("env", {}))
+    try:
+        proc = subprocess.Popen(
+            spec["argv"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=err,
+            cwd=spec.get("cwd") or None,
+            env=env,
+            start_new_session=True,
+        )
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError) and spec.get("cwd") and not os.path.isdir(spec["cwd"]):
+            status["start_error"] = f"the working directory {spec['cwd']} does not exist on this node"
+        elif isinstance(exc, FileNotFoundError):
+            status["start_error"] = (
+                f"command not found: {spec['argv'][0]!r}; install it on the node or fix the command"
+            )
+        else:
+            status["start_error"] = f"cannot start {spec['argv'][0]!r}: {exc.strerror}"
+        status["ended"] = time.time()
+        _write_status(directory, status)
+        _announce_end(spec["workdir"], spec["key"])
+        return
+    status["pid"] = proc.pid
+    _write_status(directory, status)
+    _, code, usage = os.wait4(proc.pid, 0)
+    try:
+        os.killpg(proc.pid, signal.SIGKILL)  # what the attempt left behind ends with it
+    except OSError:
+        pass
+    status["ended"] = time.time()
+    status["cpu"] = usage.ru_utime + usage.ru_stime
+    if os.WIFSIGNALED(code):
+        status["signal"] = os.WTERMSIG(code)
+    else:
+        status["exit"] = os.WEXITSTATUS(code)
+        if status["exit"] == 0:
+            status["missing"] = [p for p in spec.get("outputs", []) if not _nonempty(p)]
+    _write_status(directory, status)
+    _announce_end(spec["workdir"], spec["key"])
+
+
+def _events(workdir: str) -> str:
+    return os.path.join(workdir, "ended.log")
+
+
+def _announce_end(workdir: str, key: str) -> None:
+    fd = os.open(_events(workdir), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    try:
+        os.write(fd, (key + "\n").encode())
+    finally:
+        os.close(fd)
+
+
+def _events_size(workdir: str) -> int:
+    try:
+        return os.stat(_events(workdir)).st_size
+    except OSError:
+        return 0
+
+
+def _wait_for_an_end(request: dict[str, Any]) -> None:
+    """Until an attempt ends, a request comes in, or `wait` seconds pass."""
+    deadline = time.time() + float(request.get("wait") or 0)
+    seen = _events_size(request["workdir"])
+    for key in request["attempts"]:
+        status = _read_status(_attempt_dir(request["workdir"], key)) or {}
+        if "ended" in status:
+            return
+    while time.time() < deadline and _events_size(request["workdir"]) == seen:
+        if b"\n" in _INPUT[0] or select.select([0], [], [], WAIT_STEP)[0]:
+            return
+
+
+def _nonempty(path: str) -> bool:
+    try:
+        return os.stat(path).st_size > 0
+    except OSError:
+        return False
+
+
+def start(request: dict[str, Any]) -> dict[str, Any]:
+    directory = _attempt_dir(request["workdir"], request["key"])
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    _write_status(directory, {"launching": time.time()})
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the forked processes
+        try:
+            os.setsid()
+            if os.fork() == 0:
+                devnull = os.open(os.devnull, os.O_RDWR)
+                for fd in (0, 1, 2):
+                    os.dup2(devnull, fd)
+                _monitor(directory, request)
+        finally:
+            os._exit(0)
+    os.waitpid(child, 0)
+    return {"dir": directory}
+
+
+def _read_from(path: str, offset: int) -> str:
+    try:
+        with open(path, "rb") as handle:
+            handle.seek(offset)
+            return base64.b64encode(handle.read(CHUNK)).decode("ascii")
+    except OSError:
+        return ""
+
+
+def poll(request: dict[str, Any]) -> dict[str, Any]:
+    if request.get("wait"):
+        _wait_for_an_end(request)
+    answer: dict[str, Any] = {}
+    for key, (out_offset, err_offset) in request["attempts"].items():
+        directory = _attempt_dir(request["workdir"], key)
+        answer[key] = {
+            "status": _read_status(directory),
+            "stdout": _read_from(os.path.join(directory, "stdout"), out_offset),
+            "stderr": _read_from(os.path.join(directory, "stderr"), err_offset),
+        }
+    return {"attempts": answer, "now": time.time()}
+
+
+def kill(request: dict[str, Any]) -> dict[str, Any]:
+    status = _read_status(_attempt_dir(request["workdir"], request["key"])) or {}
+    pid = status.get("pid")
+    if not pid or "ended" in status:
+        return {"sent": False}
+    try:
+        os.killpg(pid, request["signal"])
+    except OSError:
+        return {"sent": False}
+    return {"sent": True}
+
+
+COMMANDS = {"probe": probe, "start": start, "poll": poll, "kill": kill}
+
+
+def handle(request: dict[str, Any]) -> dict[str, Any]:
+    try:
+        request["workdir"] = os.path.abspath(os.path.expanduser(request.get("workdir") or "~/.cache/labrun"))
+        return {"ok": True, "result": COMMANDS[request["op"]](request)}
+    except Exception as exc:  # answered, never a traceback on the wire
+        return {"ok": False, "error": f"{type(exc).__name__}: {exc}"}
+
+
+def serve() -> None:
+    print(json.dumps({"ok": True, "result": {"ready": True}}), flush=True)
+    while True:
+        while b"\n" not in _INPUT[0]:
+            chunk = os.read(0, 1 << 16)
+            if not chunk:
+                return  # the head went away; attempts keep running without us
+            _INPUT[0] += chunk
+        line, _, _INPUT[0] = _INPUT[0].partition(b"\n")
+        if line.strip():
+            print(json.dumps(handle(json.loads(line))), flush=True)
+
+
+def main(argv: list[str]) -> int:
+    if len(argv) != 2 or argv[1] not in (*COMMANDS, "serve"):
+        sys.stderr.write("usage: agent.py probe|start|poll|kill|serve (JSON request on stdin)\n")
+        return 2
+    if argv[1] == "serve":
+        serve()
+        return 0
+    request = json.load(sys.stdin)
+    request["op"] = argv[1]
+    print(json.dumps(handle(request)))
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv))
