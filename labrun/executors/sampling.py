@@ -8,6 +8,7 @@ it overstates a little, which errs on the safe side for the next attempt's memor
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterable
 from typing import Any
 
@@ -22,12 +23,23 @@ def _psutil() -> Any:
 
 
 def _children_map() -> dict[int, list[int]]:
-    psutil = _psutil()
+    # /proc/N/stat read raw, not psutil.process_iter: 3.7 ms -> about 1 ms a round for
+    # 123 processes, which is most of what a runner costs while its attempts run
     children: dict[int, list[int]] = {}
-    for proc in psutil.process_iter(["ppid"]):
-        ppid = proc.info.get("ppid")
-        if ppid is not None:
-            children.setdefault(ppid, []).append(proc.pid)
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        try:
+            fd = os.open(f"/proc/{name}/stat", os.O_RDONLY)
+            try:
+                stat = os.read(fd, 1024)
+            finally:
+                os.close(fd)
+        except OSError:
+            continue  # gone since the listing
+        # the command name (field 2) may hold spaces and ')': the ppid is after the last ')'
+        ppid = int(stat[stat.rfind(b")") + 2 :].split(None, 2)[1])
+        children.setdefault(ppid, []).append(int(name))
     return children
 
 
