@@ -209,6 +209,8 @@ def main() -> None:
     print(f"\nmachine: {os.cpu_count()} cpus ({cpu_model}), Python {platform.python_version()}")
     print(f"load average at the end: {' '.join(f'{x:.1f}' for x in os.getloadavg())}")
     print(f"command: python bench/throughput.py{' --quick' if args.quick else ''}\n")
+    if args.quick:
+        print("--quick: 200 tasks are too few to amortise labrun's start-up; its ratios mean nothing\n")
     table.print()
 
 
