@@ -92,7 +92,7 @@ EOF
 
 boot() {
     local results=$1 systemd=$2 rc=0
-    local cmdline="console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off"
+    local cmdline="console=ttyS0 quiet loglevel=3 panic=-1 mitigations=off labrun.repo=$repo"
     [ -n "$systemd" ] && cmdline="$cmdline labrun.systemd systemd.show_status=error"
     # The console is shown as it comes, without the firmware's escape codes.
     timeout -k 5 "$timeout_s" "$qemu" \
