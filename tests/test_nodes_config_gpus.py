@@ -157,12 +157,15 @@ def test_a_node_with_too_many_failures_is_avoided_unless_it_is_the_only_fit() ->
 
 
 def test_the_agent_needs_only_the_standard_library() -> None:
+    """Everything shipped in the agent's zipapp: Python 3.8 syntax, stdlib or labrun.cgroup."""
     import ast
     import sys
 
-    from labrun.ssh import agent
+    from labrun.ssh.session import _shipped
 
-    tree = ast.parse(Path(agent.__file__).read_text(), feature_version=(3, 8))
-    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert names - {"__future__"} <= set(sys.stdlib_module_names)
+    for name, path in _shipped():
+        tree = ast.parse(Path(path).read_text() if path else "", feature_version=(3, 8))
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        names |= {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
+        outside = {n for n in names if n.split(".")[0] not in sys.stdlib_module_names}
+        assert all(n == "labrun.cgroup" or n.startswith("labrun.cgroup.") for n in outside), name
