@@ -140,6 +140,12 @@ class SshExecutor(Executor):
             "runtime": runtime or self.runtime,
             "memory": launch.memory,
             "cpus": launch.cpus,
+            "options": {k: v for k, v in launch.options.items() if isinstance(v, (str, int, float, list))},
+            "labels": {
+                "labrun.run": str(launch.run_id),
+                "labrun.task": launch.task_name,
+                "labrun.attempt": str(launch.attempt),
+            },
         }
         mechanism = f"ssh-{request['runtime']}"
         try:
@@ -289,6 +295,7 @@ def _facts(status: dict[str, Any], node: str) -> Facts:
         status.get("signal"),
         ended,
         oom_kills=int(status.get("oom_kills") or 0),
+        oom_killed=bool(status.get("oom_killed")),
         peak_memory=status.get("peak_memory"),
         cpu_seconds=status.get("cpu"),
         missing_outputs=missing,

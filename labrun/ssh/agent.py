@@ -18,11 +18,15 @@ pid and start time first, then the exit code or signal, CPU time and missing out
 The monitor then appends the attempt's key to `<workdir>/ended.log`, so a waiting poll
 watches one file's size instead of every status file.
 
-Runtimes: `process` (a process group: no memory limit, no OOM counter) and `cgroup`:
+Runtimes: `process` (a process group: no memory limit, no OOM counter); `cgroup`:
 `start` makes the attempt's cgroup with its memory and CPU limits (labrun.cgroup: v2,
 v1 or systemd-run, whichever the node allows) and the monitor spawns the task inside it;
 when the task ends the monitor records the cgroup's OOM-kill counter, peak memory and
-CPU time in the status file, then removes the cgroup with anything left in it.
+CPU time in the status file, then removes the cgroup with anything left in it; `docker`
+(labrun/ssh/remote_docker.py, also shipped): `start` runs the container with the node's
+`docker` CLI, the monitor follows its logs into the attempt's files, waits, records the
+exit code and Docker's OOMKilled, then removes it. A runtime that cannot start (no
+cgroup allowed, image missing on the node) is a `start_error` with the fix.
 """
 
 from __future__ import annotations
@@ -206,6 +210,23 @@ def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
     _announce_end(spec["workdir"], spec["key"])
 
 
+def _monitor_container(directory: str, spec: dict[str, Any], container: str) -> None:
+    """In the detached grandchild: follow the container's logs, wait, record how it ended."""
+    from labrun.ssh import remote_docker
+
+    status: dict[str, Any] = {"started": time.time(), "container": container, "mechanism": "docker"}
+    status["pid"] = os.getpid()  # the monitor: what a lost head's reconnect finds alive
+    _write_status(directory, status)
+    out = os.open(os.path.join(directory, "stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    err = os.open(os.path.join(directory, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    status.update(remote_docker.monitor(container, out, err))
+    status["ended"] = time.time()
+    if status.get("exit") == 0:
+        status["missing"] = [p for p in spec.get("outputs", []) if not _nonempty(p)]
+    _write_status(directory, status)
+    _announce_end(spec["workdir"], spec["key"])
+
+
 def _events(workdir: str) -> str:
     return os.path.join(workdir, "ended.log")
 
@@ -249,13 +270,17 @@ def start(request: dict[str, Any]) -> dict[str, Any]:
     directory = _attempt_dir(request["workdir"], request["key"])
     os.makedirs(directory, mode=0o700, exist_ok=True)
     _write_status(directory, {"launching": time.time()})
-    cg = None
-    if request.get("runtime") == "cgroup":
-        try:
+    cg, container, runtime = None, "", request.get("runtime") or "process"
+    try:
+        if runtime == "cgroup":
             cg = _make_cgroup(directory, request)
-        except Exception as exc:  # the head reports it as a launch error, with the reason
-            _write_status(directory, {"ended": time.time(), "start_error": f"runtime cgroup: {exc}"})
-            return {"dir": directory, "start_error": f"runtime cgroup: {exc}"}
+        elif runtime == "docker":
+            from labrun.ssh import remote_docker
+
+            container = remote_docker.start(request)
+    except Exception as exc:  # the head reports it as a launch error, with the reason
+        _write_status(directory, {"ended": time.time(), "start_error": f"runtime {runtime}: {exc}"})
+        return {"dir": directory, "start_error": f"runtime {runtime}: {exc}"}
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked processes
         try:
@@ -264,11 +289,15 @@ def start(request: dict[str, Any]) -> dict[str, Any]:
                 devnull = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(devnull, fd)
-                _monitor(directory, request, cg)
+                if container:
+                    _monitor_container(directory, request, container)
+                else:
+                    _monitor(directory, request, cg)
         finally:
             os._exit(0)
     os.waitpid(child, 0)
-    return {"dir": directory, "mechanism": cg.mechanism if cg is not None else "process"}
+    mechanism = cg.mechanism if cg is not None else "docker" if container else "process"
+    return {"dir": directory, "mechanism": mechanism, "container": container}
 
 
 def _read_from(path: str, offset: int) -> str:
@@ -299,6 +328,10 @@ def kill(request: dict[str, Any]) -> dict[str, Any]:
     pid = status.get("pid")
     if not pid or "ended" in status:
         return {"sent": False}
+    if status.get("container"):
+        from labrun.ssh import remote_docker
+
+        return {"sent": remote_docker.kill(status["container"], request["signal"])}
     if status.get("cgroup"):  # also what left the process group
         from labrun.cgroup import open_existing
 

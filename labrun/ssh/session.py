@@ -20,7 +20,7 @@ import zipfile
 from typing import Any
 
 from labrun import cgroup
-from labrun.ssh import agent
+from labrun.ssh import agent, remote_docker
 from labrun.ssh.transport import SshError, SshTarget, remote_path
 
 REQUEST_TIMEOUT = 20.0
@@ -28,8 +28,9 @@ _NEED_INSTALL = "labrun-agent-missing"
 
 
 def _shipped() -> list[tuple[str, str]]:
-    """(name in the archive, file on the head): the agent and the stdlib-only cgroup layer."""
-    files = [("__main__.py", agent.__file__), ("labrun/__init__.py", "")]
+    """(name in the archive, file on the head): the agent, its docker runtime, labrun.cgroup."""
+    files = [("__main__.py", agent.__file__), ("labrun/__init__.py", ""), ("labrun/ssh/__init__.py", "")]
+    files.append(("labrun/ssh/remote_docker.py", remote_docker.__file__))
     package = os.path.dirname(cgroup.__file__)
     for name in sorted(os.listdir(package)):
         if name.endswith(".py"):
