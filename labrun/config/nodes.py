@@ -129,7 +129,7 @@ def _runtimes(value: object, base: str) -> tuple[str, ...]:
     unknown = [v for v in value if v not in REMOTE_RUNTIMES]
     if unknown:
         raise ValueError(
-            f"runtime {unknown[0]!r} is not available on ssh nodes yet; "
+            f"runtime {unknown[0]!r} is not available on ssh nodes; "
             f"supported there: {', '.join(REMOTE_RUNTIMES)}"
         )
     return tuple(value)

@@ -97,8 +97,11 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     runtimes = ["process"]
     if shutil.which("docker"):
         runtimes.append("docker")
-    if _cgroup_support().ok:
-        runtimes.append("cgroup")
+    try:
+        if _cgroup_support().ok:
+            runtimes.append("cgroup")
+    except Exception:  # a cgroup layer that fails here only means no cgroup runtime
+        pass
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpus": cpus or 1,
