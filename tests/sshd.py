@@ -122,7 +122,8 @@ class SshdLab:
     def known_hosts(self) -> str:
         return os.path.join(self.root, "known_hosts")
 
-    def start(self, name: str, trust: bool = True) -> SshdServer:
+    def start(self, name: str, trust: bool = True, env: dict[str, str] | None = None) -> SshdServer:
+        """`env`: set in every session on that node (sshd's SetEnv), e.g. its DOCKER_HOST."""
         directory = os.path.join(self.root, name)
         os.makedirs(directory)
         host_key = os.path.join(directory, "host_ed25519")
@@ -137,6 +138,8 @@ class SshdLab:
                 "KbdInteractiveAuthentication no\nUsePAM no\nStrictModes no\nPrintMotd no\n"
                 "LogLevel ERROR\nMaxSessions 100\nMaxStartups 100\n"
             )
+            if env:
+                handle.write("SetEnv " + " ".join(f"{k}={v}" for k, v in env.items()) + "\n")
         with open(self.ssh_config, "a", encoding="utf-8") as handle:
             handle.write(
                 f"Host {name}\n  HostName 127.0.0.1\n  Port {server.port}\n"

@@ -47,7 +47,7 @@ def test_bad_node_settings_are_reported_with_lines(tmp_path: Path) -> None:
     path = lab_file(
         tmp_path,
         '[nodes.a]\nssh = "a"\ncpus = -1\n'
-        '[nodes.b]\nssh = "b"\ngpus = [0, 0]\nruntimes = ["docker"]\nprot = 22\n'
+        '[nodes.b]\nssh = "b"\ngpus = [0, 0]\nruntimes = ["podman"]\nprot = 22\n'
         "[nodes.c]\ncpus = 2\n",
     )
     with pytest.raises(ConfigError) as info:
@@ -55,7 +55,7 @@ def test_bad_node_settings_are_reported_with_lines(tmp_path: Path) -> None:
     text = str(info.value)
     assert f"{path}:4" in text and "positive number" in text  # cpus = -1
     assert "distinct GPU indices" in text
-    assert "not available on ssh nodes yet" in text
+    assert "runtime 'podman' is not available on ssh nodes" in text
     assert "unknown key 'prot'" in text
     assert "nodes.c" in text and "user@host" in text
 
@@ -157,12 +157,17 @@ def test_a_node_with_too_many_failures_is_avoided_unless_it_is_the_only_fit() ->
 
 
 def test_the_agent_needs_only_the_standard_library() -> None:
+    """Everything in the agent's zipapp: Python 3.8 syntax, imports of the stdlib or itself."""
     import ast
     import sys
 
-    from labrun.ssh import agent
+    from labrun.ssh.session import _shipped
 
-    tree = ast.parse(Path(agent.__file__).read_text(), feature_version=(3, 8))
-    names = {a.name.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    names |= {n.module.split(".")[0] for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module}
-    assert names - {"__future__"} <= set(sys.stdlib_module_names)
+    for name, path in _shipped():
+        tree = ast.parse(Path(path).read_text() if path else "", feature_version=(3, 8))
+        names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        froms = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
+        names |= {f"{n.module}.{a.name}" for n in froms for a in n.names}
+        outside = {n for n in names if n.split(".")[0] not in sys.stdlib_module_names}
+        shipped = ("labrun.cgroup", "labrun.ssh.remote_docker")
+        assert all(n.startswith(shipped) for n in outside), name

@@ -7,7 +7,7 @@
     cpus = "auto"                  # or a number; "auto" asks the node
     memory = "auto"                # or a size
     gpus = "auto"                  # or a list of device indices; "auto" asks nvidia-smi there
-    runtimes = ["process"]
+    runtimes = ["process", "cgroup"]   # or "docker" (the node's docker CLI and daemon)
     workdir = "~/.cache/labrun"    # on the node: the agent and the attempts' status and logs
     accept_new_host_keys = false   # true: trust a node's first host key (never a changed one)
     lost_after = "60s"             # silence after which its running attempts count as lost
@@ -37,7 +37,7 @@ SSH_KEYS = (
     "accept_new_host_keys",
     "lost_after",
 )
-REMOTE_RUNTIMES = ("process",)  # what the agent can run so far
+REMOTE_RUNTIMES = ("process", "cgroup", "docker")  # what the agent can run
 DEFAULT_WORKDIR = "~/.cache/labrun"
 
 ProblemFn = Callable[..., None]
@@ -129,7 +129,7 @@ def _runtimes(value: object, base: str) -> tuple[str, ...]:
     unknown = [v for v in value if v not in REMOTE_RUNTIMES]
     if unknown:
         raise ValueError(
-            f"runtime {unknown[0]!r} is not available on ssh nodes yet; "
+            f"runtime {unknown[0]!r} is not available on ssh nodes; "
             f"supported there: {', '.join(REMOTE_RUNTIMES)}"
         )
     return tuple(value)

@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labrun.config.lab import NodeSpec
-from labrun.executors.base import Executor, Facts, Launch, Started, Waker
+from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
 from labrun.ssh.session import AgentSession
 from labrun.ssh.transport import SshError
 
@@ -45,6 +45,11 @@ def attempt_key(launch: Launch) -> str:
 
 
 class SshExecutor(Executor):
+    """One per node: its own runtime's attempts, and those that `SshRuntime`s start through it.
+
+    All of the node's attempts are polled (and reported by `finished`) here, whatever their
+    runtime, over the node's one agent session."""
+
     runtime = "process"
 
     def __init__(
@@ -54,7 +59,9 @@ class SshExecutor(Executor):
         clock: Callable[[], float] = time.time,
         poll_interval: float = POLL_INTERVAL,
         waker: Waker | None = None,
+        runtime: str = "process",
     ) -> None:
+        self.runtime = runtime
         self.session, self.lost_after, self.clock = session, lost_after, clock
         self.poll_interval, self.waker = poll_interval, waker
         self.node = session.target.node
@@ -121,7 +128,7 @@ class SshExecutor(Executor):
 
     # -- the seam -------------------------------------------------------------------------
 
-    def start(self, launch: Launch) -> Started:
+    def start(self, launch: Launch, runtime: str = "") -> Started:
         remote = _Remote(launch, attempt_key(launch))
         _truncate(launch)
         request: dict[str, Any] = {
@@ -130,17 +137,32 @@ class SshExecutor(Executor):
             "env": dict(launch.env),
             "cwd": launch.workdir,
             "outputs": list(launch.outputs),
+            "runtime": runtime or self.runtime,
+            "memory": launch.memory,
+            "cpus": launch.cpus,
+            "options": {k: v for k, v in launch.options.items() if isinstance(v, (str, int, float, list))},
+            "labels": {
+                "labrun.run": str(launch.run_id),
+                "labrun.task": launch.task_name,
+                "labrun.attempt": str(launch.attempt),
+            },
         }
+        mechanism = f"ssh-{request['runtime']}"
         try:
             if not self._ensure(self.clock()):
                 raise SshError(self.error or f"node {self.node} is not connected")
-            ref = f"{self.node}:{self._call('start', **request)['dir']}"
+            answer = self._call("start", **request)
+            ref = f"{self.node}:{answer['dir']}"
+            mechanism = str(answer.get("mechanism") or mechanism)
         except SshError as exc:
             # unknown whether it started: polling finds out, and loss handling covers the rest
             remote.confirmed, ref = False, f"{self.node}:?"
             self._broken(exc)
+            answer = {}
+        if answer.get("start_error"):
+            raise LaunchError(f"on node {self.node}: {answer['start_error']}")
         self.attempts[launch.attempt_id] = remote
-        return Started(ref=ref, mechanism="ssh-process")
+        return Started(ref=ref, mechanism=mechanism)
 
     def wake_at(self) -> float | None:
         if not self.attempts and self.online:
@@ -240,6 +262,29 @@ class SshExecutor(Executor):
         self.session.target.close()
 
 
+class SshRuntime(Executor):
+    """Another runtime of the same node: starts through the node's SshExecutor, which polls."""
+
+    def __init__(self, node: SshExecutor, runtime: str) -> None:
+        self.node_executor, self.runtime = node, runtime
+
+    @property
+    def online(self) -> bool:  # type: ignore[override]  # the node's state, not this facade's
+        return self.node_executor.online
+
+    def start(self, launch: Launch) -> Started:
+        return self.node_executor.start(launch, self.runtime)
+
+    def finished(self) -> list[tuple[int, Facts]]:
+        return []  # the node's SshExecutor reports every attempt of the node
+
+    def signal(self, attempt_id: int, signum: int) -> None:
+        self.node_executor.signal(attempt_id, signum)
+
+    def running(self) -> list[int]:
+        return []
+
+
 def _facts(status: dict[str, Any], node: str) -> Facts:
     ended = float(status["ended"])
     if status.get("start_error"):
@@ -249,8 +294,12 @@ def _facts(status: dict[str, Any], node: str) -> Facts:
         status.get("exit"),
         status.get("signal"),
         ended,
+        oom_kills=int(status.get("oom_kills") or 0),
+        oom_killed=bool(status.get("oom_killed")),
+        peak_memory=status.get("peak_memory"),
         cpu_seconds=status.get("cpu"),
         missing_outputs=missing,
+        detail=str(status.get("detail") or ""),
     )
 
 

@@ -1,14 +1,15 @@
-"""labrun's agent on a remote node: standard library only, Python >= 3.8, this one file.
+"""labrun's agent on a remote node: standard library only, Python >= 3.8.
 
-The head copies this file to the node (cached there by content hash) and talks to it
-over the multiplexed SSH connection. Commands, each a JSON request on stdin and a JSON
-answer on stdout:
+The head ships it to the node as one zipapp, `agent-<hash>.pyz` (this file as
+`__main__`, plus the stdlib-only `labrun.cgroup` package), cached there by content hash,
+and talks to it over the multiplexed SSH connection. Commands, each a JSON request on
+stdin and a JSON answer on stdout:
 
     probe            cpus, memory, python, free disk in the work directory, runtimes, GPUs
     start            launch one attempt detached from the SSH session (double fork, setsid)
     poll             status of many attempts, plus log bytes after given offsets; with
                      "wait", it first waits up to that long for one of them to end
-    kill             signal an attempt's process group
+    kill             signal an attempt's process group (and its cgroup)
     serve            many requests, one JSON line each, over one long-lived session
 
 Each attempt has a directory `<workdir>/attempts/<key>/` holding `stdout`, `stderr` and
@@ -16,12 +17,22 @@ Each attempt has a directory `<workdir>/attempts/<key>/` holding `stdout`, `stde
 pid and start time first, then the exit code or signal, CPU time and missing outputs.
 The monitor then appends the attempt's key to `<workdir>/ended.log`, so a waiting poll
 watches one file's size instead of every status file.
-Remotely only the `process` runtime exists so far: no memory limit, no OOM counter.
+
+Runtimes: `process` (a process group: no memory limit, no OOM counter); `cgroup`:
+`start` makes the attempt's cgroup with its memory and CPU limits (labrun.cgroup: v2,
+v1 or systemd-run, whichever the node allows) and the monitor spawns the task inside it;
+when the task ends the monitor records the cgroup's OOM-kill counter, peak memory and
+CPU time in the status file, then removes the cgroup with anything left in it; `docker`
+(labrun/ssh/remote_docker.py, also shipped): `start` runs the container with the node's
+`docker` CLI, the monitor follows its logs into the attempt's files, waits, records the
+exit code and Docker's OOMKilled, then removes it. A runtime that cannot start (no
+cgroup allowed, image missing on the node) is a `start_error` with the fix.
 """
 
 from __future__ import annotations
 
 import base64
+import contextlib
 import json
 import os
 import select
@@ -86,8 +97,11 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     runtimes = ["process"]
     if shutil.which("docker"):
         runtimes.append("docker")
-    if os.path.exists("/sys/fs/cgroup"):
-        runtimes.append("cgroup")
+    try:
+        if _cgroup_support().ok:
+            runtimes.append("cgroup")
+    except Exception:  # a cgroup layer that fails here only means no cgroup runtime
+        pass
     cpus = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
     return {
         "cpus": cpus or 1,
@@ -101,23 +115,68 @@ def probe(request: dict[str, Any]) -> dict[str, Any]:
     }
 
 
-def _monitor(directory: str, spec: dict[str, Any]) -> None:
+def _cgroup_support() -> Any:
+    from labrun.cgroup import detect  # shipped in the zipapp; only the cgroup runtime needs it
+
+    return detect()
+
+
+def _make_cgroup(directory: str, spec: dict[str, Any]) -> Any:
+    """The attempt's cgroup with its limits; raises CgroupError with the reason."""
+    from labrun.cgroup import CgroupError, Limits, create
+
+    support = _cgroup_support()
+    if not support.ok:
+        raise CgroupError(
+            f"no cgroup can be made on this node: {support.reason}; log in as root there "
+            '(or use a systemd node with cgroup v2), or use runtime = "process"'
+        )
+    limits = Limits(memory=int(spec.get("memory") or 0) or None, cpus=float(spec.get("cpus") or 0) or None)
+    name = f"{spec['key']}-{os.getpid()}"
+    return create(support, name, limits, os.path.join(directory, "cgroup-usage"))
+
+
+def _cgroup_ended(cg: Any, status: dict[str, Any]) -> None:
+    """Record the cgroup's counters in the status, then remove it (killing what is left)."""
+    notes = []
+    try:
+        usage = cg.usage()
+        status["oom_kills"] = usage.oom_kills or 0
+        status["peak_memory"] = usage.peak_memory
+        if usage.cpu_seconds is not None:
+            status["cpu"] = usage.cpu_seconds
+        if usage.oom_kills is None:
+            notes.append("this kernel keeps no OOM-kill counter: an OOM kill cannot be told apart")
+    except Exception as exc:  # recorded, the attempt's end still is
+        notes.append(f"cgroup counters unreadable: {exc}")
+    try:
+        cg.remove()
+    except Exception as exc:
+        notes.append(str(exc))
+    if notes:
+        status["detail"] = "; ".join(notes)
+
+
+def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
     """In the detached grandchild: run the attempt, wait, record how it ended."""
     status: dict[str, Any] = {"started": time.time()}
+    if cg is not None:
+        status["mechanism"], status["cgroup"] = cg.mechanism, cg.name
     out = os.open(os.path.join(directory, "stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     err = os.open(os.path.join(directory, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     env = dict(os.environ)
     env.update(spec.get("env", {}))
     try:
-        proc = subprocess.Popen(
-            spec["argv"],
-            stdin=subprocess.DEVNULL,
-            stdout=out,
-            stderr=err,
-            cwd=spec.get("cwd") or None,
-            env=env,
-            start_new_session=True,
-        )
+        with cg.entered() if cg is not None else contextlib.nullcontext():
+            proc = subprocess.Popen(
+                cg.command(spec["argv"]) if cg is not None else spec["argv"],
+                stdin=subprocess.DEVNULL,
+                stdout=out,
+                stderr=err,
+                cwd=spec.get("cwd") or None,
+                env=env,
+                start_new_session=True,
+            )
     except OSError as exc:
         if isinstance(exc, FileNotFoundError) and spec.get("cwd") and not os.path.isdir(spec["cwd"]):
             status["start_error"] = f"the working directory {spec['cwd']} does not exist on this node"
@@ -127,6 +186,8 @@ def _monitor(directory: str, spec: dict[str, Any]) -> None:
             )
         else:
             status["start_error"] = f"cannot start {spec['argv'][0]!r}: {exc.strerror}"
+        if cg is not None:
+            _cgroup_ended(cg, status)
         status["ended"] = time.time()
         _write_status(directory, status)
         _announce_end(spec["workdir"], spec["key"])
@@ -138,14 +199,33 @@ def _monitor(directory: str, spec: dict[str, Any]) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # what the attempt left behind ends with it
     except OSError:
         pass
-    status["ended"] = time.time()
     status["cpu"] = usage.ru_utime + usage.ru_stime
+    if cg is not None:
+        _cgroup_ended(cg, status)
+    status["ended"] = time.time()
     if os.WIFSIGNALED(code):
         status["signal"] = os.WTERMSIG(code)
     else:
         status["exit"] = os.WEXITSTATUS(code)
         if status["exit"] == 0:
             status["missing"] = [p for p in spec.get("outputs", []) if not _nonempty(p)]
+    _write_status(directory, status)
+    _announce_end(spec["workdir"], spec["key"])
+
+
+def _monitor_container(directory: str, spec: dict[str, Any], container: str) -> None:
+    """In the detached grandchild: follow the container's logs, wait, record how it ended."""
+    from labrun.ssh import remote_docker
+
+    status: dict[str, Any] = {"started": time.time(), "container": container, "mechanism": "docker"}
+    status["pid"] = os.getpid()  # the monitor: what a lost head's reconnect finds alive
+    _write_status(directory, status)
+    out = os.open(os.path.join(directory, "stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    err = os.open(os.path.join(directory, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    status.update(remote_docker.monitor(container, out, err))
+    status["ended"] = time.time()
+    if status.get("exit") == 0:
+        status["missing"] = [p for p in spec.get("outputs", []) if not _nonempty(p)]
     _write_status(directory, status)
     _announce_end(spec["workdir"], spec["key"])
 
@@ -193,6 +273,17 @@ def start(request: dict[str, Any]) -> dict[str, Any]:
     directory = _attempt_dir(request["workdir"], request["key"])
     os.makedirs(directory, mode=0o700, exist_ok=True)
     _write_status(directory, {"launching": time.time()})
+    cg, container, runtime = None, "", request.get("runtime") or "process"
+    try:
+        if runtime == "cgroup":
+            cg = _make_cgroup(directory, request)
+        elif runtime == "docker":
+            from labrun.ssh import remote_docker
+
+            container = remote_docker.start(request)
+    except Exception as exc:  # the head reports it as a launch error, with the reason
+        _write_status(directory, {"ended": time.time(), "start_error": f"runtime {runtime}: {exc}"})
+        return {"dir": directory, "start_error": f"runtime {runtime}: {exc}"}
     child = os.fork()
     if child == 0:  # pragma: no cover - runs in the forked processes
         try:
@@ -201,11 +292,15 @@ def start(request: dict[str, Any]) -> dict[str, Any]:
                 devnull = os.open(os.devnull, os.O_RDWR)
                 for fd in (0, 1, 2):
                     os.dup2(devnull, fd)
-                _monitor(directory, request)
+                if container:
+                    _monitor_container(directory, request, container)
+                else:
+                    _monitor(directory, request, cg)
         finally:
             os._exit(0)
     os.waitpid(child, 0)
-    return {"dir": directory}
+    mechanism = cg.mechanism if cg is not None else "docker" if container else "process"
+    return {"dir": directory, "mechanism": mechanism, "container": container}
 
 
 def _read_from(path: str, offset: int) -> str:
@@ -236,6 +331,19 @@ def kill(request: dict[str, Any]) -> dict[str, Any]:
     pid = status.get("pid")
     if not pid or "ended" in status:
         return {"sent": False}
+    if status.get("container"):
+        from labrun.ssh import remote_docker
+
+        return {"sent": remote_docker.kill(status["container"], request["signal"])}
+    if status.get("cgroup"):  # also what left the process group
+        from labrun.cgroup import open_existing
+
+        try:
+            found = open_existing(_cgroup_support(), status["cgroup"], "")
+            if found is not None:
+                found.kill(request["signal"])
+        except Exception:
+            pass  # the process group is still signalled below
     try:
         os.killpg(pid, request["signal"])
     except OSError:

@@ -15,8 +15,8 @@ from typing import Any
 
 from labrun.config.lab import LabConfig, NodeSpec
 from labrun.config.nodes import SshNodeSpec
-from labrun.executors.base import Waker
-from labrun.executors.ssh import SshExecutor
+from labrun.executors.base import Executor, Waker
+from labrun.executors.ssh import SshExecutor, SshRuntime
 from labrun.ssh.session import AgentSession
 from labrun.ssh.transport import SshError, SshTarget
 
@@ -70,17 +70,23 @@ def node_spec(spec: SshNodeSpec, probe: dict[str, Any]) -> NodeSpec:
 
 def ssh_executors(
     lab: LabConfig, waker: Waker | None = None
-) -> tuple[dict[tuple[str, str], SshExecutor], list[str]]:
-    """Executors for the nodes that answered, and one message per node that did not."""
-    executors: dict[tuple[str, str], SshExecutor] = {}
+) -> tuple[dict[tuple[str, str], Executor], list[str]]:
+    """Executors for the nodes that answered, and one message per node that did not.
+
+    Each node's first runtime gets its SshExecutor (the one that polls the node); each
+    further runtime an SshRuntime that starts attempts through it."""
+    executors: dict[tuple[str, str], Executor] = {}
     problems = []
     for found in connect_all(lab):
         if found.session is None:
             problems.append(f"node {found.spec.name} is left out of this run: {found.error}")
             continue
-        executor = SshExecutor(found.session, lost_after=found.spec.lost_after, waker=waker)
+        first, *others = found.spec.runtimes
+        executor = SshExecutor(found.session, lost_after=found.spec.lost_after, waker=waker, runtime=first)
         executor.capacity = node_spec(found.spec, found.session.probe)
-        executors[(found.spec.name, "process")] = executor
+        executors[(found.spec.name, first)] = executor
+        for runtime in others:  # one agent session per node; the SshExecutor polls for all
+            executors[(found.spec.name, runtime)] = SshRuntime(executor, runtime)
     return executors, problems
 
 

@@ -1,6 +1,6 @@
 """One long-lived conversation with the agent on a node, over the multiplexed connection.
 
-`connect()` starts `python3 agent-<hash>.py serve` on the node (copying the agent there
+`connect()` starts `python3 agent-<hash>.pyz serve` on the node (copying the agent there
 first when that version is not cached yet) and probes it; `request()` sends one JSON line
 and reads one back, with a time limit. A session that fails is closed; the caller
 reconnects when it wants to, and learns from `SshError` why it could not.
@@ -8,28 +8,54 @@ reconnects when it wants to, and learns from `SshError` why it could not.
 
 from __future__ import annotations
 
+import functools
 import hashlib
+import io
 import json
 import os
 import select
 import subprocess
 import time
+import zipfile
 from typing import Any
 
-from labrun.ssh import agent
+from labrun import cgroup
+from labrun.ssh import agent, remote_docker
 from labrun.ssh.transport import SshError, SshTarget, remote_path
 
 REQUEST_TIMEOUT = 20.0
 _NEED_INSTALL = "labrun-agent-missing"
 
 
+def _shipped() -> list[tuple[str, str]]:
+    """(name in the archive, file on the head): the agent, its docker runtime, labrun.cgroup."""
+    files = [("__main__.py", agent.__file__), ("labrun/__init__.py", ""), ("labrun/ssh/__init__.py", "")]
+    files.append(("labrun/ssh/remote_docker.py", remote_docker.__file__))
+    package = os.path.dirname(cgroup.__file__)
+    for name in sorted(os.listdir(package)):
+        if name.endswith(".py"):
+            files.append((f"labrun/cgroup/{name}", os.path.join(package, name)))
+    return files
+
+
+@functools.lru_cache(maxsize=1)
 def agent_source() -> bytes:
-    with open(agent.__file__, "rb") as handle:
-        return handle.read()
+    """The agent as one zipapp, byte-identical for the same sources (so its hash is stable)."""
+    buffer = io.BytesIO()
+    with zipfile.ZipFile(buffer, "w", zipfile.ZIP_DEFLATED) as archive:
+        for name, path in _shipped():
+            data = b""
+            if path:
+                with open(path, "rb") as handle:
+                    data = handle.read()
+            info = zipfile.ZipInfo(name, date_time=(2020, 1, 1, 0, 0, 0))
+            info.external_attr = 0o644 << 16
+            archive.writestr(info, data, zipfile.ZIP_DEFLATED)
+    return buffer.getvalue()
 
 
 def agent_name(source: bytes) -> str:
-    return f"agent-{hashlib.sha256(source).hexdigest()[:16]}.py"
+    return f"agent-{hashlib.sha256(source).hexdigest()[:16]}.pyz"
 
 
 class AgentSession:
