@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import sys
 import time
+from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
 from labrun.retry import Decision
@@ -17,21 +18,35 @@ if TYPE_CHECKING:
     from rich.progress import Progress, TaskID
 
 
+@dataclass(frozen=True)
+class AttemptEnd:
+    """How one attempt ended and what happens next, as the reporters show it."""
+
+    task: str
+    attempt: int
+    node: str
+    outcome: Outcome
+    detail: str
+    decision: Decision | None  # None: no retry decision (succeeded, killed)
+
+    @property
+    def gave_up(self) -> bool:
+        return self.decision is not None and not self.decision.retry
+
+    def line(self) -> str:
+        text = f"{self.task} attempt {self.attempt} on {self.node}: {self.outcome.value}: {self.detail}"
+        if self.decision is not None:
+            text += f"; {'gave up: ' if self.gave_up else ''}{self.decision.reason}"
+        return text
+
+
 class Reporter:
     """Prints nothing; the base of the others, and what tests use."""
 
     def attempt_started(self, task: str, attempt: int, node: str) -> None:
         pass
 
-    def attempt_ended(
-        self,
-        task: str,
-        attempt: int,
-        node: str,
-        outcome: Outcome,
-        detail: str,
-        decision: Decision | None,
-    ) -> None:
+    def attempt_ended(self, end: AttemptEnd) -> None:
         pass
 
     def progress(self, counts: dict[TaskState, int], now: float) -> None:
@@ -51,17 +66,6 @@ def counts_line(counts: dict[TaskState, int]) -> str:
     return f"{done}/{total} done: " + ", ".join(parts)
 
 
-def ended_line(
-    task: str, attempt: int, node: str, outcome: Outcome, detail: str, decision: Decision | None
-) -> str:
-    line = f"{task} attempt {attempt} on {node}: {outcome.value}: {detail}"
-    if decision is not None and decision.retry:
-        line += f"; {decision.reason}"
-    elif decision is not None:
-        line += f"; gave up: {decision.reason}"
-    return line
-
-
 class PlainReporter(Reporter):
     def __init__(self, stream: IO[str] | None = None, verbose: bool = False, interval: float = 30.0) -> None:
         self.stream = stream or sys.stdout
@@ -76,17 +80,9 @@ class PlainReporter(Reporter):
         if self.verbose:
             self._print(f"{task} attempt {attempt} started on {node}")
 
-    def attempt_ended(
-        self,
-        task: str,
-        attempt: int,
-        node: str,
-        outcome: Outcome,
-        detail: str,
-        decision: Decision | None,
-    ) -> None:
-        if self.verbose or outcome is not Outcome.SUCCEEDED:
-            self._print(ended_line(task, attempt, node, outcome, detail, decision))
+    def attempt_ended(self, end: AttemptEnd) -> None:
+        if self.verbose or end.outcome is not Outcome.SUCCEEDED:
+            self._print(end.line())
 
     def progress(self, counts: dict[TaskState, int], now: float) -> None:
         tick = time.monotonic()
@@ -101,17 +97,9 @@ class PlainReporter(Reporter):
 class QuietReporter(PlainReporter):
     """--quiet: only errors (and the caller's summary line)."""
 
-    def attempt_ended(
-        self,
-        task: str,
-        attempt: int,
-        node: str,
-        outcome: Outcome,
-        detail: str,
-        decision: Decision | None,
-    ) -> None:
-        if decision is not None and not decision.retry:
-            self._print(ended_line(task, attempt, node, outcome, detail, decision))
+    def attempt_ended(self, end: AttemptEnd) -> None:
+        if end.gave_up:
+            self._print(end.line())
 
     def progress(self, counts: dict[TaskState, int], now: float) -> None:
         pass
@@ -143,18 +131,10 @@ class LiveReporter(Reporter):
         self.task_id: TaskID = self.bar.add_task(job, total=total, states="")
         self.bar.start()
 
-    def attempt_ended(
-        self,
-        task: str,
-        attempt: int,
-        node: str,
-        outcome: Outcome,
-        detail: str,
-        decision: Decision | None,
-    ) -> None:
-        if outcome is not Outcome.SUCCEEDED:
-            style = "yellow" if decision is not None and decision.retry else "red"
-            text = ended_line(task, attempt, node, outcome, detail, decision)
+    def attempt_ended(self, end: AttemptEnd) -> None:
+        if end.outcome is not Outcome.SUCCEEDED:
+            style = "red" if end.gave_up else "yellow"
+            text = end.line()
             self.bar.console.print(text, style=style, markup=False, highlight=False)
 
     def progress(self, counts: dict[TaskState, int], now: float) -> None:

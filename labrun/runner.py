@@ -23,7 +23,7 @@ from labrun.gpus import assign, gpu_env
 from labrun.memory import OomAttempt, OomPolicy
 from labrun.outcome import Stop, classify
 from labrun.paths import StatePaths
-from labrun.progress import Reporter
+from labrun.progress import AttemptEnd, Reporter
 from labrun.retry import Decision, Policy, decide
 from labrun.rows import RunRow, TaskRow
 from labrun.scheduler import Demand, NodeCapacity, Plan, place
@@ -169,7 +169,7 @@ class Runner:
                     failures=failures,
                     reason=f"{detail}; {decision.reason}",
                 )
-        self.reporter.attempt_ended(task.name, n, act.node, outcome, detail, decision)
+        self.reporter.attempt_ended(AttemptEnd(task.name, n, act.node, outcome, detail, decision))
 
     def _oom_attempt(self, act: Active, facts: Facts) -> OomAttempt:
         """The OOM-killed attempt's limit and peak, with the largest node it could run on."""

@@ -35,3 +35,16 @@ def labrun(state_dir: Path, *args: str, cwd: Path | None = None, timeout: float 
         text=True,
         timeout=timeout,
     )
+
+
+def start_labrun(state_dir: Path, *args: str, cwd: Path, capture: bool = False) -> subprocess.Popen[str]:
+    """Start `python -m labrun ARGS` in the background (to signal it, or race it)."""
+    out = subprocess.PIPE if capture else subprocess.DEVNULL
+    return subprocess.Popen(
+        [sys.executable, "-m", "labrun", *args],
+        cwd=cwd,
+        env=cli_env(state_dir),
+        stdout=out,
+        stderr=out,
+        text=True,
+    )

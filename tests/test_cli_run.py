@@ -5,13 +5,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
 import pytest
-from helpers import REPO, cli_env, labrun, write_job
+from helpers import REPO, labrun, start_labrun, write_job
 
 EXAMPLES = sorted(p.name for p in (REPO / "examples").glob("*.toml"))
 
@@ -144,14 +142,7 @@ def test_ctrl_c_stops_gracefully_and_leaves_no_process(tmp_path: Path) -> None:
         command = "true"
         """,
     )
-    runner = subprocess.Popen(
-        [sys.executable, "-m", "labrun", "run", "--plain", "job.toml"],
-        cwd=tmp_path,
-        env=cli_env(tmp_path / "s"),
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    runner = start_labrun(tmp_path / "s", "run", "--plain", "job.toml", cwd=tmp_path, capture=True)
     _wait_for_running(tmp_path / "s", 2)
     runner.send_signal(signal.SIGINT)
     out, err = runner.communicate(timeout=30)
@@ -188,13 +179,7 @@ def test_a_second_run_of_the_same_job_exits_75_naming_the_holder(tmp_path: Path)
         memory = "64MiB"
         """,
     )
-    first = subprocess.Popen(
-        [sys.executable, "-m", "labrun", "run", "--plain", "job.toml"],
-        cwd=tmp_path,
-        env=cli_env(tmp_path / "s"),
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.DEVNULL,
-    )
+    first = start_labrun(tmp_path / "s", "run", "--plain", "job.toml", cwd=tmp_path)
     try:
         _wait_for_running(tmp_path / "s", 1)
         started = time.monotonic()

@@ -76,27 +76,27 @@ def read_exit_file(launch: Launch) -> int | None:
         return None
 
 
-def alive(pid: int, pid_start: float | None) -> bool:
-    """The same process (pid and start time) still exists and has not exited."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return False
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return fields[0] not in (b"Z", b"X") and float(fields[19]) == pid_start
-
-
-def process_start_time(pid: int) -> float | None:
-    """Start time of a process in clock ticks since boot (identifies it across pid reuse)."""
+def _proc_stat(pid: int) -> list[bytes] | None:
+    """The fields of /proc/PID/stat after the command name, or None when it is gone."""
     try:
         with open(f"/proc/{pid}/stat", "rb") as handle:
             stat = handle.read()
     except OSError:
         return None
     # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-    fields = stat[stat.rfind(b")") + 2 :].split()
-    return float(fields[19])
+    return stat[stat.rfind(b")") + 2 :].split()
+
+
+def alive(pid: int, pid_start: float | None) -> bool:
+    """The same process (pid and start time) still exists and has not exited."""
+    fields = _proc_stat(pid)
+    return fields is not None and fields[0] not in (b"Z", b"X") and float(fields[19]) == pid_start
+
+
+def process_start_time(pid: int) -> float | None:
+    """Start time of a process in clock ticks since boot (identifies it across pid reuse)."""
+    fields = _proc_stat(pid)
+    return None if fields is None else float(fields[19])
 
 
 def missing_outputs(paths: tuple[str, ...]) -> tuple[str, ...]:
