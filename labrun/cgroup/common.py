@@ -188,6 +188,7 @@ class AttemptCgroup(abc.ABC):
 
     mechanism: str = ""
     name: str = ""
+    reusable: bool = False  # True where reuse() can make it ready for another attempt
 
     @property
     @abc.abstractmethod
@@ -226,6 +227,13 @@ class AttemptCgroup(abc.ABC):
 
     def pids(self) -> list[int]:
         return read_pids(self.procs_files[0])
+
+    def reuse(self, limits: Limits) -> bool:
+        """Make this idle cgroup ready for another attempt with `limits`, counters as new.
+
+        False where it does not fit `limits` (by default: wherever a counter could not be
+        started afresh); CgroupError where it is unfit for any attempt: remove it then."""
+        return False
 
     @abc.abstractmethod
     def usage(self) -> Usage:
