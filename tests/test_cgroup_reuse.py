@@ -126,3 +126,15 @@ def test_other_hierarchies_get_another_cgroup_and_none_outlives_close(attempts: 
     attempts.close()
     for ref in (plain.ref, limited.ref):
         assert ref is not None and open_existing(SUPPORT, ref) is None, f"cgroup {ref} outlived close()"
+
+
+def test_each_attempt_in_a_reused_cgroup_starts_with_a_full_cpu_quota(attempts: Attempts) -> None:
+    # A trivial attempt uses about 1 ms of its 25 ms per 100 ms: with the budget refilled
+    # at each reuse none is ever throttled; sharing one budget, back-to-back ones would be.
+    refs = {attempts.run("true", cpus=0.25)[0].ref for _ in range(40)}
+    assert len(refs) == 1
+    (ref,) = refs
+    assert ref is not None
+    stat = Path(SUPPORT.hierarchy_map["cpu"], "labrun", ref, "cpu.stat").read_text()
+    throttled = dict(line.split() for line in stat.splitlines())["nr_throttled"]
+    assert int(throttled) == 0, stat

@@ -155,8 +155,9 @@ class V1Cgroup(AttemptCgroup):
         False when `limits` need other hierarchies. CgroupError when it holds a process, or
         REUSE_MAX_CHARGE bytes or more stay charged to it (page cache an earlier attempt
         left, which v1 keeps charged here and which would count into the next attempt's
-        peak): remove it then. Limits are rewritten only where they differ; the peak and
-        CPU time are reset; the OOM-kill counter cannot be, so usage() counts from here.
+        peak): remove it then. Limits are rewritten only where they differ (the CPU quota
+        always); the peak and CPU time are reset; the OOM-kill counter cannot be, so
+        usage() counts from here.
         """
         if self.limits is None or set(self.dirs) != set(wanted_controllers(limits)):
             return False
@@ -170,6 +171,12 @@ class V1Cgroup(AttemptCgroup):
         if limits != self.limits:
             self._reapply(self.limits, limits)
             self.limits = limits
+        if limits.cpus is not None:
+            # Always, also unchanged: writing the quota refills its budget for this period
+            # and unthrottles, as a new cgroup starts. Otherwise the next attempt would
+            # inherit what the last one left of the period, and back-to-back short attempts
+            # share one quota (measured: 3.4 ms per `true` at cpus = 0.25, against 2.0).
+            write(os.path.join(self.dirs["cpu"], "cpu.cfs_quota_us"), str(cpu_quota_us(limits.cpus)))
         write(os.path.join(memory, "memory.max_usage_in_bytes"), "0")  # 0: from usage now
         if "cpuacct" in self.dirs:
             write(os.path.join(self.dirs["cpuacct"], "cpuacct.usage"), "0")
@@ -188,8 +195,6 @@ class V1Cgroup(AttemptCgroup):
                 files.insert(0 if growing else 1, memsw)
             for path in files:
                 write(path, value)
-        if new.cpus != old.cpus and new.cpus is not None:
-            write(os.path.join(self.dirs["cpu"], "cpu.cfs_quota_us"), str(cpu_quota_us(new.cpus)))
         if new.cpuset != old.cpuset and new.cpuset is not None:
             write(os.path.join(self.dirs["cpuset"], "cpuset.cpus"), new.cpuset)
 
