@@ -121,7 +121,12 @@ class V1Cgroup(AttemptCgroup):
 
     @classmethod
     def open(cls, hierarchies: Mapping[str, str], name: str) -> V1Cgroup | None:
-        """The existing cgroup of an attempt (adoption after a runner crash), or None."""
+        """The existing cgroup of an attempt (adoption after a runner crash), or None.
+
+        A cgroup the runner reused served earlier attempts too: its usage() then counts
+        OOM kills since it was made (the count at the attempt's start died with the
+        runner); peak and CPU time are the last attempt's (reset when it began).
+        """
         check_name(name)
         dirs = {
             c: os.path.join(m, PARENT, name)
