@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import signal
 import subprocess
+import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 
@@ -156,3 +157,28 @@ def test_adoption_finds_the_same_cgroup(make: Make) -> None:
     cg = make(Limits(memory=64 * MiB))
     again = open_existing(SUPPORT, cg.name)
     assert again is not None and again.procs_files == cg.procs_files
+
+
+def test_entering_from_another_thread_moves_only_that_thread(make: Make) -> None:
+    with open("/proc/self/cgroup") as f:
+        before = f.read()
+    cg = make(Limits(memory=64 * MiB))
+    seen: dict[str, str] = {}
+
+    def in_thread() -> None:
+        with open("/proc/thread-self/cgroup") as f:
+            seen["thread before"] = f.read()
+        with cg.entered():
+            with open("/proc/self/cgroup") as f:  # the main thread's
+                seen["main meanwhile"] = f.read()
+            proc = subprocess.Popen(["cat", "/proc/self/cgroup"], stdout=subprocess.PIPE)
+        seen["child"] = proc.communicate(timeout=10)[0].decode()
+        with open("/proc/thread-self/cgroup") as f:
+            seen["thread after"] = f.read()
+
+    thread = threading.Thread(target=in_thread)
+    thread.start()
+    thread.join(timeout=20)
+    assert f"memory:/labrun/{cg.name}" in seen["child"]
+    assert seen["main meanwhile"] == before  # only the calling thread went in
+    assert seen["thread after"] == seen["thread before"]

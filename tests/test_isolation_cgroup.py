@@ -37,6 +37,9 @@ def test_oom_example_grows_memory_and_succeeds_on_attempt_2(tmp_path: Path) -> N
     assert second["memory_limit"] == 400 * MiB  # max(100 MiB × 4, peak × 1.2)
     assert second["peak_memory"] >= 280 * 10**6
     assert second["cpu_seconds"] > 0
+    if SUPPORT.mechanism == "cgroup-v1":  # the retry ran in the first attempt's cgroup, reused
+        refs = [a.ref for a in Store(StatePaths(str(tmp_path / "state")).db).run_attempts(1)]
+        assert refs[0] is not None and refs == [refs[0]] * 2
 
 
 def test_default_growth_doubles_until_it_fits(tmp_path: Path) -> None:
@@ -121,7 +124,7 @@ def test_status_table_lists_every_attempt(tmp_path: Path) -> None:
     assert lines[0].rstrip().endswith("oom") and lines[1].rstrip().endswith("succeeded")
 
 
-def test_no_cgroup_left_behind(tmp_path: Path) -> None:
+def test_no_cgroup_outlives_the_run(tmp_path: Path) -> None:
     write_job(
         tmp_path, '[[tasks]]\nname = "t"\nruntime = "cgroup"\nitems = { range = [0, 5] }\ncommand = "true"\n'
     )
@@ -131,4 +134,4 @@ def test_no_cgroup_left_behind(tmp_path: Path) -> None:
     assert len(refs) == 5 and all(refs)
     for ref in refs:
         assert ref is not None
-        assert open_existing(SUPPORT, ref) is None, f"cgroup {ref} outlived its attempt"
+        assert open_existing(SUPPORT, ref) is None, f"cgroup {ref} outlived the run"

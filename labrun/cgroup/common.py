@@ -153,10 +153,8 @@ def enter_argv(procs_files: Sequence[str], argv: Sequence[str]) -> list[str]:
 
 
 def move_self(procs_files: Sequence[str]) -> None:
-    """Move this whole process (all its threads) into the cgroup(s) of procs_files.
-
-    "0" means "the writing process" on v1 and v2 alike.
-    """
+    """Move this process (cgroup.procs: all its threads; v1 tasks: the calling thread)
+    into the cgroup(s) of procs_files. "0" means the writer on v1 and v2 alike."""
     for path in procs_files:
         write(path, "0")
 
@@ -188,6 +186,11 @@ class AttemptCgroup(abc.ABC):
 
     mechanism: str = ""
     name: str = ""
+    reusable: bool = False  # True where reuse() can make it ready for another attempt
+    # The file `entered` writes this process to, next to each cgroup.procs; "0" in it
+    # means the writer (v1: "tasks", the calling thread only; a child is born in the
+    # cgroups of the thread that forks it).
+    self_file: str = "cgroup.procs"
 
     @property
     @abc.abstractmethod
@@ -202,17 +205,20 @@ class AttemptCgroup(abc.ABC):
     def entered(self) -> Iterator[None]:
         """This process sits in the cgroup for the duration: fork the attempt in here.
 
-        Not thread-safe: all threads of this process move, and a thread that forks
-        something else meanwhile puts it in the attempt's cgroup. Keep it around the
-        Popen call only. Memory this process allocates meanwhile is charged to the
-        attempt (kilobytes).
+        Where `self_file` is "cgroup.procs" (v2) all threads of this process move, and a
+        thread that forks something else meanwhile puts it in the attempt's cgroup; on
+        v1 ("tasks") only the calling thread moves. Keep it around the Popen call only.
+        Memory this process allocates meanwhile is charged to the attempt (kilobytes).
         """
-        home = self.home_procs_files()
+        home = self._as_self(self.home_procs_files())
         try:
-            move_self(self.procs_files)  # inside the try: a half-done move goes home too
+            move_self(self._as_self(self.procs_files))  # in the try: a half-done move goes home too
             yield
         finally:
             move_self(home)
+
+    def _as_self(self, procs_files: Sequence[str]) -> tuple[str, ...]:
+        return tuple(os.path.join(os.path.dirname(p), self.self_file) for p in procs_files)
 
     def command(self, argv: Sequence[str]) -> list[str]:
         """The argv to spawn: the task's own for direct mechanisms."""
@@ -226,6 +232,13 @@ class AttemptCgroup(abc.ABC):
 
     def pids(self) -> list[int]:
         return read_pids(self.procs_files[0])
+
+    def reuse(self, limits: Limits) -> bool:
+        """Make this idle cgroup ready for another attempt with `limits`, counters as new.
+
+        False where it does not fit `limits` (by default: wherever a counter could not be
+        started afresh); CgroupError where it is unfit for any attempt: remove it then."""
+        return False
 
     @abc.abstractmethod
     def usage(self) -> Usage:

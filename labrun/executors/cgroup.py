@@ -5,7 +5,13 @@ process executor's; this adds the cgroup around each attempt. The runner forks t
 attempt from inside the attempt's cgroup (`AttemptCgroup.entered` around the Popen
 only), so the task never runs outside it. When the main process ends, the kernel's
 counters are read (OOM kills anywhere in the cgroup, peak memory, CPU time of the whole
-tree), then the cgroup is removed with anything still in it.
+tree), and what is still in the cgroup is killed.
+
+Where the mechanism allows (cgroup v1), an ended attempt's cgroup is kept and reused by
+a later attempt, its limits rewritten and its counters started afresh (`reuse`): making
+and removing one per attempt was most of the runtime's cost for short tasks. A cgroup
+serves one attempt at a time; the idle ones are removed at close(), so none outlives
+the run. Elsewhere each attempt's cgroup is removed when it ends.
 
 Which mechanism is used ("cgroup-v1", "cgroup-v2", "systemd-run") is detected once, on
 the first start, and recorded on every attempt as `Started.mechanism`.
@@ -16,15 +22,22 @@ from __future__ import annotations
 import dataclasses
 import os
 import secrets
+import signal
 
 from labrun.cgroup import AttemptCgroup, CgroupError, Limits, Support, Usage, create, detect
 from labrun.executors.base import Facts, Launch, LaunchError, Started, Waker
 from labrun.executors.process import ProcessExecutor, _Child, process_start_time
 
+POOL_MAX = 32  # idle cgroups kept for reuse; more than the attempts that ever run at once
 
-def cgroup_name(launch: Launch) -> str:
-    """Unique per attempt, also across state directories (tests run several at once)."""
-    return f"r{launch.run_id}-a{launch.attempt_id}-{secrets.token_hex(3)}"
+
+def cgroup_name(token: str, serial: int) -> str:
+    """Unique per cgroup, also across state directories (tests run several at once).
+
+    A cgroup serves several attempts in turn, so the name is the runner's, not the
+    attempt's: its pid (whose cgroups a leftover are is plain after a crash) and a random
+    token (pids are reused)."""
+    return f"p{os.getpid()}-{token}-{serial}"
 
 
 def limits_for(launch: Launch) -> Limits:
@@ -52,6 +65,11 @@ class CgroupExecutor(ProcessExecutor):
         super().__init__(waker)
         self._support = support
         self.cgroups: dict[int, AttemptCgroup] = {}
+        # Ended attempts' cgroups, emptied, kept to be reused: making and removing one
+        # costs more than the rest of a trivial attempt's cgroup work (bench/cgroup_throughput.py).
+        self.idle: list[AttemptCgroup] = []
+        self._token = secrets.token_hex(3)
+        self._made = 0
 
     @property
     def support(self) -> Support:
@@ -65,7 +83,7 @@ class CgroupExecutor(ProcessExecutor):
             raise LaunchError(unsupported_message(support))
         usage_path = os.path.join(os.path.dirname(launch.stdout_path), "cgroup-usage")
         try:
-            cg = create(support, cgroup_name(launch), limits_for(launch), usage_path)
+            cg = self._cgroup_for(support, limits_for(launch), usage_path)
         except CgroupError as exc:
             raise LaunchError(f"runtime cgroup: cannot make the attempt's cgroup: {exc}") from None
         try:
@@ -81,6 +99,40 @@ class CgroupExecutor(ProcessExecutor):
             pid=proc.pid, pid_start=process_start_time(proc.pid), ref=cg.name, mechanism=cg.mechanism
         )
 
+    def _cgroup_for(self, support: Support, limits: Limits, usage_path: str) -> AttemptCgroup:
+        """An idle cgroup made ready for these limits, or a new one."""
+        for cg in list(self.idle):
+            try:
+                ready = cg.reuse(limits)
+            except CgroupError:
+                self.idle.remove(cg)
+                self._discard(cg)
+                continue
+            if ready:
+                self.idle.remove(cg)
+                return cg
+        self._made += 1
+        return create(support, cgroup_name(self._token, self._made), limits, usage_path)
+
+    def _release(self, cg: AttemptCgroup) -> None:
+        """Keep the ended attempt's cgroup for reuse, with what is left in it killed."""
+        if not cg.reusable or len(self.idle) >= POOL_MAX:
+            self._discard(cg)
+            return
+        try:
+            if cg.pids():
+                cg.kill(signal.SIGKILL)  # reuse() takes it only once they are gone
+        except CgroupError:
+            pass
+        self.idle.append(cg)
+
+    def close(self) -> None:
+        """Remove the idle cgroups: none outlives the run."""
+        idle, self.idle = self.idle, []
+        for cg in idle:
+            self._discard(cg)
+        super().close()
+
     def _ended(self, attempt_id: int, child: _Child, facts: Facts) -> Facts:
         cg = self.cgroups.pop(attempt_id, None)
         if cg is None:
@@ -91,10 +143,7 @@ class CgroupExecutor(ProcessExecutor):
         except (CgroupError, OSError, ValueError) as exc:
             usage = None
             notes.append(f"cgroup counters unreadable: {exc}")
-        try:
-            cg.remove()
-        except CgroupError as exc:
-            notes.append(str(exc))
+        self._release(cg)
         if usage is not None and usage.oom_kills is None:
             notes.append("this kernel keeps no OOM-kill counter: an OOM kill cannot be told apart")
         detail = "; ".join(n for n in (facts.detail, *notes) if n)
@@ -112,7 +161,7 @@ class CgroupExecutor(ProcessExecutor):
         try:
             cg.remove()
         except CgroupError:
-            pass  # a leftover named after this attempt; the next runner's create clears it
+            pass  # a leftover named after this runner's pid; nothing else uses the name
 
     def signal(self, attempt_id: int, signum: int) -> None:
         """Every process in the attempt's cgroup, also those that left its process group."""
