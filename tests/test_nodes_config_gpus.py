@@ -171,3 +171,7 @@ def test_the_agent_needs_only_the_standard_library() -> None:
         outside = {n for n in names if n.split(".")[0] not in sys.stdlib_module_names}
         shipped = ("labrun.cgroup", "labrun.ssh.remote_docker")
         assert all(n.startswith(shipped) for n in outside), name
+        # APIs newer than 3.8 that its syntax check cannot see
+        newer = {"removeprefix", "removesuffix", "is_relative_to", "with_stem", "readlink"}
+        used = {n.attr for n in ast.walk(tree) if isinstance(n, ast.Attribute)} & newer
+        assert not used, f"{name} uses {sorted(used)}, which Python 3.8 lacks"

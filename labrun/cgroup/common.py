@@ -166,7 +166,9 @@ def proc_cgroups(text: str) -> dict[str, str]:
         parts = line.split(":", 2)
         if len(parts) == 3:
             for controller in parts[1].split(","):
-                out[controller.removeprefix("name=")] = parts[2]
+                # not str.removeprefix: this file also runs on nodes with Python 3.8
+                name = controller[len("name=") :] if controller.startswith("name=") else controller
+                out[name] = parts[2]
     return out
 
 
