@@ -38,7 +38,9 @@ zipapp: $(STAMP)
 	mkdir -p dist
 	$(BIN)/shiv --quiet -c labrun -o dist/labrun.pyz -p '/usr/bin/env python3' .
 
+# Byte-compiled first, as an installed copy is (even where PYTHONDONTWRITEBYTECODE is set).
 bench: $(STAMP)
+	$(BIN)/python -m compileall -q labrun
 	$(BIN)/python bench/throughput.py
 
 clean:

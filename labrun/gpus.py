@@ -8,6 +8,7 @@ agent with nvidia-smi instead (the agent has no third-party modules).
 
 from __future__ import annotations
 
+import os
 import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
@@ -22,6 +23,8 @@ class Gpu:
 
 def nvml_inventory() -> tuple[Gpu, ...]:
     """The GPUs NVML sees; () without pynvml, a driver or a device."""
+    if not os.path.exists("/dev/nvidiactl"):  # no NVIDIA driver loaded: skip pynvml's import
+        return ()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")  # pynvml warns that it was renamed

@@ -223,10 +223,9 @@ class DockerExecutor(Executor):
         return f"task {launch.task_name!r}: image {image} not found on {self.url}; run {fix}"
 
     def finished(self) -> list[tuple[int, Facts]]:
-        import requests
-
-        if self._watcher is None:
+        if self._watcher is None:  # no container started yet: nothing to import or ask
             return []
+        import requests
         died, resync = self._watcher.take()
         with self._lock:
             candidates = [(aid, t) for aid, t in self._tracked.items() if resync or t.container in died]

@@ -92,9 +92,13 @@ def implied_checks(job: JobSpec, lab: LabConfig) -> list[Check]:
 
 def checks_for(job: JobSpec, lab: LabConfig) -> list[Check]:
     from labrun.isolation import isolation_checks
-    from labrun.ssh.report import node_checks
 
-    return implied_checks(job, lab) + declared_checks(job) + isolation_checks(job) + node_checks(lab)
+    checks = implied_checks(job, lab) + declared_checks(job) + isolation_checks(job)
+    if lab.ssh_nodes:
+        from labrun.ssh.report import node_checks
+
+        checks += node_checks(lab)
+    return checks
 
 
 def preflight(job: JobSpec, lab: LabConfig) -> Report:
