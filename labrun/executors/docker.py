@@ -226,6 +226,7 @@ class DockerExecutor(Executor):
         if self._watcher is None:  # no container started yet: nothing to import or ask
             return []
         import requests
+
         died, resync = self._watcher.take()
         with self._lock:
             candidates = [(aid, t) for aid, t in self._tracked.items() if resync or t.container in died]
