@@ -12,6 +12,7 @@ import contextlib
 import json
 import os
 import sqlite3
+import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
@@ -117,7 +118,17 @@ NewTask = tuple[int, str, str, str | None, int | None, TaskState, int]  # seq..m
 
 def _connect(path: str) -> sqlite3.Connection:
     conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
-    conn.execute("PRAGMA journal_mode = WAL")
+    # Turning a new file to WAL while another process does the same can fail as "locked"
+    # at once, without SQLite's busy wait: wait here instead (bounded).
+    deadline = time.monotonic() + 30.0
+    while True:
+        try:
+            conn.execute("PRAGMA journal_mode = WAL")
+            break
+        except sqlite3.OperationalError as exc:
+            if "locked" not in str(exc) or time.monotonic() > deadline:
+                raise
+            time.sleep(0.01)
     conn.execute("PRAGMA synchronous = NORMAL")  # WAL + NORMAL: durable across process crashes
     conn.execute("PRAGMA busy_timeout = 30000")
     conn.execute("PRAGMA foreign_keys = ON")
@@ -153,16 +164,28 @@ class Store:
         self.conn.close()
 
     def _migrate(self) -> None:
-        version = self.conn.execute("PRAGMA user_version").fetchone()[0]
-        if version > len(MIGRATIONS):
-            raise StoreError(f"{self.path} was written by a newer labrun (schema {version}); upgrade labrun")
-        for number in range(version, len(MIGRATIONS)):
+        """Bring the schema up to date. The version is read under the write lock, so two
+        processes opening a new state directory at once (a `run` and a `status`, two cron
+        jobs) migrate it once between them instead of both creating the tables."""
+        while True:
             self.conn.execute("BEGIN IMMEDIATE")
-            for statement in MIGRATIONS[number].split(";"):
-                if statement.strip():
-                    self.conn.execute(statement)
-            self.conn.execute(f"PRAGMA user_version = {number + 1}")
-            self.conn.execute("COMMIT")
+            try:
+                version = self.conn.execute("PRAGMA user_version").fetchone()[0]
+                if version > len(MIGRATIONS):
+                    raise StoreError(
+                        f"{self.path} was written by a newer labrun (schema {version}); upgrade labrun"
+                    )
+                if version == len(MIGRATIONS):
+                    self.conn.execute("COMMIT")
+                    return
+                for statement in MIGRATIONS[version].split(";"):
+                    if statement.strip():
+                        self.conn.execute(statement)
+                self.conn.execute(f"PRAGMA user_version = {version + 1}")
+                self.conn.execute("COMMIT")
+            except BaseException:
+                self._rollback()
+                raise
 
     @contextlib.contextmanager
     def tx(self) -> Iterator[None]:

@@ -93,3 +93,22 @@ def test_tick_queries_use_indexes(store: Store) -> None:
     for sql in issued:
         plan = " ".join(row[3] for row in store.conn.execute("EXPLAIN QUERY PLAN " + sql))
         assert "INDEX" in plan and "SCAN tasks" not in plan, (sql, plan)
+
+
+def _open(path: str) -> str:
+    try:
+        Store(path).close()
+        return "ok"
+    except Exception as exc:  # reported back to the test, which names it
+        return f"{type(exc).__name__}: {exc}"
+
+
+def test_many_processes_opening_a_new_database_at_once(tmp_path: Path) -> None:
+    """`labrun run` and `labrun status` (or two cron jobs) starting on a fresh state dir."""
+    import multiprocessing
+
+    for attempt in range(5):
+        path = str(tmp_path / f"fresh-{attempt}.db")
+        with multiprocessing.get_context("fork").Pool(6) as pool:
+            results = pool.map(_open, [path] * 6)
+        assert results == ["ok"] * 6, results
