@@ -1,8 +1,9 @@
 """The SQLite store: runs, tasks, attempts and an append-only events table.
 
-The only SQL in labrun. Pragmas are set in one place (`_connect`); every write happens
-inside `with store.tx():`, an immediate transaction, so the runner batches a whole tick
-into one commit. A task's state changes only through `transition`, a guarded
+With `migrations.py` (the tables), the only SQL in labrun. Pragmas are set in one place
+(`_connect`); every write happens inside `with store.tx():`, an immediate transaction, so
+the runner writes a whole tick in at most two commits (claims before the processes start,
+their pids after). A task's state changes only through `transition`, a guarded
 `UPDATE … WHERE state = ?` whose row count is checked, plus an event row with the cause.
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from labrun.errors import StoreError
 from labrun.executors.base import Facts, Started
+from labrun.migrations import MIGRATIONS
 from labrun.rows import (
     ATTEMPT_COLUMNS,
     EVENT_COLUMNS,
@@ -33,85 +35,6 @@ from labrun.rows import (
     task_row,
 )
 from labrun.states import Outcome, RunState, TaskState, check_transition
-
-_SCHEMA_V1 = """
-CREATE TABLE runs (
-    id INTEGER PRIMARY KEY,
-    job TEXT NOT NULL,
-    job_file TEXT NOT NULL,
-    job_text TEXT NOT NULL,
-    state TEXT NOT NULL,
-    created REAL NOT NULL,
-    ended REAL,
-    pid INTEGER,
-    host TEXT
-);
-CREATE INDEX runs_job ON runs(job, id);
-CREATE TABLE tasks (
-    id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL REFERENCES runs(id),
-    seq INTEGER NOT NULL,
-    name TEXT NOT NULL,
-    spec TEXT NOT NULL,
-    item TEXT,
-    idx INTEGER,
-    state TEXT NOT NULL,
-    not_before REAL NOT NULL DEFAULT 0,
-    attempts INTEGER NOT NULL DEFAULT 0,
-    failures INTEGER NOT NULL DEFAULT 0,
-    memory INTEGER NOT NULL,
-    reason TEXT,
-    UNIQUE (run_id, name)
-);
-CREATE INDEX tasks_by_state ON tasks(run_id, state, seq);
-CREATE INDEX tasks_ready_time ON tasks(run_id, state, not_before);
-CREATE TABLE attempts (
-    id INTEGER PRIMARY KEY,
-    task_id INTEGER NOT NULL REFERENCES tasks(id),
-    run_id INTEGER NOT NULL,
-    n INTEGER NOT NULL,
-    node TEXT NOT NULL,
-    runtime TEXT NOT NULL,
-    mechanism TEXT,
-    pid INTEGER,
-    pid_start REAL,
-    ref TEXT,
-    started REAL NOT NULL,
-    ended REAL,
-    outcome TEXT,
-    exit_code INTEGER,
-    signal INTEGER,
-    memory_limit INTEGER,
-    peak_memory INTEGER,
-    cpu_seconds REAL,
-    oom_kills INTEGER,
-    missing_outputs TEXT,
-    detail TEXT,
-    UNIQUE (task_id, n)
-);
-CREATE INDEX attempts_open ON attempts(run_id) WHERE outcome IS NULL;
-CREATE INDEX attempts_run ON attempts(run_id, task_id, n);
-CREATE TABLE events (
-    id INTEGER PRIMARY KEY,
-    run_id INTEGER NOT NULL,
-    task_id INTEGER,
-    attempt INTEGER,
-    time REAL NOT NULL,
-    from_state TEXT,
-    to_state TEXT,
-    cause TEXT NOT NULL
-);
-CREATE INDEX events_task ON events(task_id);
-CREATE INDEX events_run ON events(run_id);
-"""
-
-# Dependencies: a finished spec promotes or skips the waiting tasks of its dependents.
-_SCHEMA_DEPS = """
-CREATE INDEX tasks_by_spec ON tasks(run_id, spec, state);
-"""
-
-# Each entry moves the schema from version i to i + 1; never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_DEPS)
 
 NewTask = tuple[int, str, str, str | None, int | None, TaskState, int]  # seq..memory
 
