@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import json
 import socket
-import textwrap
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import helpers
 import pytest
 
 from labrun.cli import main
@@ -41,9 +41,8 @@ def make_labrun(capsys: pytest.CaptureFixture[str]) -> Labrun:
 
 
 def write_job(directory: Path, text: str, name: str = "job.toml") -> str:
-    path = directory / name
-    path.write_text(textwrap.dedent(text).lstrip())
-    return str(path)
+    """helpers.write_job, as the string path `main([...])` takes."""
+    return str(helpers.write_job(directory, text, name))
 
 
 def closed_port() -> int:

@@ -1,36 +1,28 @@
-"""Run `labrun` as a user would (a subprocess) and read `labrun status --json` back."""
+"""Jobs of one task list, run in tmp_path; `labrun status --json` read back (over helpers.py)."""
 
 from __future__ import annotations
 
 import json
-import os
 import subprocess
-import sys
 import textwrap
 from pathlib import Path
 from typing import Any
+
+import helpers
 
 MiB = 1024 * 1024
 
 
 def write_job(tmp_path: Path, body: str, name: str = "t") -> Path:
-    job = tmp_path / "job.toml"
-    job.write_text(f'[job]\nname = "{name}"\n\n' + textwrap.dedent(body))
-    return job
+    """A job file named `name` with `body` as its tasks, in tmp_path."""
+    return helpers.write_job(tmp_path, f'[job]\nname = "{name}"\n\n' + textwrap.dedent(body))
 
 
 def labrun(
     tmp_path: Path, *args: str, env: dict[str, str] | None = None, timeout: float = 120
 ) -> subprocess.CompletedProcess[str]:
-    full_env = {**os.environ, "LABRUN_STATE_DIR": str(tmp_path / "state"), **(env or {})}
-    return subprocess.run(
-        [sys.executable, "-m", "labrun", *args],
-        env=full_env,
-        capture_output=True,
-        text=True,
-        timeout=timeout,
-        cwd=tmp_path,
-    )
+    """`labrun ARGS` run in tmp_path with its state in tmp_path/state."""
+    return helpers.labrun(tmp_path / "state", *args, cwd=tmp_path, timeout=timeout, env=env)
 
 
 def status(tmp_path: Path, env: dict[str, str] | None = None) -> dict[str, Any]:

@@ -25,12 +25,19 @@ def cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
-def labrun(state_dir: Path, *args: str, cwd: Path | None = None, timeout: float = 60, **extra: str):  # type: ignore[no-untyped-def]
+def labrun(
+    state_dir: Path,
+    *args: str,
+    cwd: Path | None = None,
+    timeout: float = 60,
+    env: dict[str, str] | None = None,
+    **extra: str,
+) -> subprocess.CompletedProcess[str]:
     """Run `python -m labrun ARGS` as a user would; returns the CompletedProcess."""
     return subprocess.run(
         [sys.executable, "-m", "labrun", *args],
         cwd=cwd or REPO,
-        env=cli_env(state_dir, **extra),
+        env=cli_env(state_dir, **(env or {}), **extra),
         capture_output=True,
         text=True,
         timeout=timeout,
