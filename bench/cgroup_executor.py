@@ -17,9 +17,10 @@ import tempfile
 import time
 
 from labrun.cgroup import detect
-from labrun.executors.base import Executor, Launch, Waker
+from labrun.executors.base import Executor, Waker
 from labrun.executors.cgroup import CgroupExecutor
 from labrun.executors.process import ProcessExecutor
+from labrun.model import Launch
 
 
 def one(ex: Executor, waker: Waker, attempt_id: int, workdir: str) -> None:

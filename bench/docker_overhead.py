@@ -27,8 +27,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import dockerd  # test infrastructure, found through the path above
 
-from labrun.executors.base import Launch, Waker
+from labrun.executors.base import Waker
 from labrun.executors.docker import DockerExecutor
+from labrun.model import Launch
 
 
 def one_executor_task(ex: DockerExecutor, waker: Waker, launch: Launch) -> float:

@@ -25,8 +25,9 @@ sys.path.insert(0, str(Path(__file__).resolve().parent.parent / "tests"))
 
 import sshd  # test infrastructure, found through the path above
 
-from labrun.executors.base import Launch, Waker
+from labrun.executors.base import Waker
 from labrun.executors.ssh import SshExecutor
+from labrun.model import Launch
 from labrun.ssh.session import AgentSession
 from labrun.ssh.transport import SshTarget
 

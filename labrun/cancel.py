@@ -13,9 +13,9 @@ import signal
 import time
 
 from labrun.errors import LockHeld, UsageError
-from labrun.executors.base import Facts
 from labrun.executors.process import alive
 from labrun.lock import JobLock, holder
+from labrun.model import Facts
 from labrun.paths import StatePaths
 from labrun.rows import RunRow
 from labrun.states import Outcome, RunState, TaskState

@@ -15,8 +15,8 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from labrun.config.job import PLACEHOLDERS, JobSpec, TaskSpec
 from labrun.config.schema import RangeItems, SetupItems
-from labrun.executors.base import Launch
 from labrun.isolation import launch_options
+from labrun.model import Launch
 from labrun.paths import StatePaths
 from labrun.rows import RunRow, TaskRow
 from labrun.secrets import secret_values

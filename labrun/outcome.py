@@ -12,7 +12,7 @@ import enum
 import signal as _signal
 from collections.abc import Callable
 
-from labrun.executors.base import Facts
+from labrun.model import Facts
 from labrun.states import Outcome
 from labrun.units import format_duration
 

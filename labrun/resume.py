@@ -13,8 +13,8 @@ from __future__ import annotations
 import time
 from dataclasses import dataclass
 
-from labrun.executors.base import Facts, Started
 from labrun.expand import launch_for
+from labrun.model import Facts, Started
 from labrun.rows import AttemptRow, RunRow
 from labrun.runner import Active, Runner
 from labrun.states import Outcome, RunState, TaskState

@@ -17,10 +17,11 @@ from dataclasses import dataclass
 
 from labrun.config.job import JobSpec, TaskSpec
 from labrun.config.lab import NodeSpec
-from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
+from labrun.executors.base import Executor, Waker
 from labrun.expand import launch_for
 from labrun.gpus import assign, gpu_env
 from labrun.memory import OomAttempt, OomPolicy
+from labrun.model import Facts, Launch, LaunchError, Started
 from labrun.outcome import Stop, classify
 from labrun.paths import StatePaths
 from labrun.progress import AttemptEnd, Reporter

@@ -18,8 +18,8 @@ from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
 from labrun.errors import StoreError
-from labrun.executors.base import Facts, Started
 from labrun.migrations import MIGRATIONS
+from labrun.model import Facts, Started
 from labrun.rows import (
     ATTEMPT_COLUMNS,
     EVENT_COLUMNS,

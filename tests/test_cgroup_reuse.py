@@ -14,8 +14,9 @@ from pathlib import Path
 import pytest
 
 from labrun.cgroup import detect, open_existing
-from labrun.executors.base import Facts, Launch, Started, Waker
+from labrun.executors.base import Waker
 from labrun.executors.cgroup import CgroupExecutor
+from labrun.model import Facts, Launch, Started
 
 SUPPORT = detect()
 pytestmark = pytest.mark.skipif(

@@ -6,7 +6,7 @@ import signal
 
 import pytest
 
-from labrun.executors.base import Facts
+from labrun.model import Facts
 from labrun.outcome import Stop, classify
 from labrun.retry import Policy, backoff, decide
 from labrun.scheduler import Demand, NodeCapacity, place

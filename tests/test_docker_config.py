@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from labrun.executors.base import Launch, LaunchError
 from labrun.executors.docker import DockerExecutor, host_config_args, mounted_paths
+from labrun.model import Launch, LaunchError
 
 
 def launch(**options: object) -> Launch:

@@ -13,8 +13,9 @@ from typing import Any
 import docker
 import pytest
 
-from labrun.executors.base import Facts, Launch, LaunchError, Started, Waker
+from labrun.executors.base import Waker
 from labrun.executors.docker import DockerExecutor
+from labrun.model import Facts, Launch, LaunchError, Started
 
 MiB = 1024 * 1024
 

@@ -9,9 +9,10 @@ from pathlib import Path
 from labrun.app import open_store
 from labrun.config.job import load_job
 from labrun.config.lab import LabConfig, NodeSpec
-from labrun.executors.base import Launch, Started, Waker
+from labrun.executors.base import Waker
 from labrun.executors.process import ProcessExecutor
 from labrun.expand import instances
+from labrun.model import Launch, Started
 from labrun.progress import QuietReporter
 from labrun.runner import Runner
 from labrun.states import Outcome, RunState

@@ -30,8 +30,8 @@ def test_short_attempts_are_not_sampled(tmp_path: Path) -> None:
 
 
 def test_executor_schedules_its_next_sample(tmp_path: Path) -> None:
-    from labrun.executors.base import Launch
     from labrun.executors.process import ProcessExecutor
+    from labrun.model import Launch
 
     waker = Waker()
     ex = ProcessExecutor(waker)

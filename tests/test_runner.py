@@ -7,8 +7,9 @@ from pathlib import Path
 
 from labrun.config.job import parse_job
 from labrun.config.lab import NodeSpec
-from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
+from labrun.executors.base import Executor, Waker
 from labrun.expand import instances
+from labrun.model import Facts, Launch, LaunchError, Started
 from labrun.outcome import Stop
 from labrun.paths import StatePaths
 from labrun.progress import Reporter

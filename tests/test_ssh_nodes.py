@@ -14,8 +14,8 @@ from sshd import SshdLab
 from labrun.app import RunOptions, open_store, run_job
 from labrun.cli import main
 from labrun.config.lab import LabConfig, load_lab
-from labrun.executors.base import Launch
 from labrun.executors.ssh import SshExecutor
+from labrun.model import Launch
 from labrun.preflight.core import run_checks
 from labrun.ssh.nodes import target_of
 from labrun.ssh.report import node_checks, node_states

@@ -18,8 +18,8 @@ from sshd import SshdLab
 from test_ssh_nodes import launch, wait_for, write_lab
 
 from labrun.cgroup import detect, open_existing
-from labrun.executors.base import Launch
 from labrun.executors.ssh import SshExecutor
+from labrun.model import Launch
 from labrun.ssh.nodes import target_of
 from labrun.ssh.session import AgentSession
 

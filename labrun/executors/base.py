@@ -6,9 +6,10 @@ and later collects `Facts` from `finished()`. Executors report what they observe
 nothing more: exit code, signal, OOM-kill counter, peak memory, CPU time, missing
 outputs. `outcome.classify` turns facts into an outcome.
 
-The only exception an executor raises from `start` is `LaunchError`: the attempt could
-not be started for a reason retrying will not fix (command not found, bad workdir, image
-missing). Everything else it reports as facts.
+The data that crosses the seam lives in `labrun.model`. The only exception an executor
+raises from `start` is `model.LaunchError`: the attempt could not be started for a reason
+retrying will not fix (command not found, bad workdir, image missing). Everything else it
+reports as facts.
 """
 
 from __future__ import annotations
@@ -17,58 +18,8 @@ import abc
 import math
 import os
 import selectors
-from collections.abc import Mapping
-from dataclasses import dataclass, field
 
-
-@dataclass(frozen=True)
-class Launch:
-    """Everything an executor needs to start one attempt; all placeholders already filled."""
-
-    attempt_id: int
-    run_id: int
-    task_name: str
-    attempt: int
-    argv: tuple[str, ...]
-    env: Mapping[str, str]  # added to the runner's environment
-    workdir: str
-    stdout_path: str
-    stderr_path: str
-    cpus: float
-    memory: int  # bytes; the limit where the runtime can enforce one
-    outputs: tuple[str, ...] = ()  # absolute paths that must exist and be non-empty after exit 0
-    options: Mapping[str, object] = field(default_factory=dict)  # runtime-specific keys
-
-
-@dataclass(frozen=True)
-class Started:
-    """How to recognise a started attempt again (for adoption after a runner crash)."""
-
-    pid: int | None = None
-    pid_start: float | None = None  # process start time, so a reused pid is not mistaken
-    ref: str | None = None  # container id, remote status path, ...
-    mechanism: str = ""  # e.g. "process", "cgroup-v1", "docker"
-
-
-@dataclass(frozen=True)
-class Facts:
-    """What was observed about an attempt that ended. Interpretation is `outcome.py`'s job."""
-
-    exit_code: int | None  # None when the process was killed by a signal
-    signal: int | None
-    ended: float
-    oom_kills: int = 0  # the kernel's counter for the attempt's cgroup
-    oom_killed: bool = False  # the container runtime says so (Docker's State.OOMKilled)
-    peak_memory: int | None = None
-    cpu_seconds: float | None = None
-    missing_outputs: tuple[str, ...] = ()
-    lost: bool = False  # vanished without an exit record
-    start_error: str = ""  # could not start at all (LaunchError's message)
-    detail: str = ""
-
-
-class LaunchError(Exception):
-    """The attempt cannot start, and retrying will not help. The message says why and the fix."""
+from labrun.model import Facts, Launch, Started
 
 
 class Waker:

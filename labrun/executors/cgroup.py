@@ -25,8 +25,9 @@ import secrets
 import signal
 
 from labrun.cgroup import AttemptCgroup, CgroupError, Limits, Support, Usage, create, detect
-from labrun.executors.base import Facts, Launch, LaunchError, Started, Waker
+from labrun.executors.base import Waker
 from labrun.executors.process import ProcessExecutor, _Child, process_start_time
+from labrun.model import Facts, Launch, LaunchError, Started
 
 POOL_MAX = 32  # idle cgroups kept for reuse; more than the attempts that ever run at once
 

@@ -29,7 +29,7 @@ from dataclasses import dataclass, replace
 from typing import Any
 
 from labrun.executors import docker_cgroup
-from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
+from labrun.executors.base import Executor, Waker
 from labrun.executors.docker_daemon import (
     ATTEMPT_LABEL,
     DieWatcher,
@@ -37,6 +37,7 @@ from labrun.executors.docker_daemon import (
     daemon_url,
     unreachable_message,
 )
+from labrun.model import Facts, Launch, LaunchError, Started
 
 
 @dataclass(frozen=True)

@@ -12,7 +12,8 @@ import threading
 import time
 from typing import Any
 
-from labrun.executors.base import LaunchError, Waker
+from labrun.executors.base import Waker
+from labrun.model import LaunchError
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
 # Every container labrun starts carries this label; the event filter and adoption key on it.

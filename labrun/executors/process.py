@@ -20,8 +20,9 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
+from labrun.executors.base import Executor, Waker
 from labrun.executors.sampling import SAMPLE_AFTER, SAMPLE_EVERY, tree_rss
+from labrun.model import Facts, Launch, LaunchError, Started
 
 _UNKNOWN_EXIT = (
     "adopted after a runner restart, and its exit status was not recorded (killed by a signal, "

@@ -23,7 +23,8 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labrun.config.lab import NodeSpec
-from labrun.executors.base import Executor, Facts, Launch, LaunchError, Started, Waker
+from labrun.executors.base import Executor, Waker
+from labrun.model import Facts, Launch, LaunchError, Started
 from labrun.ssh.session import AgentSession
 from labrun.ssh.transport import SshError
 
