@@ -20,8 +20,8 @@ system:
 	sh tests/setup-system.sh
 
 lint: $(STAMP)
-	$(BIN)/ruff check labrun tests bench vm
-	$(BIN)/ruff format --check labrun tests bench vm
+	$(BIN)/ruff check labrun tests bench vm tools
+	$(BIN)/ruff format --check labrun tests bench vm tools
 
 typecheck: $(STAMP)
 	$(BIN)/mypy
@@ -35,8 +35,7 @@ test-vm: $(STAMP)
 
 zipapp: $(STAMP)
 	rm -rf dist/labrun.pyz
-	mkdir -p dist
-	$(BIN)/shiv --quiet -c labrun -o dist/labrun.pyz -p '/usr/bin/env python3' .
+	$(BIN)/python tools/zipapp.py -o dist/labrun.pyz
 
 # Byte-compiled first, as an installed copy is (even where PYTHONDONTWRITEBYTECODE is set).
 bench: $(STAMP)
