@@ -21,6 +21,7 @@ from labrun.executors.cgroup import CgroupExecutor
 from labrun.executors.docker import DockerExecutor
 from labrun.executors.process import ProcessExecutor
 from labrun.expand import instances
+from labrun.fit import shorten_middle
 from labrun.lock import JobLock
 from labrun.outcome import Stop
 from labrun.paths import StatePaths
@@ -189,18 +190,36 @@ def job_of(run: RunRow) -> JobSpec:
 
 
 def find_run(store: Store, ref: str) -> RunRow:
-    """A run by id, or `last`."""
-    if ref == "last":
-        run = store.latest_run()
+    """A run by id, `last` (the latest run), or `last:JOB` (the latest run of that job)."""
+    if ref == "last" or ref.startswith("last:"):
+        job = ref.partition(":")[2] or None
+        run = store.latest_run(job)
         if run is None:
-            raise UsageError("there are no runs yet: start one with `labrun run JOB.toml`")
+            raise UsageError(_no_runs(store, job))
         return run
     if not ref.isdigit():
-        raise UsageError(f"{ref!r} is not a run: give a run id (see `labrun runs`) or `last`")
+        raise UsageError(
+            f"{_short(ref)!r} is not a run: give a run id (see `labrun runs`), `last` or `last:JOB`"
+        )
     found = store.run(int(ref))
     if found is None:
         raise UsageError(f"there is no run {ref}: see `labrun runs` for the runs there are")
     return found
+
+
+def _no_runs(store: Store, job: str | None) -> str:
+    if job is None:
+        return "there are no runs yet: start one with `labrun run JOB.toml`"
+    names = store.job_names()
+    close = difflib.get_close_matches(job, names, n=1)
+    if close:
+        return f"there is no run of job {_short(job)!r}; did you mean last:{close[0]}?"
+    known = f" (jobs with runs: {', '.join(names[:10])})" if names else ""
+    return f"there is no run of job {_short(job)!r}{known}: `labrun runs` lists the runs there are"
+
+
+def _short(text: str) -> str:
+    return shorten_middle(text, 60)  # a value echoed in a message: never a whole 5 MB argument
 
 
 def find_task(store: Store, run: RunRow, ref: str) -> TaskRow:

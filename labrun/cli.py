@@ -18,9 +18,29 @@ app = typer.Typer(
     rich_markup_mode=None,
     no_args_is_help=True,
     help="labrun: run a TOML job of tasks on this machine, with retries, and say why anything failed.",
-    epilog="Exit codes: 0 all tasks succeeded, 1 some tasks failed, 2 invalid configuration or "
-    "usage, 3 preflight failed, 75 another run of the job holds the lock, 130 interrupted.",
+    epilog="Exit codes: 0 all tasks succeeded, 1 some tasks failed, 2 invalid configuration, usage "
+    "or state directory, 3 preflight failed, 70 internal error (a bug), 75 another run of the job "
+    "holds the lock, 130 interrupted (Ctrl-C, SIGTERM) or cancelled (`labrun cancel`).",
 )
+
+
+def _version(value: bool) -> None:
+    if value:
+        from labrun import __version__
+
+        print(f"labrun {__version__} (Python {sys.version.split()[0]}, {sys.executable})")
+        raise typer.Exit(ExitCode.OK)
+
+
+@app.callback()
+def _options(
+    version: Annotated[
+        bool,
+        typer.Option("--version", callback=_version, is_eager=True, help="Print labrun's version and exit."),
+    ] = False,
+) -> None:
+    """labrun: run a TOML job of tasks on this machine, with retries, and say why anything failed."""
+
 
 ConfigOpt = Annotated[
     Optional[str],  # noqa: UP045 - typer reads the annotation at run time on 3.10
@@ -29,7 +49,8 @@ ConfigOpt = Annotated[
         help="labrun.toml to use (default: $LABRUN_CONFIG, ./labrun.toml, ~/.config/labrun/labrun.toml).",
     ),
 ]
-RunArg = Annotated[str, typer.Argument(help="A run id, or `last`.")]
+RUN_HELP = "A run id, `last` (the latest run) or `last:JOB` (the latest run of job JOB)."
+RunArg = Annotated[str, typer.Argument(help=RUN_HELP)]
 
 
 def _lab(config: str | None):  # type: ignore[no-untyped-def]
@@ -115,7 +136,7 @@ def check(
 
 @app.command()
 def status(
-    run_ref: Annotated[str, typer.Argument(help="A run id, or `last`.")] = "last",
+    run_ref: Annotated[str, typer.Argument(help=RUN_HELP)] = "last",
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable, streamed.")] = False,
     show_all: Annotated[bool, typer.Option("--all", help="List every task, also on large runs.")] = False,
@@ -137,13 +158,14 @@ def status(
 def runs(
     config: ConfigOpt = None,
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many of the latest runs.")] = 20,
+    job: Annotated[Optional[str], typer.Option("--job", help="Only the runs of this job.")] = None,  # noqa: UP045
 ) -> int:
-    """List the latest runs. Example: labrun runs -n 5"""
+    """List the latest runs. Example: labrun runs -n 5 --job hello"""
     from labrun.app import open_store
     from labrun.report import write_runs_table
 
     store, _ = open_store(_lab(config))
-    write_runs_table(store.runs(limit), store, sys.stdout)
+    write_runs_table(store.runs(limit, job), store, sys.stdout)
     return ExitCode.OK
 
 
@@ -311,8 +333,9 @@ def main(argv: list[str] | None = None) -> None:
         if os.environ.get("LABRUN_DEBUG"):
             raise
         print(
-            f"labrun: internal error: {type(exc).__name__}: {exc} (rerun with LABRUN_DEBUG=1 for details)",
+            f"labrun: internal error (a bug in labrun): {type(exc).__name__}: {exc} "
+            "(rerun with LABRUN_DEBUG=1 for the traceback, and report it with the command line)",
             file=sys.stderr,
         )
-        code = 70
+        code = ExitCode.INTERNAL
     sys.exit(code if isinstance(code, int) else 0)

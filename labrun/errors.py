@@ -5,10 +5,12 @@
     ├── UsageError (2)         a bad command-line argument (unknown run, unknown task)
     ├── PreflightFailed (3)    `run` refused to start because a check failed
     ├── LockHeld (75)          another runner holds this job's lock (EX_TEMPFAIL)
-    ├── StoreError (1)         the state directory or database cannot be used
+    ├── StoreError (2)         the state directory or database cannot be used (a setting or
+    │                          a permission to fix, like a configuration error; 1 means tasks failed)
     └── Interrupted (130)      the runner was stopped by a signal
 
-Anything else that escapes is a bug; the CLI still prints one line, not a traceback.
+Anything else that escapes is a bug: the CLI prints one line, not a traceback, and exits
+70 (EX_SOFTWARE; ExitCode.INTERNAL).
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ class ExitCode:
     TASKS_FAILED = 1
     CONFIG = 2
     PREFLIGHT = 3
+    INTERNAL = 70
     LOCKED = 75
     INTERRUPTED = 130
 
@@ -74,7 +77,7 @@ class LockHeld(LabrunError):
 
 
 class StoreError(LabrunError):
-    exit_code = ExitCode.TASKS_FAILED
+    exit_code = ExitCode.CONFIG
 
 
 class Interrupted(LabrunError):

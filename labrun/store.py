@@ -189,9 +189,16 @@ class Store:
             )
         return run_row(rows[0]) if rows else None
 
-    def runs(self, limit: int = 20) -> list[RunRow]:
-        rows = self._read(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+    def runs(self, limit: int = 20, job: str | None = None) -> list[RunRow]:
+        if job is None:
+            rows = self._read(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,))
+        else:
+            sql = f"SELECT {RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY id DESC LIMIT ?"
+            rows = self._read(sql, (job, limit))
         return [run_row(r) for r in rows]
+
+    def job_names(self) -> list[str]:
+        return [r[0] for r in self._read("SELECT DISTINCT job FROM runs ORDER BY job")]
 
     # -- tasks --------------------------------------------------------------------------
 

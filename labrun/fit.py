@@ -1,0 +1,21 @@
+"""Text that fits: values shortened in the middle, table columns sized to the terminal.
+
+Pure functions over strings; the terminal width is passed in by the caller."""
+
+from __future__ import annotations
+
+ELLIPSIS = "…"
+
+
+def shorten_middle(text: str, width: int) -> str:
+    """`text` at most `width` characters, its middle replaced by `…` when it is longer.
+
+    The middle goes because both ends carry meaning: a job's prefix and its item
+    (`resize-images-for-training[12]`), a path's root and its file name."""
+    if len(text) <= width:
+        return text
+    if width <= 1:
+        return ELLIPSIS[:width]
+    head = (width - 1 + 1) // 2
+    tail = width - 1 - head
+    return text[:head] + ELLIPSIS + (text[-tail:] if tail else "")
