@@ -19,3 +19,8 @@ def shorten_middle(text: str, width: int) -> str:
     head = (width - 1 + 1) // 2
     tail = width - 1 - head
     return text[:head] + ELLIPSIS + (text[-tail:] if tail else "")
+
+
+def plural(count: int, noun: str, many: str | None = None) -> str:
+    """`1 task`, `2 tasks`, `0 tasks`: a count with its noun agreeing."""
+    return f"{count} {noun if count == 1 else (many or noun + 's')}"

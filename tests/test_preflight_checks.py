@@ -15,7 +15,6 @@ import pytest
 from labrun.preflight import (
     Check,
     CheckResult,
-    NodeCapacity,
     command_on_path,
     disk_free,
     env_set,
@@ -23,7 +22,6 @@ from labrun.preflight import (
     path_readable,
     path_writable,
     render_text,
-    resources_fit,
     run_checks,
     tcp_reachable,
     to_json,
@@ -251,28 +249,20 @@ def test_disk_free(tmp_path: Path) -> None:
     assert short.fix.startswith("free ")
 
 
-def test_resources_fit_and_not() -> None:
-    nodes = [NodeCapacity("small", 2, 4 * 2**30), NodeCapacity("big", 8, 32 * 2**30)]
-    assert run1(resources_fit("resize", 4, 8 * 2**30, nodes)).found.endswith("fits on big")
-    result = run1(resources_fit("train", 16, 64 * 2**30, nodes))
-    assert not result.ok
-    assert "task train asks 16 cpus, 64.0GiB" in result.found
-    assert "largest node is big (8 cpus, 32.0GiB)" in result.found
-    # Each node has one of the two but none has both.
-    odd = [NodeCapacity("cpu", 32, 2**30), NodeCapacity("mem", 2, 64 * 2**30)]
-    split = run1(resources_fit("t", 4, 8 * 2**30, odd))
-    assert not split.ok and "most memory is on mem" in split.found
-
-
 # --- rendering ------------------------------------------------------------------------
 
 
 def test_render_text_and_json(tmp_path: Path) -> None:
     results = run_checks([env_set("HOME_X", {"HOME_X": "1"}), path_readable(str(tmp_path / "nope"))], 5.0)
-    lines = render_text(results).splitlines()
+    lines = render_text(results, name_cap=200).splitlines()
     assert len(lines) == 2
     assert lines[0].startswith("✓ env HOME_X")
     assert lines[1].startswith("✗ path ") and "— fix: create" in lines[1]
+    # a name past the cap stands whole on its line; what was found keeps the column
+    long_name, found = render_text(results, name_cap=10).splitlines()[1:]
+    assert long_name == f"✗ path {tmp_path / 'nope'}"
+    assert found.startswith(" " * 14 + f"{tmp_path / 'nope'} does not exist")
+    assert render_text(results, name_cap=10).splitlines()[0] == "✓ env HOME_X  set (1 character)"
     data = to_json(results)
     assert json.loads(json.dumps(data)) == data
     assert data["ok"] is False

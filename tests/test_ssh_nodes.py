@@ -204,7 +204,7 @@ def test_an_unreachable_node_fails_its_check_naming_it(tmp_path: Path, sshd_lab:
     assert results["node node-a free disk"].ok
     bad = results["node node-gone reachable"]
     assert not bad.ok and "node-gone" in bad.found and "Connection refused" in bad.found
-    assert "ssh node-gone true" in bad.fix
+    assert f"ssh -F {sshd_lab.ssh_config} node-gone true" in bad.fix  # the command labrun uses
     rows = {row["name"]: row for row in node_states(lab, None)}
     assert rows["node-a"]["state"] == "online" and rows["node-gone"]["state"] == "offline"
 

@@ -7,14 +7,12 @@ reads no configuration.
 """
 
 from labrun.preflight.checks import (
-    NodeCapacity,
     command_on_path,
     disk_free,
     env_set,
     nearest_existing,
     path_readable,
     path_writable,
-    resources_fit,
 )
 from labrun.preflight.core import (
     Check,
@@ -28,6 +26,7 @@ from labrun.preflight.core import (
     summary,
     timed_out_result,
     to_json,
+    warned,
 )
 from labrun.preflight.custom import custom_command
 from labrun.preflight.network import parse_address, tcp_reachable
@@ -35,7 +34,6 @@ from labrun.preflight.network import parse_address, tcp_reachable
 __all__ = [
     "Check",
     "CheckResult",
-    "NodeCapacity",
     "Probe",
     "Verdict",
     "command_on_path",
@@ -49,10 +47,10 @@ __all__ = [
     "path_readable",
     "path_writable",
     "render_text",
-    "resources_fit",
     "run_checks",
     "summary",
     "tcp_reachable",
     "timed_out_result",
     "to_json",
+    "warned",
 ]

@@ -1,4 +1,4 @@
-"""Checks on the local machine: commands, paths, environment variables, disk space, resources.
+"""Checks on the local machine: commands, paths, environment variables, disk space.
 
 Each constructor returns a `Check`; nothing here reads a job file. Paths are taken as
 given (the caller resolves them against the job's directory).
@@ -9,10 +9,10 @@ from __future__ import annotations
 import os
 import shutil
 import stat
-from collections.abc import Mapping, Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping
 from pathlib import Path
 
+from labrun.fit import plural
 from labrun.preflight.core import Check, Verdict, failed, passed
 from labrun.units import format_size
 
@@ -145,7 +145,7 @@ def env_set(name: str, environ: Mapping[str, str]) -> Check:
             return failed("not set", f"export {name}=... before running, or add it to [defaults] env")
         if not value.strip():
             return failed("set but empty", f"give {name} a value, e.g. export {name}=...")
-        return passed(f"set ({len(value)} characters)")  # the value may be a secret
+        return passed(f"set ({plural(len(value), 'character')})")  # the value may be a secret
 
     return Check(f"env {name}", probe)
 
@@ -169,43 +169,3 @@ def disk_free(path: str, needed: int) -> Check:
         )
 
     return Check(f"disk free {path}", probe)
-
-
-@dataclass(frozen=True)
-class NodeCapacity:
-    name: str
-    cpus: float
-    memory: int  # bytes
-
-
-def resources_fit(task: str, cpus: float, memory: int | None, nodes: Sequence[NodeCapacity]) -> Check:
-    """Task `task`, asking `cpus` and `memory` bytes, fits on at least one node."""
-
-    def probe(_timeout: float) -> Verdict:
-        need = _describe(cpus, memory)
-        if not nodes:
-            return failed(f"task {task} asks {need}, and no node is configured", "add a node")
-        for node in nodes:
-            if node.cpus >= cpus and (memory is None or node.memory >= memory):
-                return passed(f"asks {need}; fits on {node.name}")
-        return failed(
-            f"task {task} asks {need}; {_largest(nodes)}",
-            f"lower cpus/memory of task {task} to what a node has, or add a bigger node",
-        )
-
-    return Check(f"resources {task}", probe)
-
-
-def _describe(cpus: float, memory: int | None) -> str:
-    text = f"{cpus:g} cpus"
-    return text if memory is None else f"{text}, {format_size(memory)}"
-
-
-def _largest(nodes: Sequence[NodeCapacity]) -> str:
-    by_cpus = max(nodes, key=lambda n: (n.cpus, n.memory))
-    by_memory = max(nodes, key=lambda n: (n.memory, n.cpus))
-    text = f"the largest node is {by_cpus.name} ({_describe(by_cpus.cpus, by_cpus.memory)})"
-    if by_memory is not by_cpus:
-        text += f"; the most memory is on {by_memory.name} "
-        text += f"({_describe(by_memory.cpus, by_memory.memory)})"
-    return text

@@ -21,6 +21,7 @@ class Verdict:
     ok: bool
     found: str
     fix: str = ""
+    warning: bool = False  # ok, but worth saying: e.g. an offline node the run can do without
 
 
 def passed(found: str) -> Verdict:
@@ -31,13 +32,18 @@ def failed(found: str, fix: str) -> Verdict:
     return Verdict(False, found, fix)
 
 
+def warned(found: str, fix: str = "") -> Verdict:
+    return Verdict(True, found, fix, warning=True)
+
+
 @dataclass(frozen=True)
 class CheckResult:
     name: str
     ok: bool
     found: str  # what was observed
-    fix: str  # one concrete next step; empty when ok
+    fix: str  # one concrete next step; empty when ok (a warning may have one)
     seconds: float
+    warning: bool = False  # passed with a reservation: shown with `!`, does not stop a run
 
 
 Probe = Callable[[float], Verdict]  # gets the time limit in seconds
@@ -58,7 +64,8 @@ class Check:
                 f"the check itself raised {type(exc).__name__}: {exc}",
                 "report this as a labrun bug, with the job file",
             )
-        return CheckResult(self.name, verdict.ok, verdict.found, verdict.fix, time.monotonic() - start)
+        seconds = time.monotonic() - start
+        return CheckResult(self.name, verdict.ok, verdict.found, verdict.fix, seconds, verdict.warning)
 
 
 # Probes that enforce the limit themselves report slightly after it; this grace keeps the
@@ -131,23 +138,33 @@ def _start(check: Check, index: int, timeout: float, slots: _Slots) -> None:
     thread.start()
 
 
-def render_text(results: Sequence[CheckResult]) -> str:
-    """One line per check: ✓/✗, the name, what was found, and on failure the fix."""
-    width = min(36, max((len(r.name) for r in results), default=0))
+def render_text(results: Sequence[CheckResult], name_cap: int = 40) -> str:
+    """One line per check: ✓/!/✗, the name, what was found, and (failed or warned) the fix.
+
+    Names are padded to the longest of them, up to `name_cap`; a longer name (a deep
+    path) stands alone on its line, whole, and what was found goes on the next line in
+    the same column, so the columns stay aligned and no path is cut."""
+    width = min(max((len(r.name) for r in results), default=0), name_cap)
     lines = []
     for r in results:
-        line = f"{'✓' if r.ok else '✗'} {r.name:<{width}}  {r.found}"
-        if not r.ok and r.fix:
-            line += f" — fix: {r.fix}"
-        lines.append(line)
+        mark = "✗" if not r.ok else ("!" if r.warning else "✓")
+        text = r.found
+        if (not r.ok or r.warning) and r.fix:
+            text += f" — fix: {r.fix}"
+        if len(r.name) > width:
+            lines += [f"{mark} {r.name}", f"  {'':<{width}}  {text}"]
+        else:
+            lines.append(f"{mark} {r.name:<{width}}  {text}")
     return "\n".join(lines)
 
 
 def summary(results: Sequence[CheckResult]) -> str:
     bad = sum(1 for r in results if not r.ok)
+    warned = sum(1 for r in results if r.ok and r.warning)
+    note = f", {warned} with a warning" if warned else ""
     if bad == 0:
-        return f"all {len(results)} checks passed"
-    return f"{bad} of {len(results)} checks failed"
+        return f"all {len(results)} check{'s' if len(results) != 1 else ''} passed{note}"
+    return f"{bad} of {len(results)} checks failed{note}"
 
 
 def to_json(results: Sequence[CheckResult]) -> dict[str, object]:

@@ -11,22 +11,15 @@ from __future__ import annotations
 
 import os
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from labrun.config.job import JobSpec
 from labrun.config.lab import LabConfig
-from labrun.preflight.checks import (
-    NodeCapacity,
-    command_on_path,
-    disk_free,
-    env_set,
-    path_readable,
-    path_writable,
-    resources_fit,
-)
+from labrun.preflight.checks import command_on_path, disk_free, env_set, path_readable, path_writable
 from labrun.preflight.core import Check, CheckResult, Verdict, failed, passed, run_checks
 from labrun.preflight.custom import custom_command
 from labrun.preflight.network import tcp_reachable
+from labrun.preflight.placement import fits_without, placement_checks
 
 _PLACEHOLDER = re.compile(r"\{[A-Za-z_]+\}")
 
@@ -72,10 +65,9 @@ def declared_checks(job: JobSpec) -> list[Check]:
 
 
 def implied_checks(job: JobSpec, lab: LabConfig) -> list[Check]:
-    """What the job itself needs: a workdir, room for every task, writable output dirs."""
-    nodes = [NodeCapacity(n.name, n.cpus, n.memory) for n in lab.nodes]
+    """What the job itself needs: a workdir, a node for every task, writable output dirs."""
     checks = [workdir_exists(job.workdir)]
-    checks += [resources_fit(t.name, t.cpus, t.memory, nodes) for t in job.all_tasks]
+    checks += placement_checks(job, lab)
     seen: set[str] = set()
     for task in job.all_tasks:
         for output in task.outputs:
@@ -98,9 +90,52 @@ def checks_for(job: JobSpec, lab: LabConfig) -> list[Check]:
         from labrun.ssh.report import node_checks
 
         checks += node_checks(lab)
-    return checks
+    return _once(checks)
+
+
+def _once(checks: list[Check]) -> list[Check]:
+    """A check asked for twice (an output's directory also listed in [preflight] writable)
+    runs and prints once."""
+    seen: set[str] = set()
+    unique = []
+    for check in checks:
+        if check.name not in seen:
+            seen.add(check.name)
+            unique.append(check)
+    return unique
 
 
 def preflight(job: JobSpec, lab: LabConfig) -> Report:
     """Every check of the job, run concurrently under [preflight] timeout each."""
-    return Report(run_checks(checks_for(job, lab), job.preflight.timeout))
+    results = run_checks(checks_for(job, lab), job.preflight.timeout)
+    if lab.ssh_nodes:
+        results = leave_out_offline(job, lab, results)
+    return Report(results)
+
+
+def leave_out_offline(job: JobSpec, lab: LabConfig, results: list[CheckResult]) -> list[CheckResult]:
+    """An ssh node that does not answer is left out of the run, not a reason to refuse it,
+    when every task can run on the other nodes: its failed checks become warnings. When
+    some task can run only there, they stay failures and say which tasks need it."""
+    from labrun.ssh.report import node_of, unreachable_nodes
+
+    offline = unreachable_nodes(lab, results)
+    if not offline:
+        return results
+    stranded = fits_without(job, lab, offline)
+    out = []
+    for r in results:
+        node = node_of(lab, r.name)
+        if node not in offline or r.ok:
+            out.append(r)
+        elif stranded:
+            need = f"; task{'s' if len(stranded) > 1 else ''} {', '.join(stranded[:5])} can run only there"
+            out.append(replace(r, found=r.found + need) if r.name.endswith(" reachable") else r)
+        elif r.name.endswith(" reachable"):
+            left = f"{r.found}; left out of this run (every task fits on the other nodes)"
+            out.append(replace(r, ok=True, warning=True, found=left))
+        else:
+            out.append(
+                replace(r, ok=True, warning=True, found=f"not checked: node {node} is not reachable", fix="")
+            )
+    return out

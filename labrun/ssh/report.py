@@ -10,13 +10,14 @@ runtimes, running attempts.
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
 from labrun.config.lab import LabConfig
 from labrun.config.nodes import SshNodeSpec
-from labrun.preflight.core import Check, Verdict, failed, passed
+from labrun.preflight.core import Check, CheckResult, Verdict, failed, passed
 from labrun.ssh.nodes import node_spec, target_of
 from labrun.ssh.session import AgentSession
 from labrun.ssh.transport import SshError
@@ -67,6 +68,21 @@ def node_checks(lab: LabConfig) -> list[Check]:
     return checks
 
 
+def node_of(lab: LabConfig, check_name: str) -> str | None:
+    """The ssh node a check of `node_checks` is about; None for any other check."""
+    parts = check_name.split(" ")
+    names = {node.name for node in lab.ssh_nodes}
+    return parts[1] if len(parts) >= 3 and parts[0] == "node" and parts[1] in names else None
+
+
+def unreachable_nodes(lab: LabConfig, results: Sequence[CheckResult]) -> set[str]:
+    return {
+        node
+        for r in results
+        if not r.ok and r.name.endswith(" reachable") and (node := node_of(lab, r.name)) is not None
+    }
+
+
 def _unreachable(probe: _Probe) -> Verdict:
     return failed(f"not reachable: {probe.error}", f"fix the connection to node {probe.node.name} first")
 
@@ -75,8 +91,9 @@ def _reachable(probe: _Probe, timeout: float) -> Verdict:
     found = probe.get(timeout)
     if found is None:
         return failed(
-            f"node {probe.node.name} ({probe.node.ssh}): {probe.error}",
-            f"make `ssh {probe.node.ssh} true` work from here, or remove [nodes.{probe.node.name}]",
+            probe.error,
+            f"make `{target_of(probe.lab, probe.node).user_command('true')}` work from here, "
+            f"or remove [nodes.{probe.node.name}]",
         )
     return passed(f"{probe.node.ssh} answers (host {found.get('hostname', '?')})")
 

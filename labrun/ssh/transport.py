@@ -48,6 +48,14 @@ class SshTarget:
             path = os.path.join(tempfile.gettempdir(), f"labrun-{os.getuid()}", f"{digest}.sock")
         return path
 
+    def user_command(self, *command: str) -> str:
+        """The ssh command line a user types to reach the node as labrun does (its -F and
+        -o options included: a node on another port is reached only with them)."""
+        args = ["ssh"] + (["-F", self.ssh_config] if self.ssh_config else [])
+        for option in self.options:
+            args += ["-o", option]
+        return shlex.join([*args, self.destination, *command])
+
     def argv(self, remote: str) -> list[str]:
         """ssh argv running `remote` (a shell command line) on the node."""
         args = ["ssh"]
@@ -122,7 +130,7 @@ class SshTarget:
     def unreachable(self, why: str) -> str:
         return (
             f"node {self.node} ({self.destination}) is unreachable: {why}; check that it is up and "
-            f"that `ssh {self.destination} true` works from here"
+            f"that `{self.user_command('true')}` works from here"
         )
 
     def explain(self, stderr: str) -> str:
@@ -139,8 +147,8 @@ class SshTarget:
         if "host key verification failed" in text or ("no " in text and "host key is known" in text):
             return (
                 f"node {self.node}: the host key of {self.destination} is not known (not in "
-                f"known_hosts) and labrun never accepts one silently; connect once with `ssh "
-                f"{self.destination}` and check the fingerprint, or set accept_new_host_keys = true "
+                f"known_hosts) and labrun never accepts one silently; connect once with "
+                f"`{self.user_command()}` and check the fingerprint, or set accept_new_host_keys = true "
                 f"in {where} of labrun.toml"
             )
         if "permission denied" in text or "too many authentication failures" in text:
