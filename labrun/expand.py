@@ -1,8 +1,9 @@
 """Task specs → task instances of a run, and a task instance + attempt → a `Launch`.
 
 Placeholders ({item}, {index}, {run}, {attempt}, {shared}, {task}) are filled here.
-In a string command each value is shell-quoted, so an item `a; rm -rf ~` stays one
-argument. A string command with no shell syntax at all is split and exec'd directly:
+In a string command each value is shell-quoted where it stands (also inside "..." or
+'...'), so an item `a; rm -rf ~` or `x"; rm -rf ~; "` stays one argument. A string
+command with no shell syntax at all is split and exec'd directly:
 the same meaning, one `/bin/sh` fewer per attempt.
 """
 
@@ -93,11 +94,42 @@ def outputs_for(spec: TaskSpec, values: Mapping[str, str], workdir: str) -> tupl
 
 
 def _fill(template: str, values: Mapping[str, str], quote: bool) -> str:
+    if quote:
+        return _fill_shell(template, values)
+
     def one(match: re.Match[str]) -> str:
-        value = values[match.group(1)]
-        return shlex.quote(value) if quote else value
+        return values[match.group(1)]
 
     return _PLACEHOLDER.sub(one, template)
+
+
+def _fill_shell(command: str, values: Mapping[str, str]) -> str:
+    """Fill a /bin/sh command line so that each value stays one literal word piece.
+
+    A value is inserted outside of any quotes, as its own single-quoted piece: inside
+    "..." the double quote is closed before it and reopened after it ("a "'v'" b"), inside
+    '...' likewise. The shell joins the pieces into one word, and nothing in the value
+    (`"`, `$(...)`, a backquote) is ever interpreted: `"{item}"` with an item
+    `x"; rm -rf ~; "` is one argument, not a command."""
+    out: list[str] = []
+    quote = ""  # the quote we are inside: "", "'" or '"'
+    i = 0
+    while i < len(command):
+        match = _PLACEHOLDER.match(command, i)
+        if match is not None:
+            out.append(f"{quote}{shlex.quote(values[match.group(1)])}{quote}")
+            i = match.end()
+            continue
+        char = command[i]
+        if char == "\\" and quote != "'" and i + 1 < len(command):
+            out.append(command[i : i + 2])
+            i += 2
+            continue
+        if char in "'\"" and quote in ("", char):
+            quote = "" if quote == char else char
+        out.append(char)
+        i += 1
+    return "".join(out)
 
 
 def argv_for(command: str | tuple[str, ...], values: Mapping[str, str]) -> tuple[str, ...]:
