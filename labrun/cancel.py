@@ -80,4 +80,5 @@ def _cancel_here(store: Store, run: RunRow) -> str:
         for task in list(store.tasks(run.id, unfinished)):
             store.transition(task, TaskState.CANCELLED, now, "run cancelled", None, reason="run cancelled")
         store.set_run_state(run.id, RunState.CANCELLED, now, "run cancelled by `labrun cancel`")
-    return f"run {run.id}: cancelled ({len(stopped)} leftover attempt(s) stopped)"
+    left = len(stopped)
+    return f"run {run.id}: cancelled ({left} leftover attempt{'' if left == 1 else 's'} stopped)"

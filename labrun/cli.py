@@ -127,7 +127,8 @@ def check(
     if as_json:
         print(json.dumps({"job": job.file, **to_json(report.results)}, indent=2))
     else:
-        print(f"✓ {job.file}: valid, {len(job.all_tasks)} task entries")
+        entries = len(job.all_tasks)
+        print(f"✓ {job.file}: valid, {entries} task {'entry' if entries == 1 else 'entries'}")
         if report.results:
             print(render_text(report.results))
         print(summary(report.results))

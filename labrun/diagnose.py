@@ -11,9 +11,11 @@ from __future__ import annotations
 import enum
 import math
 import re
+import shlex
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
+from labrun.fit import plural
 from labrun.outcome import signal_name
 from labrun.stderr_patterns import (
     ADDRESS,
@@ -65,6 +67,13 @@ class AttemptRecord:
     stderr_tail: Sequence[str] = ()
     upstream_failed: Sequence[str] = ()
     node: str | None = None
+    run: int | None = None  # the run's id, for commands in the next step
+    job_file: str = ""
+    latest: bool = True  # the task's latest attempt (else `reason` is this attempt's own)
+
+    @property
+    def run_ref(self) -> str:
+        return str(self.run) if self.run is not None else "RUN"
 
 
 @dataclass(frozen=True)
@@ -164,8 +173,15 @@ def _unfinished(r: AttemptRecord) -> str | None:
 
 
 def _explain_unfinished(r: AttemptRecord, what: str) -> tuple[str, str]:
+    job = shlex.quote(r.job_file) if r.job_file else "JOB.toml"
+    if what == "cancelled" and r.state == "cancelled":
+        return "cancelled: its run was cancelled (`labrun cancel`)", (
+            f"a cancelled run is final; `labrun run {job}` starts a new run"
+        )
     if what == "cancelled":
-        return "cancelled (by the user or a runner shutdown)", "resume the run to finish it"
+        return "stopped when its runner was interrupted (Ctrl-C, SIGTERM)", (
+            f"`labrun run {job} --resume` finishes the run"
+        )
     if what == "running":
         return f"still running (attempt {r.attempt})", "wait for it, or follow its log"
     waits = "waiting on the tasks it depends on" if what == "waiting" else "not started yet"
@@ -174,9 +190,19 @@ def _explain_unfinished(r: AttemptRecord, what: str) -> tuple[str, str]:
 
 def _memory_advice(r: AttemptRecord, _detail: str) -> tuple[str, str]:
     peak, limit = r.peak_memory, r.memory_limit
-    base = max(peak or 0, limit or 0)
-    value = f'"{nice_size(base * 1.5)}"' if base else "a larger value"
-    step = f"set memory = {value} for task {r.task} (1.5x what it used), or make it use less"
+    spec = r.task.split("[", 1)[0]
+    if limit and (peak is None or peak >= limit * 0.9):  # stopped at the limit: the need is unknown
+        value, why = f'"{nice_size(limit * 2)}"', f"it needed more than its limit of {format_size(limit)}"
+    elif peak:
+        value, why = f'"{nice_size(peak * 1.5)}"', f"1.5x its peak of {format_size(peak)}"
+    else:
+        value, why = "a larger value", "its use was not measured"
+    step = f"set memory = {value} for task {spec} ({why}), or make it use less"
+    if spec != r.task:
+        step += (
+            f'; memory applies to every item of {spec}: on_oom = "grow" (the default) retries '
+            "just the item that ran out, with more"
+        )
     if limit is None:
         return "killed by the kernel's OOM killer: the machine ran out of memory", step
     used = f"peak {format_size(peak)} reached" if peak else "it hit"
@@ -217,6 +243,7 @@ def _command_found(r: AttemptRecord) -> str | None:
 
 def _command_advice(r: AttemptRecord, command: str) -> tuple[str, str]:
     where = f" on {r.node}" if r.node else ""
+    command = command.strip("'\"`‘’“”")  # shells quote the name they could not find
     if not command:
         return "a command was not found (exit 127)", f"check the task's command and PATH{where}"
     return f"command not found: {command}", (
@@ -298,8 +325,13 @@ def _never_placed(r: AttemptRecord) -> str | None:
 def _app_advice(r: AttemptRecord, _detail: str) -> tuple[str, str]:
     last = next((line.strip() for line in reversed(r.stderr_tail) if line.strip()), "")
     ending = _ending(r.exit_code, r.signal) or f"ended as {r.outcome or 'failed'}"
-    title = f"{ending}: {last}" if last else f"{ending} (stderr is empty)"
-    return title, "fix the program's error shown in stderr (full log: `labrun logs`), then rerun"
+    if not last:
+        logs = f"labrun logs {r.run_ref} {shlex.quote(r.task)}"
+        return f"{ending} (stderr is empty)", f"its stdout may say why: `{logs}`; fix the program, then rerun"
+    return (
+        f"{ending}: {last}",
+        "fix the program's error shown in stderr (full log: `labrun logs`), then rerun",
+    )
 
 
 def _outcome(*names: str) -> Callable[[AttemptRecord], str | None]:
@@ -326,7 +358,8 @@ RULES: tuple[Rule, ...] = (
         lambda r: ", ".join(r.upstream_failed) or (r.reason if r.state == "skipped" else None),
         lambda r, up: (
             f"skipped: an upstream task did not succeed ({up})",
-            f"fix the upstream task first: `labrun why RUN {up.split(', ')[0]}` says why it failed",
+            f"fix the upstream task first: `labrun why {r.run_ref} {shlex.quote(up.split(', ')[0])}` "
+            "says why it failed",
         ),
     ),
     Rule(
@@ -362,7 +395,12 @@ def evidence(r: AttemptRecord) -> list[str]:
         where = f" on {r.node}" if r.node else ""
         took = f" after {format_duration(r.runtime)}" if r.runtime is not None else ""
         out.append(f"attempt {r.attempt}{where}: {r.outcome or 'running'}{took}")
-    out.append(f"task state: {r.state}" + (f" ({r.reason})" if r.reason else ""))
+    if r.latest:
+        out.append(f"task state: {r.state}" + (f" ({r.reason})" if r.reason else ""))
+    else:  # an earlier attempt: its own detail, and the task's state kept apart
+        if r.reason:
+            out.append(f"attempt {r.attempt}: {r.reason}")
+        out.append(f"task state now: {r.state} (attempt {r.attempt} is not its latest)")
     ending = _ending(r.exit_code, r.signal)
     if ending:
         out.append(ending)
@@ -377,7 +415,8 @@ def evidence(r: AttemptRecord) -> list[str]:
     out += [f"missing output: {path}" for path in r.missing_outputs]
     tail = list(r.stderr_tail[-STDERR_LINES:])
     if tail:
-        out.append(f"stderr, last {len(tail)} lines:")
+        many = len(tail) == STDERR_LINES
+        out.append(f"stderr, last {len(tail)} lines:" if many else f"stderr ({plural(len(tail), 'line')}):")
         out += [f"| {line.rstrip()}" for line in tail]
     elif r.attempt is not None:
         out.append("stderr: empty")

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from itertools import groupby, islice
 from typing import IO, Any
 
+from labrun.fit import plural
 from labrun.outcome import signal_name
 from labrun.rows import AttemptRow, RunRow, TaskRow
 from labrun.states import RunState, TaskState
@@ -161,7 +162,7 @@ def summary_line(store: Store, run: RunRow, state: RunState) -> str:
     total = sum(counts.values())
     took = format_duration((run.ended or time.time()) - run.created)
     parts = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
-    line = f"labrun: job {run.job} run {run.id} {state.value} in {took}: {parts} of {total} tasks"
+    line = f"labrun: job {run.job} run {run.id} {state.value} in {took}: {parts} of {plural(total, 'task')}"
     if state is not RunState.SUCCEEDED:
         failed = list(islice(store.tasks(run.id, [TaskState.FAILED]), 3))
         if failed:

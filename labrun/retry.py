@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from labrun.fit import plural
 from labrun.memory import OomAttempt, next_memory
 from labrun.states import Outcome
 
@@ -77,16 +78,17 @@ def decide(
             reason=f"reached the cap of {policy.attempt_cap} attempts",
         )
     if not counted:
-        return Decision(True, not_before=now, memory=memory, reason=f"{outcome.value}: not counted")
+        return Decision(True, not_before=now, memory=memory, reason="retry (not counted)")
     if failures > policy.retries:
         used = "not retried (retries = 0)" if policy.retries == 0 else f"all {policy.retries} retries used"
         return Decision(False, memory=memory, counted=True, reason=used)
     delay = backoff(policy, failures, jitter) if wait else 0.0
-    left = policy.retries - failures
+    # what is left after this retry: retries, and attempts under the cap (max_attempts)
+    left = min(policy.retries - failures, policy.attempt_cap - attempts - 1)
     return Decision(
         True,
         not_before=now + delay,
         memory=memory,
         counted=True,
-        reason=f"{outcome.value}: retry in {delay:.1f}s ({left} retries left after it){grown}",
+        reason=f"retry in {delay:.1f}s ({plural(left, 'retry', 'retries')} left after it){grown}",
     )

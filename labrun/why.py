@@ -52,7 +52,14 @@ def record_for(
     chosen = _choose(store, task, attempt)
     upstream = upstream_of(task.reason)
     if chosen is None:
-        return AttemptRecord(task.name, task.state.value, task.reason or "", upstream_failed=upstream)
+        return AttemptRecord(
+            task.name,
+            task.state.value,
+            task.reason or "",
+            upstream_failed=upstream,
+            run=run.id,
+            job_file=run.job_file,
+        )
     last = chosen.n == task.attempts
     reason = (task.reason if last else chosen.detail) or chosen.detail or ""
     # The process runtime cannot see OOM kills: a 0 there is "not measured", not "none".
@@ -74,4 +81,7 @@ def record_for(
         stderr_tail=stderr_tail(paths.log(run.id, task.name, chosen.n, "stderr")),
         upstream_failed=upstream,
         node=chosen.node,
+        run=run.id,
+        job_file=run.job_file,
+        latest=last,
     )

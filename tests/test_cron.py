@@ -111,7 +111,7 @@ def test_cancel_when_the_runner_is_gone(tmp_path: Path) -> None:
     proc.wait()
     done = run(["cancel", "1"], state, tmp_path)
     assert done.returncode == 0, done.stderr
-    assert "1 leftover attempt(s) stopped" in done.stdout
+    assert "1 leftover attempt stopped" in done.stdout
     time.sleep(0.1)
     assert _gone(pid)
     assert query(state, "SELECT state FROM runs") == [("cancelled",)]

@@ -13,7 +13,7 @@ import signal
 import socket
 import subprocess
 import sys
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import pytest
@@ -214,7 +214,8 @@ def test_oom_suggests_a_nice_memory_value() -> None:
     d = diagnose(record)
     assert d.cause is Cause.RESOURCE_EXHAUSTION
     assert d.title == "out of memory: peak 1.0GiB reached the limit of 1.0GiB"
-    assert 'set memory = "1.5GiB" for task train' in d.next_step
+    # the peak is the cap, not the need: the advice says so and asks for more than 1.5x
+    assert 'set memory = "2GiB" for task train (it needed more than its limit of 1.0GiB)' in d.next_step
     assert "killed by signal SIGKILL (9)" in d.evidence
     assert "OOM kills: 1" in d.evidence
     assert "peak memory: 1.0GiB, limit: 1.0GiB" in d.evidence
@@ -342,3 +343,64 @@ def test_json_and_text_forms() -> None:
 )
 def test_nice_size(n: float, text: str) -> None:
     assert nice_size(n) == text
+
+
+def test_oom_advice_from_a_real_peak_and_for_one_item() -> None:
+    under = AttemptRecord(
+        task="resize[3]",
+        state="failed",
+        attempt=1,
+        outcome="oom",
+        peak_memory=300 * 1024**2,
+        memory_limit=GiB,
+    )
+    d = diagnose(under)  # killed well under its limit (another process of the attempt): the peak is real
+    assert 'set memory = "512MiB" for task resize (1.5x its peak of 300.0MiB)' in d.next_step
+    assert 'memory applies to every item of resize: on_oom = "grow"' in d.next_step
+
+
+def test_next_steps_name_the_real_run_and_job() -> None:
+    skipped = AttemptRecord(task="report", state="skipped", upstream_failed=("broken",), run=7)
+    assert "`labrun why 7 broken`" in diagnose(skipped).next_step
+    cancelled = AttemptRecord(
+        task="t", state="cancelled", attempt=1, outcome="killed", run=7, job_file="/lab/my job.toml"
+    )
+    d = diagnose(cancelled)
+    assert "resume" not in d.next_step and "`labrun run '/lab/my job.toml'` starts a new run" in d.next_step
+    interrupted = AttemptRecord(
+        task="t", state="ready", attempt=1, outcome="killed", run=7, job_file="/j.toml"
+    )
+    assert "`labrun run /j.toml --resume` finishes the run" in diagnose(interrupted).next_step
+    silent = AttemptRecord(task="t[1]", state="failed", attempt=1, outcome="failed", exit_code=3, run=7)
+    d = diagnose(silent)
+    assert d.title == "exit code 3 (stderr is empty)"
+    assert "`labrun logs 7 't[1]'`" in d.next_step and "shown in stderr" not in d.next_step
+
+
+def test_an_earlier_attempt_keeps_its_detail_apart_from_the_task_state() -> None:
+    first = AttemptRecord(
+        task="t", state="succeeded", reason="the kernel killed it", attempt=1, outcome="oom", latest=False
+    )
+    lines = diagnose(first).evidence
+    assert "attempt 1: the kernel killed it" in lines
+    assert "task state now: succeeded (attempt 1 is not its latest)" in lines
+    assert not [line for line in lines if line.startswith("task state: succeeded (")]
+
+
+def test_a_short_stderr_is_not_called_the_last_lines() -> None:
+    short = AttemptRecord(task="t", state="failed", attempt=1, outcome="failed", stderr_tail=("a", "b"))
+    assert "stderr (2 lines):" in diagnose(short).evidence
+    full = replace(short, stderr_tail=tuple(str(i) for i in range(30)))
+    assert "stderr, last 20 lines:" in diagnose(full).evidence
+
+
+def test_a_quoted_missing_command_is_named_without_its_quotes() -> None:
+    record = AttemptRecord(
+        task="t",
+        state="failed",
+        attempt=1,
+        outcome="failed",
+        exit_code=127,
+        stderr_tail=("sh: 1: 'no_such_program': not found",),
+    )
+    assert 'add commands = ["no_such_program"] to [preflight]' in diagnose(record).next_step

@@ -117,6 +117,9 @@ def path_writable(path: str) -> Check:
         base = nearest_existing(target)
         if not base.exists():  # a dangling link
             return failed(f"{base} is a link to nothing", f"remove {base} or create its target")
+        unwritable = _unwritable_filesystem(str(base))
+        if unwritable:  # access(2) says yes to root here, and chmod cannot help
+            return failed(f"{path} is on {unwritable}", "write somewhere else (fix the path in the job file)")
         if base == target.absolute():
             if os.access(base, os.W_OK | (os.X_OK if base.is_dir() else 0), effective_ids=True):
                 return passed(f"{'directory' if base.is_dir() else 'file'}, writable")
@@ -134,6 +137,41 @@ def path_writable(path: str) -> Check:
         )
 
     return Check(f"writable {path}", probe)
+
+
+# Kernel filesystems: files there are the kernel's; root passes access(2) but cannot create.
+_PSEUDO_FILESYSTEMS = {"proc", "sysfs", "cgroup", "cgroup2", "debugfs", "tracefs", "securityfs", "configfs"}
+
+
+def _unwritable_filesystem(path: str) -> str:
+    """Why nothing can be written at `path` whatever the permissions ('' if it can be)."""
+    try:
+        if os.statvfs(path).f_flag & os.ST_RDONLY:
+            return "a read-only filesystem (chmod cannot help: remount it read-write or write elsewhere)"
+    except OSError:
+        return ""
+    fstype = _fstype(os.path.realpath(path))
+    if fstype in _PSEUDO_FILESYSTEMS:
+        return f"the kernel's {fstype} filesystem, where no file can be created"
+    return ""
+
+
+def _fstype(path: str) -> str:
+    """The type of the filesystem mounted nearest above `path` (/proc/self/mounts)."""
+    best, kind = "", ""
+    try:
+        with open("/proc/self/mounts", encoding="utf-8", errors="replace") as mounts:
+            for line in mounts:
+                fields = line.split()
+                if len(fields) < 3:
+                    continue
+                point = fields[1].replace("\\040", " ")
+                inside = path == point or path.startswith(point.rstrip("/") + "/")
+                if inside and len(point) >= len(best):
+                    best, kind = point, fields[2]
+    except OSError:
+        return ""
+    return kind
 
 
 def env_set(name: str, environ: Mapping[str, str]) -> Check:
