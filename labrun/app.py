@@ -27,7 +27,7 @@ from labrun.outcome import Stop
 from labrun.paths import StatePaths
 from labrun.progress import LiveReporter, PlainReporter, QuietReporter, Reporter
 from labrun.resume import reconcile, reopen
-from labrun.rows import RunRow, TaskRow
+from labrun.rows import AttemptRow, RunRow, TaskRow
 from labrun.runner import Runner
 from labrun.secrets import require_secrets
 from labrun.states import RunState, TaskState
@@ -72,9 +72,11 @@ def stop_on_signals(runner: Runner) -> Iterator[None]:
 
     def handler(signum: int, frame: FrameType | None) -> None:
         runner.request_stop(Stop.SHUTDOWN)
+        runner.reporter.stopping("interrupt" if signum == signal.SIGINT else "terminate")
 
     def cancel(signum: int, frame: FrameType | None) -> None:
         runner.request_stop(Stop.CANCEL)  # `labrun cancel`: the run ends cancelled, not resumable
+        runner.reporter.stopping("cancel")
 
     previous = {sig: signal.signal(sig, handler) for sig in (signal.SIGINT, signal.SIGTERM)}
     previous[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, cancel)
@@ -116,7 +118,7 @@ def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
     if options.preflight:
         refuse_on_preflight(job, lab)
     store, paths = open_store(lab)
-    with JobLock(paths.lock(job.name), job.name).hold(options.wait) as lock:
+    with JobLock(paths.lock(job.name), job.name).hold(options.wait, _say) as lock:
         now = time.time()
         previous = store.latest_unfinished_run(job.name) if options.resume or job.resume else None
         if previous is not None:
@@ -131,6 +133,10 @@ def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
         run = store.run(run_id)
         assert run is not None
         return _drive(store, paths, job, run, lab, options)
+
+
+def _say(text: str) -> None:
+    print(f"labrun: {text}", file=sys.stderr, flush=True)
 
 
 def refuse_on_preflight(job: JobSpec, lab: LabConfig) -> None:
@@ -220,6 +226,15 @@ def _no_runs(store: Store, job: str | None) -> str:
 
 def _short(text: str) -> str:
     return shorten_middle(text, 60)  # a value echoed in a message: never a whole 5 MB argument
+
+
+def wait_for_attempt(store: Store, task_id: int, poll: float = 0.5) -> list[AttemptRow]:
+    """The task's attempts once it has one, or [] when it ends without (skipped, cancelled)."""
+    while True:
+        attempts = store.attempts(task_id)
+        if attempts or store.task(task_id).state.terminal:
+            return attempts
+        time.sleep(poll)
 
 
 def find_task(store: Store, run: RunRow, ref: str) -> TaskRow:

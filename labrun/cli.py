@@ -53,6 +53,11 @@ RUN_HELP = "A run id, `last` (the latest run) or `last:JOB` (the latest run of j
 RunArg = Annotated[str, typer.Argument(help=RUN_HELP)]
 
 
+def _columns() -> int | None:
+    """The terminal's width when printing to one; None when piped (nothing is cut)."""
+    return shutil.get_terminal_size().columns if sys.stdout.isatty() else None
+
+
 def _lab(config: str | None):  # type: ignore[no-untyped-def]
     from labrun.config.lab import load_lab
 
@@ -151,7 +156,7 @@ def status(
     if as_json:
         write_status_json(store, found, sys.stdout)
     else:
-        write_status_table(store, found, sys.stdout, show_all)
+        write_status_table(store, found, sys.stdout, show_all, _columns())
     return ExitCode.OK
 
 
@@ -166,7 +171,7 @@ def runs(
     from labrun.report import write_runs_table
 
     store, _ = open_store(_lab(config))
-    write_runs_table(store.runs(limit, job), store, sys.stdout)
+    write_runs_table(store.runs(limit, job), store, sys.stdout, _columns())
     return ExitCode.OK
 
 
@@ -202,15 +207,24 @@ def logs(
     config: ConfigOpt = None,
 ) -> int:
     """Print the stdout (or stderr) of an attempt. Example: labrun logs last 'resize[3]' --stderr"""
-    from labrun.app import find_run, find_task, open_store
+    from labrun.app import find_run, find_task, open_store, wait_for_attempt
     from labrun.errors import UsageError
 
     store, paths = open_store(_lab(config))
     found = find_run(store, run_ref)
     row = find_task(store, found, task)
     attempts = store.attempts(row.id)
+    if not attempts and follow:
+        print(
+            f"labrun: task {row.name} of run {found.id} has not started yet ({row.state.value}); "
+            "waiting for its first attempt (Ctrl-C to stop)",
+            file=sys.stderr,
+            flush=True,
+        )
+        attempts = wait_for_attempt(store, row.id)
     if not attempts:
-        raise UsageError(f"task {row.name} of run {found.id} has not started yet ({row.state.value})")
+        row = store.task(row.id)
+        raise UsageError(f"task {row.name} of run {found.id} has no attempt ({row.state.value}): no log yet")
     chosen = attempts[-1] if attempt is None else next((a for a in attempts if a.n == attempt), None)
     if chosen is None:
         raise UsageError(f"task {row.name} has attempts 1 to {attempts[-1].n}, not {attempt}")
@@ -221,6 +235,8 @@ def logs(
 
 def _print_log(path: str, follow: bool, ended: object) -> None:
     out = sys.stdout.buffer
+    while follow and not os.path.exists(path) and not (callable(ended) and ended()):
+        time.sleep(0.2)  # the attempt is being launched: its log appears in a moment
     if not os.path.exists(path):
         print(f"(no log at {path})", file=sys.stderr)
         return
@@ -294,6 +310,61 @@ def gc(
     store, paths = open_store(_lab(config))
     done = collect(store, paths, age, time.time())
     print(f"removed {done.runs} run(s), {format_size(done.bytes)} of logs")
+    return ExitCode.OK
+
+
+@app.command()
+def init(
+    command: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Argument(help='The command each task runs, e.g. "python3 train.py {item}".'),
+    ] = None,
+    items: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--items", help="A file with one item per line: one task each ({item})."),
+    ] = None,
+    memory: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--memory", help="Memory per attempt, e.g. 2GiB (default 1GiB)."),
+    ] = None,
+    runtime: Annotated[str, typer.Option("--runtime", help="process, cgroup or docker.")] = "process",
+    image: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--image", help="The Docker image (with --runtime docker)."),
+    ] = None,
+    output: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--output", "-o", help="The file to write (default job.toml; labrun.toml with --lab)."),
+    ] = None,
+    lab: Annotated[
+        bool, typer.Option("--lab", help="Write labrun.toml instead: probe this machine and the hosts given.")
+    ] = False,
+    ssh_config: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--ssh-config", help="With --lab: an ssh config file (-F) for the hosts."),
+    ] = None,
+    hosts: Annotated[
+        Optional[list[str]],  # noqa: UP045
+        typer.Argument(help="With --lab: SSH destinations to probe, e.g. alice@gpu-box.", show_default=False),
+    ] = None,
+) -> int:
+    """Write a commented job file (or with --lab, labrun.toml) to start from; never overwrites.
+    Example: labrun init "python3 train.py {item}" --items grid.txt --memory 2GiB"""
+    from labrun.errors import UsageError
+
+    if lab:
+        from labrun.init_lab import write_lab_file
+
+        targets = ([command] if command else []) + list(hosts or [])
+        config = os.path.abspath(ssh_config) if ssh_config else None
+        print(write_lab_file(output or "labrun.toml", targets, config, _lab(None).state_dir))
+        return ExitCode.OK
+    if hosts:
+        raise UsageError(f"unexpected arguments {' '.join(hosts)}: quote the command as one argument")
+    from labrun.init_job import JobRequest, write_job_file
+
+    request = JobRequest(command or "", output or "job.toml", items, memory, runtime, image)
+    print(write_job_file(request))
     return ExitCode.OK
 
 

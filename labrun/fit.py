@@ -24,3 +24,13 @@ def shorten_middle(text: str, width: int) -> str:
 def plural(count: int, noun: str, many: str | None = None) -> str:
     """`1 task`, `2 tasks`, `0 tasks`: a count with its noun agreeing."""
     return f"{count} {noun if count == 1 else (many or noun + 's')}"
+
+
+def column_width(longest: int, header: str, rest: int, columns: int | None, maximum: int = 60) -> int:
+    """The width of a table's name column: as wide as its longest value (and its header),
+    at most `maximum`, and on a terminal `columns` wide no wider than what the `rest` of
+    the line leaves (but never under 12: a name cut to nothing helps nobody)."""
+    width = max(len(header), min(longest, maximum))
+    if columns is not None:
+        width = min(width, max(12, columns - rest))
+    return width

@@ -10,7 +10,7 @@ import contextlib
 import json
 import os
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 from labrun.errors import LockHeld
 
@@ -38,6 +38,16 @@ def describe_holder(job: str, path: str) -> str:
     )
 
 
+def waiting_for(job: str, path: str) -> str:
+    info = holder(path)
+    pid, run = info.get("pid"), info.get("run")
+    run_text = f"run {run}" if run else "a run being set up"
+    return (
+        f"job {job!r} is already running ({run_text}, pid {pid or '?'}); --wait: waiting for it to "
+        "end before starting (Ctrl-C to stop waiting)"
+    )
+
+
 class JobLock:
     def __init__(self, path: str, job: str) -> None:
         from filelock import FileLock
@@ -46,13 +56,19 @@ class JobLock:
         self._lock = FileLock(path)
 
     @contextlib.contextmanager
-    def hold(self, wait: bool) -> Iterator[JobLock]:
+    def hold(self, wait: bool, on_wait: Callable[[str], None] | None = None) -> Iterator[JobLock]:
+        """The lock, or LockHeld at once; with `wait`, queue for it, and tell `on_wait`
+        which run and pid it waits for (a blank screen looks like a hang)."""
         from filelock import Timeout
 
         try:
-            self._lock.acquire(timeout=-1 if wait else 0)
+            self._lock.acquire(timeout=0)
         except Timeout:
-            raise LockHeld(describe_holder(self.job, self.path)) from None
+            if not wait:
+                raise LockHeld(describe_holder(self.job, self.path)) from None
+            if on_wait is not None:
+                on_wait(waiting_for(self.job, self.path))
+            self._lock.acquire(timeout=-1)
         try:
             self.record(None)
             yield self

@@ -11,6 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
+from labrun.fit import shorten_middle
 from labrun.retry import Decision
 from labrun.states import Outcome, TaskState
 
@@ -40,8 +41,29 @@ class AttemptEnd:
         return text
 
 
+STOPPING = {
+    "interrupt": "stopping (Ctrl-C)",
+    "terminate": "stopping (SIGTERM)",
+    "cancel": "cancelling (`labrun cancel`)",
+}
+
+
+def stopping_text(how: str) -> str:
+    """What the user is told while running attempts are being stopped."""
+    return (
+        f"{STOPPING.get(how, 'stopping')}: no new attempts; the running ones get SIGTERM, then "
+        "SIGKILL after their grace; press Ctrl-C again to kill them now"
+    )
+
+
 class Reporter:
     """Prints nothing; the base of the others, and what tests use."""
+
+    stop_requested = ""  # set from a signal handler (no I/O there); shown at the next tick
+
+    def stopping(self, how: str) -> None:
+        """A stop was asked for (`how`: interrupt, terminate, cancel); shown at the next tick."""
+        self.stop_requested = how
 
     def attempt_started(self, task: str, attempt: int, node: str) -> None:
         pass
@@ -72,6 +94,7 @@ class PlainReporter(Reporter):
         self.verbose = verbose
         self.interval = interval
         self._last = time.monotonic()
+        self._told = False
 
     def _print(self, text: str) -> None:
         print(text, file=self.stream, flush=True)
@@ -85,6 +108,9 @@ class PlainReporter(Reporter):
             self._print(end.line())
 
     def progress(self, counts: dict[TaskState, int], now: float) -> None:
+        if self.stop_requested and not self._told:
+            self._told = True
+            self._print(stopping_text(self.stop_requested))
         tick = time.monotonic()
         if tick - self._last >= self.interval:
             self._last = tick
@@ -105,6 +131,21 @@ class QuietReporter(PlainReporter):
         pass
 
 
+ELAPSED_WIDTH = 8  # rich's elapsed time, "0:00:00", and room for ten hours more
+BAR_WIDTH = 20
+
+
+def bar_fields(job: str, done: int, total: int, states: str, width: int) -> tuple[str, str]:
+    """The bar's name and states for a terminal `width` columns wide: the counts and the
+    elapsed time always fit; the job name is shortened (in the middle) first, then the
+    states."""
+    counts = len(f"{done}/{total}")
+    room = width - counts - ELAPSED_WIDTH - BAR_WIDTH - 4  # four separating spaces
+    states = shorten_middle(states, max(0, room - min(len(job), 12))) if states else ""
+    name = shorten_middle(job, max(1, min(len(job), room - len(states))))
+    return name, states
+
+
 class LiveReporter(Reporter):
     """A rich progress bar, redrawn at most 10 times a second; events print above it."""
 
@@ -118,17 +159,19 @@ class LiveReporter(Reporter):
             TimeElapsedColumn,
         )
 
+        self.job = job
         self.console = Console(stderr=False)
         self.bar: Progress = Progress(
-            TextColumn("[bold]{task.description}"),
-            BarColumn(),
+            TextColumn("{task.description}", style="bold", markup=False),
+            BarColumn(bar_width=BAR_WIDTH),
             MofNCompleteColumn(),
-            TextColumn("{task.fields[states]}"),
+            TextColumn("{task.fields[states]}", markup=False),
             TimeElapsedColumn(),
             console=self.console,
             refresh_per_second=10,
         )
-        self.task_id: TaskID = self.bar.add_task(job, total=total, states="")
+        name, _ = bar_fields(job, 0, total, "", self.console.width)
+        self.task_id: TaskID = self.bar.add_task(name, total=total, states="")
         self.bar.start()
 
     def attempt_ended(self, end: AttemptEnd) -> None:
@@ -144,8 +187,17 @@ class LiveReporter(Reporter):
             for s in (TaskState.RUNNING, TaskState.FAILED, TaskState.SKIPPED)
             if counts.get(s)
         )
-        # the total grows when task 0's manifest fans out
-        self.bar.update(self.task_id, completed=done, total=sum(counts.values()), states=states)
+        if self.stop_requested:
+            if not self._told:
+                self._told = True
+                self.bar.console.print(stopping_text(self.stop_requested), markup=False, highlight=False)
+            verb = "cancelling" if self.stop_requested == "cancel" else "stopping"
+            states = f"{verb}; Ctrl-C again kills"
+        total = sum(counts.values())  # it grows when task 0's manifest fans out
+        name, states = bar_fields(self.job, done, total, states, self.console.width)
+        self.bar.update(self.task_id, description=name, completed=done, total=total, states=states)
+
+    _told = False
 
     def message(self, text: str) -> None:
         self.bar.console.print(text, markup=False, highlight=False)

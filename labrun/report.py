@@ -8,7 +8,7 @@ from collections.abc import Iterator
 from itertools import groupby, islice
 from typing import IO, Any
 
-from labrun.fit import plural
+from labrun.fit import column_width, plural, shorten_middle
 from labrun.outcome import signal_name
 from labrun.rows import AttemptRow, RunRow, TaskRow
 from labrun.states import RunState, TaskState
@@ -87,7 +87,7 @@ def write_status_json(store: Store, run: RunRow, out: IO[str]) -> None:
     out.write("\n]}\n")
 
 
-def _task_line(t: TaskRow, attempts: list[AttemptRow]) -> str:
+def _task_line(t: TaskRow, attempts: list[AttemptRow], width: int = 24) -> str:
     last = attempts[-1] if attempts else None
     outcome = last.outcome.value if last and last.outcome else ("running" if last else "-")
     exit_text = "-"
@@ -101,8 +101,8 @@ def _task_line(t: TaskRow, attempts: list[AttemptRow]) -> str:
     reason = t.reason or "" if t.state is not TaskState.SUCCEEDED else ""
     label = f"0 {t.name}" if t.seq == 0 else t.name  # task 0 (setup) is addressed as 0 too
     return (
-        f"{label:<24} {t.state.value:<10} {len(attempts):>3} {outcome:<12} {exit_text:>7} "
-        f"{took:>8} {peak:>9} {cpu:>8}  {reason}"
+        f"{shorten_middle(label, width):<{width}} {t.state.value:<10} {len(attempts):>3} {outcome:<12} "
+        f"{exit_text:>7} {took:>8} {peak:>9} {cpu:>8}  {reason}"
     ).rstrip()
 
 
@@ -124,24 +124,31 @@ def attempt_lines(attempts: list[AttemptRow]) -> list[str]:
     return lines
 
 
-HEADER = (
-    f"{'TASK':<24} {'STATE':<10} {'TRY':>3} {'LAST OUTCOME':<12} {'EXIT':>7} {'TOOK':>8} "
-    f"{'PEAK MEM':>9} {'CPU':>8}  REASON"
+HEADER_REST = (
+    f" {'STATE':<10} {'TRY':>3} {'LAST OUTCOME':<12} {'EXIT':>7} {'TOOK':>8} {'PEAK MEM':>9} {'CPU':>8}  "
 )
+REASON_ROOM = 16  # on a terminal, what the job column of `runs` leaves for the task counts
 
 
-def write_status_table(store: Store, run: RunRow, out: IO[str], show_all: bool) -> None:
+def write_status_table(
+    store: Store, run: RunRow, out: IO[str], show_all: bool, columns: int | None = None
+) -> None:
+    """`columns`: the terminal's width (None: not a terminal: names are cut only past 200)."""
     counts = store.counts(run.id)
     total = sum(counts.values())
     out.write(f"run {run.id} of job {run.job} ({run.job_file}): {run.state.value}\n")
     out.write("  " + ", ".join(f"{n} {s.value}" for s, n in counts.items() if n) + f" ({total} tasks)\n")
     show_every = show_all or total <= SHOW_ALL_UP_TO
+    longest = store.longest_task_name(run.id) + 2  # "0 setup"
+    width = column_width(
+        longest, "TASK", len(HEADER_REST) + REASON_ROOM, columns, 200 if columns is None else 60
+    )
     lines = 0
     for task, attempts in _tasks_with_attempts(store, run) if show_every else _not_succeeded(store, run):
         if show_every or task.state is not TaskState.SUCCEEDED:
             if lines == 0:
-                out.write(HEADER + "\n")
-            out.write(_task_line(task, attempts) + "\n")
+                out.write(f"{'TASK':<{width}}{HEADER_REST}REASON\n")
+            out.write(_task_line(task, attempts, width) + "\n")
             out.writelines(attempt_lines(attempts))
             lines += 1
     if not show_every:
@@ -171,13 +178,17 @@ def summary_line(store: Store, run: RunRow, state: RunState) -> str:
     return line
 
 
-def write_runs_table(runs: list[RunRow], store: Store, out: IO[str]) -> None:
-    out.write(f"{'RUN':>5} {'JOB':<20} {'STATE':<12} {'STARTED':<19} {'TOOK':>8}  TASKS\n")
+def write_runs_table(runs: list[RunRow], store: Store, out: IO[str], columns: int | None = None) -> None:
+    """`columns`: the terminal's width (None: not a terminal: names are cut only past 200)."""
+    rest = 6 + 1 + 12 + 1 + 19 + 1 + 8 + 2 + REASON_ROOM
+    longest = max((len(run.job) for run in runs), default=0)
+    width = column_width(longest, "JOB", rest, columns, 200 if columns is None else 60)
+    out.write(f"{'RUN':>5} {'JOB':<{width}} {'STATE':<12} {'STARTED':<19} {'TOOK':>8}  TASKS\n")
     for run in runs:
         counts = store.counts(run.id)
         took = format_duration(run.ended - run.created) if run.ended else "-"
         parts = ", ".join(f"{n} {s.value}" for s, n in counts.items() if n)
         out.write(
-            f"{run.id:>5} {run.job:<20} {run.state.value:<12} {_iso(run.created) or '':<19} "
-            f"{took:>8}  {parts}\n"
+            f"{run.id:>5} {shorten_middle(run.job, width):<{width}} {run.state.value:<12} "
+            f"{_iso(run.created) or '':<19} {took:>8}  {parts}\n"
         )

@@ -197,6 +197,10 @@ class Store:
             rows = self._read(sql, (job, limit))
         return [run_row(r) for r in rows]
 
+    def longest_task_name(self, run_id: int) -> int:
+        rows = self._read("SELECT MAX(LENGTH(name)) FROM tasks WHERE run_id = ?", (run_id,))
+        return int(rows[0][0] or 0) if rows else 0
+
     def job_names(self) -> list[str]:
         return [r[0] for r in self._read("SELECT DISTINCT job FROM runs ORDER BY job")]
 

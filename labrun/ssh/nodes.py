@@ -29,10 +29,14 @@ class Connected:
 
 
 def target_of(lab: LabConfig, node: SshNodeSpec) -> SshTarget:
+    return target_of_spec(node, lab.state_dir)
+
+
+def target_of_spec(node: SshNodeSpec, state_dir: str) -> SshTarget:
     return SshTarget(
         node=node.name,
         destination=node.ssh,
-        control_dir=os.path.join(lab.state_dir, "ssh"),
+        control_dir=os.path.join(state_dir, "ssh"),
         ssh_config=node.ssh_config,
         options=node.ssh_options,
         accept_new_host_keys=node.accept_new_host_keys,
