@@ -101,3 +101,18 @@ def test_retries_left_count_the_attempt_cap_and_agree_in_number(tmp_path: Path) 
     assert "8 retries left" not in done.stdout and "7 retries left" not in done.stdout
     assert "failed: retry" not in done.stdout
     assert "of 1 task" in done.stdout.splitlines()[-1] and "1 tasks" not in done.stdout
+
+
+def test_a_file_cut_short_names_its_last_line(tmp_path: Path) -> None:
+    write_job(tmp_path, '[job]\nname = "x"\n[[tasks]]\nname = "t"\ncommand = [1,\n')
+    done = labrun(tmp_path / "s", "check", "job.toml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "job.toml:5:14: invalid TOML: Invalid value at the end of the file" in done.stderr
+
+
+def test_a_task_is_named_one_way_in_problems(tmp_path: Path) -> None:
+    write_job(tmp_path, '[job]\nname = "x"\n[[tasks]]\nname = "t"\ncommand = "true"\nmemroy = "1GiB"\n')
+    done = labrun(tmp_path / "s", "check", "job.toml", cwd=tmp_path)
+    assert done.returncode == 2
+    assert "tasks[0].memroy: unknown key 'memroy' in tasks[0] (task t)" in done.stderr
+    assert "#1" not in done.stderr

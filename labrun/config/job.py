@@ -195,7 +195,9 @@ def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
     specs, seen = [], set()
     for i, table in enumerate(raw_tasks):
         path: Path = ("tasks", i)
-        values = {**defaults, **_task_values(c, path, table, f"[[tasks]] #{i + 1}")}
+        named = f" (task {table['name']})" if isinstance(table.get("name"), str) else ""
+        # the same name as the key in every problem (tasks[0].memory), not a second numbering
+        values = {**defaults, **_task_values(c, path, table, f"tasks[{i}]{named}")}
         env = {**defaults.get("env", {}), **values.get("env", {})}
         name, command = values.get("name"), values.get("command")
         if "name" not in table:
@@ -242,7 +244,7 @@ def _parse_job(text: str, file: str) -> JobSpec:
     try:
         data = tomllib.loads(text)
     except tomllib.TOMLDecodeError as exc:
-        raise ConfigError([_syntax_problem(file, exc)]) from None
+        raise ConfigError([_syntax_problem(file, exc, text)]) from None
     c = _Collector(file, locate(text))
     for key in data:
         if key not in TOP_LEVEL:
@@ -340,14 +342,16 @@ def _preflight(c: _Collector, table: Mapping[str, Any]) -> PreflightSpec:
     return PreflightSpec(**values)
 
 
-def _syntax_problem(file: str, exc: Exception) -> Problem:
+def _syntax_problem(file: str, exc: Exception, text: str = "") -> Problem:
     message = str(exc)
     match = re.search(r"\(at line (\d+), column (\d+)\)", message)
     line = int(match.group(1)) if match else None
     column = int(match.group(2)) if match else None
     message = re.sub(r"\s*\(at line \d+, column \d+\)", "", message) or "invalid TOML"
-    if match is None and "end of document" in message:
-        line = None
+    if match is None and "end of document" in message:  # point at the end: the last line
+        lines = text.rstrip("\n").split("\n")
+        line, column = len(lines), len(lines[-1]) + 1
+        message = message.replace("(at end of document)", "").strip() + " at the end of the file"
     return Problem(file, line, column, "", f"invalid TOML: {message}", "fix the syntax there")
 
 
