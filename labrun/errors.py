@@ -17,6 +17,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from labrun.fit import shorten_middle
+
+MESSAGE_MAX = 400
+
 
 class ExitCode:
     OK = 0
@@ -49,10 +53,11 @@ class Problem:
             where += f":{self.line}"
             if self.column is not None:
                 where += f":{self.column}"
-        key = f" {self.key}:" if self.key else ""
-        text = f"{where}:{key} {self.message}"
+        key = f" {shorten_middle(self.key, 120)}:" if self.key else ""
+        # a message quotes the user's value: a 5 MB one is shown by its two ends
+        text = f"{where}:{key} {shorten_middle(self.message, MESSAGE_MAX)}"
         if self.hint:
-            text += f" ({self.hint})"
+            text += f" ({shorten_middle(self.hint, MESSAGE_MAX)})"
         return text
 
 

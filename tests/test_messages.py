@@ -116,3 +116,11 @@ def test_a_task_is_named_one_way_in_problems(tmp_path: Path) -> None:
     assert done.returncode == 2
     assert "tasks[0].memroy: unknown key 'memroy' in tasks[0] (task t)" in done.stderr
     assert "#1" not in done.stderr
+
+
+def test_a_huge_value_is_not_echoed_whole(tmp_path: Path) -> None:
+    huge = "x" * 1_000_000
+    write_job(tmp_path, f'[job]\nname = "x"\n[[tasks]]\nname = "t"\ncommand = "true"\nruntime = "{huge}"\n')
+    done = labrun(tmp_path / "s", "check", "job.toml", cwd=tmp_path)
+    assert done.returncode == 2 and "tasks[0].runtime" in done.stderr
+    assert len(done.stderr) < 2000 and "…" in done.stderr
