@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import shlex
 import shutil
 import sys
 import time
@@ -224,7 +225,14 @@ def logs(
         attempts = wait_for_attempt(store, row.id)
     if not attempts:
         row = store.task(row.id)
-        raise UsageError(f"task {row.name} of run {found.id} has no attempt ({row.state.value}): no log yet")
+        if row.state.terminal:
+            raise UsageError(
+                f"task {row.name} of run {found.id} ended {row.state.value} without an attempt: no log"
+            )
+        raise UsageError(
+            f"task {row.name} of run {found.id} has not started yet ({row.state.value}): no log yet; "
+            f"`labrun logs -f {found.id} {shlex.quote(row.name)}` waits for it"
+        )
     chosen = attempts[-1] if attempt is None else next((a for a in attempts if a.n == attempt), None)
     if chosen is None:
         raise UsageError(f"task {row.name} has attempts 1 to {attempts[-1].n}, not {attempt}")
