@@ -12,7 +12,7 @@ import pytest
 from labrun import gpus
 from labrun.app import RunOptions, open_store, run_job
 from labrun.config.lab import load_lab
-from labrun.errors import ConfigError
+from labrun.errors import ConfigError, PreflightFailed
 from labrun.gpus import Gpu, assign, nvml_inventory, use_inventory
 from labrun.scheduler import Demand, NodeCapacity, place
 from labrun.ssh.transport import SshTarget
@@ -111,7 +111,9 @@ def test_a_task_asking_for_more_gpus_than_any_node_fails_with_the_reason(
     lab = load_lab(lab_file(tmp_path, ""))
     job = tmp_path / "job.toml"
     job.write_text('[job]\nname = "big"\n[[tasks]]\nname = "t"\ngpus = 3\ncommand = "true"\n')
-    result = run_job(str(job), lab, RunOptions(quiet=True))
+    with pytest.raises(PreflightFailed, match="task t asks 3 GPUs; local has 2"):  # refused before it starts
+        run_job(str(job), lab, RunOptions(quiet=True))
+    result = run_job(str(job), lab, RunOptions(quiet=True, preflight=False))  # and if started anyway
     assert result.state is RunState.FAILED
     store, _ = open_store(lab)
     task = store.task_by_name(result.run.id, "t")
