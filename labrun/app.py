@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import enum
 import os
 import signal
 import sys
@@ -33,9 +34,17 @@ from labrun.states import RunState, TaskState
 from labrun.store import Store
 
 
+class IfRunning(str, enum.Enum):
+    """What `labrun run` does when another runner holds the job's lock."""
+
+    FAIL = "fail"  # exit 75 at once, naming the run and pid
+    WAIT = "wait"  # queue behind it
+    SKIP = "skip"  # exit 0 and print nothing: a cron job that overlaps its previous night
+
+
 @dataclass(frozen=True)
 class RunOptions:
-    wait: bool = False  # queue behind another runner of the job instead of exiting 75
+    if_running: IfRunning = IfRunning.FAIL
     quiet: bool = False
     verbose: bool = False
     live: bool | None = None  # None: a live bar when stdout is a terminal
@@ -111,11 +120,13 @@ def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, str], Executo
 
 def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
     job = load_job(job_path)
-    require_secrets(job)
-    if options.preflight:
-        refuse_on_preflight(job, lab)
     store, paths = open_store(lab)
-    with JobLock(paths.lock(job.name), job.name).hold(options.wait) as lock:
+    # The lock comes before anything slow or anything that depends on the moment: a run
+    # that overlaps a running one (cron) exits 75 at once, without running its checks.
+    with JobLock(paths.lock(job.name), job.name).hold(options.if_running is IfRunning.WAIT) as lock:
+        require_secrets(job)
+        if options.preflight:
+            refuse_on_preflight(job, lab)
         now = time.time()
         previous = store.latest_unfinished_run(job.name) if options.resume or job.resume else None
         if previous is not None:

@@ -44,8 +44,16 @@ def run(
     config: ConfigOpt = None,
     wait: Annotated[
         bool,
-        typer.Option("--wait", help="If the job is already running, wait for it instead of exiting 75."),
+        typer.Option("--wait", help="If the job is already running, wait for it (= --if-running wait)."),
     ] = False,
+    if_running: Annotated[
+        str,
+        typer.Option(
+            "--if-running",
+            help="If the job is already running: fail (exit 75, the default), wait for it, or skip "
+            "(exit 0, print nothing: for cron).",
+        ),
+    ] = "fail",
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only errors and the summary line.")
     ] = False,
@@ -64,20 +72,30 @@ def run(
     ] = False,
 ) -> int:
     """Run a job to completion. Example: labrun run examples/hello.toml"""
-    from labrun.app import RunOptions, run_job
+    from labrun.app import IfRunning, RunOptions, run_job
+    from labrun.errors import LockHeld, UsageError
     from labrun.report import summary_line
     from labrun.states import RunState
 
+    choices = [c.value for c in IfRunning]
+    if if_running not in choices:
+        raise UsageError(f"--if-running {if_running!r}: expected one of {', '.join(choices)}")
+    when_running = IfRunning.WAIT if wait else IfRunning(if_running)
     lab = _lab(config)
     options = RunOptions(
-        wait=wait,
+        if_running=when_running,
         quiet=quiet,
         verbose=verbose,
         live=False if plain else None,
         preflight=not no_preflight,
         resume=resume,
     )
-    result = run_job(job_file, lab, options)
+    try:
+        result = run_job(job_file, lab, options)
+    except LockHeld:
+        if when_running is IfRunning.SKIP:
+            return ExitCode.OK  # the running copy does the work; cron mails nothing
+        raise
     from labrun.app import open_store
 
     store, _ = open_store(lab)
