@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
+from labrun.config.envvars import unset_in_env, with_env_expanded
 from labrun.config.job import JobSpec, load_job, parse_job
 from labrun.config.lab import LabConfig
 from labrun.config.schema import SETUP_NAME
@@ -124,14 +125,13 @@ def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
     # The lock comes before anything slow or anything that depends on the moment: a run
     # that overlaps a running one (cron) exits 75 at once, without running its checks.
     with JobLock(paths.lock(job.name), job.name).hold(options.if_running is IfRunning.WAIT) as lock:
-        require_secrets(job)
+        runnable = _with_environment(job)
         if options.preflight:
             refuse_on_preflight(job, lab)
         now = time.time()
         previous = store.latest_unfinished_run(job.name) if options.resume or job.resume else None
         if previous is not None:
-            stored = job_of(previous)  # the job as it was when the run started
-            require_secrets(stored)
+            stored = _with_environment(job_of(previous))  # the job as it was when the run started
             lock.record(previous.id)
             return _drive(store, paths, stored, reopen(store, previous, now), lab, options, reconcile)
         with store.tx():
@@ -140,7 +140,16 @@ def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
         lock.record(run_id)
         run = store.run(run_id)
         assert run is not None
-        return _drive(store, paths, job, run, lab, options)
+        return _drive(store, paths, runnable, run, lab, options)
+
+
+def _with_environment(job: JobSpec) -> JobSpec:
+    """The job with what it takes from labrun's environment (secrets, ${VAR}s), or exit 3."""
+    require_secrets(job)
+    unset = unset_in_env(job, os.environ)
+    if unset:
+        raise PreflightFailed(f"{job.file}: " + "; ".join(unset))
+    return with_env_expanded(job, os.environ)
 
 
 def refuse_on_preflight(job: JobSpec, lab: LabConfig) -> None:

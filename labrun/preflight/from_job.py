@@ -9,10 +9,13 @@ present) and SSH nodes (reachable, Python, disk, runtimes, GPUs).
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
+from labrun.config.envvars import UnsetVariable, common_env, expand, references
 from labrun.config.job import JobSpec
 from labrun.config.lab import LabConfig
 from labrun.preflight.checks import (
@@ -48,6 +51,53 @@ def _in_workdir(job: JobSpec, path: str) -> str:
     return os.path.normpath(os.path.join(job.workdir, os.path.expanduser(path)))
 
 
+def _path_check(job: JobSpec, key: str, path: str, make: Callable[[str], Check]) -> Check:
+    """`make`'s check of `path` with its ${VAR}s expanded, or a failing one naming the unset one."""
+    try:
+        expanded = expand(path, os.environ)
+    except UnsetVariable as exc:
+        name = str(exc)
+
+        def probe(_timeout: float) -> Verdict:
+            return failed(
+                f"uses ${{{name}}}, which is not set in labrun's environment",
+                f"export {name}=... before running (or write $$ for a literal $)",
+            )
+
+        return Check(f"{key} {path}", probe)
+    return make(_in_workdir(job, expanded))
+
+
+def _env_references(job: JobSpec) -> list[Check]:
+    """An `env` value's ${VAR} and a `secret_env` name must be set in labrun's environment
+    when the run starts (`labrun run` refuses otherwise)."""
+    checks, seen = [], set()
+    for spec in job.all_tasks:
+        for key, value in spec.env.items():
+            for name in references(value):
+                if name not in seen:
+                    seen.add(name)
+                    check = env_set(name, os.environ)
+                    checks.append(Check(f"env {name} (used by task {spec.name} env {key})", check.probe))
+        for name in spec.secret_env:  # task 0's too: `run` refuses when one is unset
+            if name not in seen:
+                seen.add(name)
+                check = env_set(name, os.environ)
+                checks.append(Check(f"secret_env {name} (task {spec.name})", check.probe))
+    return checks
+
+
+def job_environment(job: JobSpec) -> dict[str, str]:
+    """labrun's environment plus what every task gets from the job ([defaults] env), expanded."""
+    environ = dict(os.environ)
+    for key, value in common_env(job.all_tasks).items():
+        try:
+            environ[key] = expand(value, os.environ)
+        except UnsetVariable:
+            continue  # its own check says so
+    return environ
+
+
 def workdir_exists(workdir: str) -> Check:
     def probe(_timeout: float) -> Verdict:
         if os.path.isdir(workdir):
@@ -60,14 +110,19 @@ def workdir_exists(workdir: str) -> Check:
 def declared_checks(job: JobSpec) -> list[Check]:
     """What [preflight] asks for, in the order of its keys."""
     spec = job.preflight
+    environ = job_environment(job)  # a variable set in [defaults] env satisfies `env`
     checks = [command_on_path(c) for c in spec.commands]
-    checks += [path_readable(_in_workdir(job, p)) for p in spec.paths]
-    checks += [path_writable(_in_workdir(job, p)) for p in spec.writable]
-    checks += [env_set(name, os.environ) for name in spec.env]
+    checks += [_path_check(job, "path", p, path_readable) for p in spec.paths]
+    checks += [_path_check(job, "writable", p, path_writable) for p in spec.writable]
+    checks += [env_set(name, environ) for name in spec.env]
+    checks += _env_references(job)
     checks += [tcp_reachable(address) for address in spec.tcp]
-    checks += [disk_free(_in_workdir(job, p), size) for p, size in spec.disk_free.items()]
+    checks += [
+        _path_check(job, "disk_free", p, functools.partial(disk_free, needed=size))
+        for p, size in spec.disk_free.items()
+    ]
     if os.path.isdir(job.workdir):  # else the workdir check says so, once
-        checks += [custom_command(name, command, job.workdir) for name, command in spec.checks]
+        checks += [custom_command(name, command, job.workdir, environ) for name, command in spec.checks]
     return checks
 
 
