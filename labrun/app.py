@@ -200,6 +200,11 @@ def _drive(
         waker.close()
     final = store.run(run.id)
     assert final is not None
+    if job.notify is not None:
+        from labrun.notify import notify
+
+        for problem in notify(job, store, final):  # reported; the run's result stands
+            print(f"labrun: {problem}", file=sys.stderr, flush=True)
     return RunResult(final, state, store.counts(run.id))
 
 

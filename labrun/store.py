@@ -189,6 +189,15 @@ class Store:
             )
         return run_row(rows[0]) if rows else None
 
+    def previous_finished_run(self, job: str, before: int) -> RunRow | None:
+        """The newest run of `job` older than run `before` that finished or was cancelled."""
+        rows = self._read(
+            f"SELECT {RUN_COLUMNS} FROM runs WHERE job = ? AND id < ? AND state IN (?, ?, ?)"
+            " ORDER BY id DESC LIMIT 1",
+            (job, before, RunState.SUCCEEDED.value, RunState.FAILED.value, RunState.CANCELLED.value),
+        )
+        return run_row(rows[0]) if rows else None
+
     def runs(self, limit: int = 20) -> list[RunRow]:
         rows = self._read(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,))
         return [run_row(r) for r in rows]

@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labrun.config.locate import Path, Positions, locate, nearest
-from labrun.config.preflight import PreflightSpec
+from labrun.config.preflight import NotifySpec, PreflightSpec
 from labrun.config.schema import (
     JOB_KEYS_BY_NAME,
+    NOTIFY_KEYS_BY_NAME,
     PREFLIGHT_KEYS_BY_NAME,
     SETUP_NAME,
     TASK_KEYS,
@@ -85,6 +86,7 @@ class JobSpec:
     text: str = ""  # the job file as read, kept with the run so a resume sees the same job
     setup: TaskSpec | None = None  # task 0, named "setup"; runs first, alone
     preflight: PreflightSpec = field(default_factory=PreflightSpec)
+    notify: NotifySpec | None = None  # [notify]: who hears how a run ended
 
     @property
     def all_tasks(self) -> tuple[TaskSpec, ...]:
@@ -262,6 +264,7 @@ def _parse_job(text: str, file: str) -> JobSpec:
     setup = _setup(c, data, defaults)
     _check_dependencies(c, data, tasks, setup)
     preflight = _preflight(c, _table(c, data, "preflight"))
+    notify = _notify(c, _table(c, data, "notify")) if "notify" in data else None
     if c.problems:
         raise ConfigError(c.problems)
     base = os.path.dirname(os.path.abspath(file))
@@ -274,6 +277,7 @@ def _parse_job(text: str, file: str) -> JobSpec:
         text=text,
         setup=setup,
         preflight=preflight,
+        notify=notify,
         resume=job_values.get("resume", False),
     )
 
@@ -338,6 +342,26 @@ def _preflight(c: _Collector, table: Mapping[str, Any]) -> PreflightSpec:
         except ValueError as exc:
             c.add(("preflight", "tcp", i), str(exc))
     return PreflightSpec(**values)
+
+
+_MAIL_ADDRESS = re.compile(r"[^@\s,;<>\"']+@[^@\s,;<>\"']+")
+
+
+def _notify(c: _Collector, table: Mapping[str, Any]) -> NotifySpec:
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        spec = NOTIFY_KEYS_BY_NAME.get(key)
+        if spec is None:
+            c.unknown(("notify",), key, tuple(NOTIFY_KEYS_BY_NAME), "[notify]")
+        elif (converted := c.value(("notify", key), spec, raw)) is not None:
+            values[key] = converted
+    if "command" not in table and "email" not in table:
+        hint = 'add command = "..." or email = "..."'
+        c.add(("notify",), "[notify] says neither how nor whom to tell", hint)
+    email = values.get("email")
+    if isinstance(email, str) and not _MAIL_ADDRESS.fullmatch(email):
+        c.add(("notify", "email"), f"{email[:80]!r} is not one mail address", 'e.g. email = "me@lab.org"')
+    return NotifySpec(**values)
 
 
 def _syntax_problem(file: str, exc: Exception) -> Problem:

@@ -8,7 +8,15 @@ from __future__ import annotations
 
 from typing import Any
 
-from labrun.config.schema import ENV_NAME_RE, JOB_KEYS, NAME_RE, PREFLIGHT_KEYS, TASK_KEYS, Key
+from labrun.config.schema import (
+    ENV_NAME_RE,
+    JOB_KEYS,
+    NAME_RE,
+    NOTIFY_KEYS,
+    PREFLIGHT_KEYS,
+    TASK_KEYS,
+    Key,
+)
 
 
 def _key_schema(key: Key) -> dict[str, Any]:
@@ -65,6 +73,7 @@ def _key_schema(key: Key) -> dict[str, Any]:
             "additionalProperties": {"type": ["string", "number", "boolean"]},
         },
         "str_list": {"type": "array", "items": {"type": "string"}},
+        "choice_list": {"type": "array", "items": {"type": "string", "enum": list(key.choices)}},
         "size_map": {"type": "object", "additionalProperties": size},
         "check_list": {
             "type": "array",
@@ -123,6 +132,11 @@ def json_schema() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": False,
                 "properties": {k.name: _key_schema(k) for k in PREFLIGHT_KEYS},
+            },
+            "notify": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {k.name: _key_schema(k) for k in NOTIFY_KEYS},
             },
         },
     }

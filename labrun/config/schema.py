@@ -202,6 +202,14 @@ def convert(key: Key, value: object) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"expected an array of strings, got {_describe(value)}")
         return tuple(value)
+    if key.kind == "choice_list":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            choices = ", ".join(map(repr, key.choices))
+            raise ValueError(f"expected an array of {choices}, got {_describe(value)}")
+        wrong = [v for v in value if v not in key.choices]
+        if wrong:
+            raise ValueError(f"{wrong[0]!r} is not one of {', '.join(key.choices)}")
+        return tuple(dict.fromkeys(value))
     raise AssertionError(f"unknown key kind {key.kind}")
 
 
@@ -281,7 +289,7 @@ JOB_KEYS: tuple[Key, ...] = (
     Key("resume", "bool", False, "`labrun run` continues the latest unfinished run (as --resume)."),
 )
 JOB_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in JOB_KEYS}
-TOP_LEVEL = ("job", "defaults", "tasks", "setup", "preflight")
+TOP_LEVEL = ("job", "defaults", "tasks", "setup", "preflight", "notify")
 SETUP_NAME = "setup"  # task 0's name; `0` addresses it too
 
 PREFLIGHT_KEYS: tuple[Key, ...] = (
@@ -295,3 +303,18 @@ PREFLIGHT_KEYS: tuple[Key, ...] = (
     Key("timeout", "duration", 5.0, "Time limit of each check: " + DURATION_HELP + "."),
 )
 PREFLIGHT_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in PREFLIGHT_KEYS}
+
+NOTIFY_EVENTS = ("failure", "recovery", "success")
+NOTIFY_KEYS: tuple[Key, ...] = (
+    Key("command", "str", None, "Run (sh -c, in the workdir) with the run's summary JSON on stdin."),
+    Key("email", "str", None, "Mail the summary to this address through the local sendmail."),
+    Key(
+        "on",
+        "choice_list",
+        ("failure", "recovery"),
+        "When to notify: failure, recovery (a success after a failed run), success.",
+        choices=NOTIFY_EVENTS,
+    ),
+    Key("timeout", "duration", 60.0, "Time limit of the notifier: " + DURATION_HELP + "."),
+)
+NOTIFY_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in NOTIFY_KEYS}
