@@ -21,6 +21,7 @@ from labrun.config.schema import (
     TASK_KEYS,
     TASK_KEYS_BY_NAME,
     TOP_LEVEL,
+    FileItems,
     Items,
     Key,
     SetupItems,
@@ -162,6 +163,21 @@ def _check_placeholders(c: _Collector, path: Path, command: str | tuple[str, ...
                 c.add(path, f"unknown placeholder {{{word}}}", f"did you mean {{{close[0]}}}?")
 
 
+def _check_item_fields(c: _Collector, path: Path, values: Mapping[str, Any]) -> None:
+    """`{item.NAME}` names a field of a row: only items from a CSV or JSON Lines file have rows."""
+    command = values.get("command")
+    texts = [command] if isinstance(command, str) else list(command or ())
+    texts += [*values.get("env", {}).values(), *values.get("outputs", ())]
+    used = next((m.group(0) for t in texts if (m := _ITEM_FIELD_RE.search(t))), None)
+    if used is not None and not isinstance(values.get("items"), FileItems):
+        c.add(
+            (*path, "items") if "items" in values else path,
+            f"{used} names a field of an item, but this task's items are not rows of a file",
+            'use items = { file = "grid.csv" } (a header row names the fields), or {item}',
+        )
+
+
+_ITEM_FIELD_RE = re.compile(r"(?<![${])\{item\.[A-Za-z0-9_-]+\}")
 _CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
 
@@ -210,6 +226,7 @@ def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
             continue
         seen.add(name)
         _check_placeholders(c, (*path, "command"), command)
+        _check_item_fields(c, path, values)
         _check_isolation(c, path, values)
         fields = {k.name: values[k.name] for k in TASK_KEYS if k.name in values}
         specs.append(TaskSpec(**{**fields, "env": env}))

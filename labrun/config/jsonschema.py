@@ -48,6 +48,12 @@ def _key_schema(key: Key) -> dict[str, Any]:
                     }
                 },
             },
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "minLength": 1}},
+            },
             {"const": "setup"},
         ]
     }

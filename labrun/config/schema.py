@@ -37,7 +37,14 @@ class SetupItems:
     """`items = "setup"`: one task per non-empty line of task 0's first output."""
 
 
-Items = tuple[str, ...] | RangeItems | SetupItems
+@dataclass(frozen=True)
+class FileItems:
+    """`items = { file = "grid.csv" }`: rows of a file, relative to the workdir (`items_file`)."""
+
+    path: str
+
+
+Items = tuple[str, ...] | RangeItems | SetupItems | FileItems
 
 
 @dataclass(frozen=True)
@@ -122,6 +129,11 @@ def _items(value: object) -> Items:
         if len(out) > MAX_TASKS:
             raise ValueError(f"at most {MAX_TASKS} items")
         return tuple(out)
+    if isinstance(value, dict) and set(value) == {"file"}:
+        path = value["file"]
+        if not isinstance(path, str) or not path.strip() or "\0" in path:
+            raise ValueError('expected items = { file = "grid.csv" } with the path of a file')
+        return FileItems(path)
     if isinstance(value, dict) and set(value) == {"range"}:
         bounds = value["range"]
         ok = isinstance(bounds, list) and len(bounds) in (2, 3)
@@ -136,9 +148,12 @@ def _items(value: object) -> Items:
             if len(items) > MAX_TASKS:
                 raise ValueError(f"range {bounds} makes {len(items)} tasks; at most {MAX_TASKS}")
             return items
-        raise ValueError("expected { range = [start, stop] } or [start, stop, step] of integers")
+        raise ValueError(
+            'expected { range = [start, stop] } or [start, stop, step] of integers, or { file = "grid.csv" }'
+        )
     raise ValueError(
-        f'expected an array of strings or numbers, {{ range = [0, 100] }} or "setup", got {_describe(value)}'
+        'expected an array of strings or numbers, { range = [0, 100] }, { file = "grid.csv" } or '
+        f'"setup", got {_describe(value)}'
     )
 
 

@@ -16,8 +16,11 @@ from collections.abc import Callable
 from dataclasses import dataclass
 
 from labrun.config.envvars import UnsetVariable, common_env, expand, references
-from labrun.config.job import JobSpec
+from labrun.config.job import JobSpec, TaskSpec
 from labrun.config.lab import LabConfig
+from labrun.config.schema import FileItems
+from labrun.expand import used_fields
+from labrun.items_file import ItemsFileError, missing_fields, read_items
 from labrun.preflight.checks import (
     NodeCapacity,
     command_on_path,
@@ -145,10 +148,30 @@ def implied_checks(job: JobSpec, lab: LabConfig) -> list[Check]:
     return checks
 
 
+def items_file_check(job: JobSpec, spec: TaskSpec) -> Check:
+    """The task's items file gives rows with every field its command uses."""
+    assert isinstance(spec.items, FileItems)
+    path = os.path.join(job.workdir, spec.items.path)
+
+    def probe(_timeout: float) -> Verdict:
+        try:
+            items = read_items(path)
+        except ItemsFileError as exc:
+            return failed(str(exc), f"fix {path}, or point items = {{ file = ... }} at the right file")
+        problem = missing_fields(items, used_fields(spec))
+        if problem is not None:
+            return failed(problem, f"add the field to {path}, or fix the {{item.NAME}} in task {spec.name}")
+        fields = f"; fields {', '.join(items[0].fields)}" if items[0].fields else ""
+        return passed(f"{len(items)} items{fields}")
+
+    return Check(f"items file {spec.items.path} (task {spec.name})", probe)
+
+
 def checks_for(job: JobSpec, lab: LabConfig) -> list[Check]:
     from labrun.isolation import isolation_checks
 
     checks = implied_checks(job, lab) + declared_checks(job) + isolation_checks(job)
+    checks += [items_file_check(job, t) for t in job.tasks if isinstance(t.items, FileItems)]
     if lab.ssh_nodes:
         from labrun.ssh.report import node_checks
 
