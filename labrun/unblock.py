@@ -8,6 +8,8 @@ through the runner's `_move`, so the runner's in-memory counts stay right.
 
 from __future__ import annotations
 
+import json
+import os
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
@@ -30,7 +32,8 @@ class Unblocker:
         self.runner = runner
         job = runner.job
         specs = ((s.name, s.depends_on) for s in job.all_tasks)
-        self.tracker = Tracker(upstream_map(specs, has_setup=job.setup is not None))
+        lenient = {s.name: s.allow_failed for s in job.all_tasks if s.allow_failed}
+        self.tracker = Tracker(upstream_map(specs, has_setup=job.setup is not None), lenient)
         self.pending: list[tuple[TaskRow, TaskState]] = []
         self.first = True
         self._applying = False
@@ -109,6 +112,7 @@ class Unblocker:
         self._applying = True
         try:
             for spec in plan.promote:
+                self._write_upstream(spec)
                 for task in store.waiting_of_spec(run_id, spec):
                     move(task, TaskState.READY, now, "dependencies met", None)
             for spec, reason in plan.skip.items():
@@ -119,6 +123,27 @@ class Unblocker:
                     self.runner.reporter.message(f"{spec}: {len(skipped)} skipped: {reason}")
         finally:
             self._applying = False
+
+    def _write_upstream(self, spec: str) -> None:
+        """For each upstream it tolerates failures of, tell the dependent how every task
+        ended: {shared}/upstream/UPSTREAM.jsonl, one JSON object per task."""
+        runner = self.runner
+        tolerated = runner.specs[spec].allow_failed
+        if not tolerated:
+            return
+        directory = os.path.join(runner.paths.shared_dir(runner.run.id), "upstream")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        lines: dict[str, list[str]] = {up: [] for up in tolerated}
+        for task in runner.store.tasks(runner.run.id):
+            if task.spec in lines:
+                row = {"task": task.name, "item": task.item, "state": task.state.value, "reason": task.reason}
+                lines[task.spec].append(json.dumps(row) + "\n")
+        for up, rows in lines.items():
+            path = os.path.join(directory, f"{up}.jsonl")
+            fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.writelines(rows)
+            os.replace(path + ".tmp", path)
 
 
 def _read_lines(path: str) -> list[str]:

@@ -21,6 +21,7 @@ from labrun.config.schema import (
     TASK_KEYS,
     TASK_KEYS_BY_NAME,
     TOP_LEVEL,
+    Dependency,
     FileItems,
     Items,
     Key,
@@ -59,6 +60,7 @@ class TaskSpec:
     env: Mapping[str, str] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()  # placeholders allowed; relative paths: against the workdir
     depends_on: tuple[str, ...] = ()  # spec names
+    allow_failed: tuple[str, ...] = ()  # those of depends_on it waits for whatever their outcome
     nodes: tuple[str, ...] = ()
     gpus: int = 0
     image: str | None = None
@@ -229,6 +231,9 @@ def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
         _check_item_fields(c, path, values)
         _check_isolation(c, path, values)
         fields = {k.name: values[k.name] for k in TASK_KEYS if k.name in values}
+        dependencies: tuple[Dependency, ...] = fields.pop("depends_on", ())
+        fields["depends_on"] = tuple(dict.fromkeys(d.task for d in dependencies))
+        fields["allow_failed"] = tuple(d.task for d in dependencies if d.allow_failed)
         specs.append(TaskSpec(**{**fields, "env": env}))
     return specs
 

@@ -79,6 +79,20 @@ def _key_schema(key: Key) -> dict[str, Any]:
             "additionalProperties": {"type": ["string", "number", "boolean"]},
         },
         "str_list": {"type": "array", "items": {"type": "string"}},
+        "deps": {
+            "type": "array",
+            "items": {
+                "oneOf": [
+                    {"type": "string"},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["task"],
+                        "properties": {"task": {"type": "string"}, "allow_failed": {"type": "boolean"}},
+                    },
+                ]
+            },
+        },
         "choice_list": {"type": "array", "items": {"type": "string", "enum": list(key.choices)}},
         "size_map": {"type": "object", "additionalProperties": size},
         "check_list": {

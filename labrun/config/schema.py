@@ -48,6 +48,14 @@ Items = tuple[str, ...] | RangeItems | SetupItems | FileItems
 
 
 @dataclass(frozen=True)
+class Dependency:
+    """One `depends_on` entry: a task name, or `{ task = NAME, allow_failed = true }`."""
+
+    task: str
+    allow_failed: bool = False  # wait for it to finish, whatever its outcome
+
+
+@dataclass(frozen=True)
 class Key:
     name: str
     kind: str  # one of the converters below
@@ -217,6 +225,8 @@ def convert(key: Key, value: object) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"expected an array of strings, got {_describe(value)}")
         return tuple(value)
+    if key.kind == "deps":
+        return _dependencies(value)
     if key.kind == "choice_list":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             choices = ", ".join(map(repr, key.choices))
@@ -226,6 +236,34 @@ def convert(key: Key, value: object) -> Any:
             raise ValueError(f"{wrong[0]!r} is not one of {', '.join(key.choices)}")
         return tuple(dict.fromkeys(value))
     raise AssertionError(f"unknown key kind {key.kind}")
+
+
+def _dependencies(value: object) -> tuple[Dependency, ...]:
+    if not isinstance(value, list):
+        raise ValueError(
+            f'expected an array of task names or {{ task = "NAME", allow_failed = true }}, '
+            f"got {_describe(value)}"
+        )
+    out = []
+    for i, entry in enumerate(value):
+        if isinstance(entry, str):
+            out.append(Dependency(entry))
+            continue
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("task"), str)
+            and set(entry) <= {"task", "allow_failed"}
+        ):
+            allow = entry.get("allow_failed", False)
+            if not isinstance(allow, bool):
+                raise ValueError(f"entry {i + 1}: allow_failed must be true or false, got {_describe(allow)}")
+            out.append(Dependency(entry["task"], allow))
+            continue
+        raise ValueError(
+            f'entry {i + 1} must be a task name or {{ task = "NAME", allow_failed = true }}, '
+            f"got {_describe(entry)}"
+        )
+    return tuple(out)
 
 
 def _preflight_value(kind: str, value: object) -> Any:
@@ -275,7 +313,12 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("grace", "duration", 10.0, "Between SIGTERM and SIGKILL when stopping an attempt."),
     Key("env", "env", {}, "Environment variables added for the task."),
     Key("outputs", "str_list", (), "Files that must exist and be non-empty after exit 0."),
-    Key("depends_on", "str_list", (), "Task names that must all succeed before this one starts."),
+    Key(
+        "depends_on",
+        "deps",
+        (),
+        'Tasks that must succeed first; { task = "NAME", allow_failed = true } only waits for them to end.',
+    ),
     Key("nodes", "str_list", (), "Nodes the task may run on (names from labrun.toml); empty: any."),
     Key("gpus", "int", 0, "GPUs an attempt needs, each its own (CUDA_VISIBLE_DEVICES).", minimum=0),
     # -- isolation and OOM (runtime cgroup / docker) --
