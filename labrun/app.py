@@ -17,7 +17,7 @@ from labrun.config.envvars import unset_in_env, with_env_expanded
 from labrun.config.job import JobSpec, load_job, parse_job
 from labrun.config.lab import LabConfig
 from labrun.config.schema import SETUP_NAME
-from labrun.errors import PreflightFailed, UsageError
+from labrun.errors import NothingToRerun, PreflightFailed, UsageError
 from labrun.executors.base import Executor, Waker
 from labrun.executors.cgroup import CgroupExecutor
 from labrun.executors.docker import DockerExecutor
@@ -27,6 +27,8 @@ from labrun.lock import JobLock
 from labrun.outcome import Stop
 from labrun.paths import StatePaths
 from labrun.progress import LiveReporter, PlainReporter, QuietReporter, Reporter
+from labrun.rerun import adopt_shared
+from labrun.rerun import plan as plan_rerun
 from labrun.resume import reconcile, reopen
 from labrun.rows import RunRow, TaskRow
 from labrun.runner import Runner
@@ -51,6 +53,7 @@ class RunOptions:
     live: bool | None = None  # None: a live bar when stdout is a terminal
     preflight: bool = True  # run the job's checks first and refuse to start on a failure
     resume: bool = False  # continue the latest unfinished run of the job (labrun/resume.py)
+    rerun_failed: bool = False  # run only what did not succeed in the latest finished run (rerun.py)
 
 
 @dataclass(frozen=True)
@@ -129,18 +132,70 @@ def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
         if options.preflight:
             refuse_on_preflight(job, lab)
         now = time.time()
-        previous = store.latest_unfinished_run(job.name) if options.resume or job.resume else None
+        resuming = (options.resume or job.resume) and not options.rerun_failed
+        previous = store.latest_unfinished_run(job.name) if resuming or options.rerun_failed else None
+        if previous is not None and options.rerun_failed:
+            raise UsageError(
+                f"run {previous.id} of job {job.name} is {previous.state.value}, not finished: "
+                f"continue it with `labrun run --resume {job.file}`"
+            )
         if previous is not None:
             stored = _with_environment(job_of(previous))  # the job as it was when the run started
             lock.record(previous.id)
+            if previous.rerun_of is not None:
+                adopt_shared(paths, previous.rerun_of, previous.id)
             return _drive(store, paths, stored, reopen(store, previous, now), lab, options, reconcile)
+        if options.resume and not options.quiet:
+            _say_nothing_to_resume(store, job)
+        rerun_of = _rerun_source(store, job) if options.rerun_failed else None
         with store.tx():
-            run_id = store.create_run(job.name, job.file, job.text, now)
-            store.add_tasks(run_id, instances(job))
+            run_id = store.create_run(job.name, job.file, job.text, now, rerun_of.id if rerun_of else None)
+            if rerun_of is None:
+                store.add_tasks(run_id, instances(job))
+            else:
+                planned = plan_rerun(job, instances(job), store.tasks(rerun_of.id))
+                store.add_tasks(run_id, planned.rows)
+                store.mark_carried(run_id, rerun_of.id)
+        if rerun_of is not None:
+            adopt_shared(paths, rerun_of.id, run_id)
+            if not options.quiet:
+                print(
+                    f"labrun: run {run_id} reruns run {rerun_of.id} of job {job.name}: "
+                    f"{planned.to_run} task(s) to run, {planned.carried} succeeded before and are kept",
+                    flush=True,
+                )
         lock.record(run_id)
         run = store.run(run_id)
         assert run is not None
         return _drive(store, paths, runnable, run, lab, options)
+
+
+def _rerun_source(store: Store, job: JobSpec) -> RunRow:
+    """The finished run whose failures `--rerun-failed` runs again."""
+    last = store.latest_finished_run(job.name)
+    if last is None:
+        raise UsageError(
+            f"job {job.name} has no finished run to rerun: start one with `labrun run {job.file}`"
+        )
+    if last.state is RunState.SUCCEEDED:
+        raise NothingToRerun(f"run {last.id} of job {job.name} succeeded: there is nothing to rerun")
+    return last
+
+
+def _say_nothing_to_resume(store: Store, job: JobSpec) -> None:
+    last = store.latest_run(job.name)
+    if last is not None:
+        print(
+            f"labrun: run {last.id} of job {job.name} already ended ({last.state.value}), so there is "
+            "nothing to resume: starting a new run of every task"
+            + (
+                f" (`labrun run --rerun-failed {job.file}` runs only what did not succeed)"
+                if last.state is not RunState.SUCCEEDED
+                else ""
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
 
 
 def _with_environment(job: JobSpec) -> JobSpec:

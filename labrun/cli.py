@@ -70,6 +70,14 @@ def run(
         bool,
         typer.Option("--resume", help="Continue the latest unfinished run of the job (if any)."),
     ] = False,
+    rerun_failed: Annotated[
+        bool,
+        typer.Option(
+            "--rerun-failed",
+            help="Run only the failed, skipped and cancelled tasks of the job's latest finished run "
+            "(a new run that keeps its {shared} and its succeeded tasks).",
+        ),
+    ] = False,
 ) -> int:
     """Run a job to completion. Example: labrun run examples/hello.toml"""
     from labrun.app import IfRunning, RunOptions, run_job
@@ -89,7 +97,10 @@ def run(
         live=False if plain else None,
         preflight=not no_preflight,
         resume=resume,
+        rerun_failed=rerun_failed,
     )
+    if resume and rerun_failed:
+        raise UsageError("--resume continues an unfinished run, --rerun-failed a finished one: pick one")
     try:
         result = run_job(job_file, lab, options)
     except LockHeld:

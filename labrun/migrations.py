@@ -83,5 +83,10 @@ _SCHEMA_DEPS = """
 CREATE INDEX tasks_by_spec ON tasks(run_id, spec, state);
 """
 
+# `labrun run --rerun-failed`: a run made from another's failures names it.
+_SCHEMA_RERUN = """
+ALTER TABLE runs ADD COLUMN rerun_of INTEGER;
+"""
+
 # Each entry moves the schema from version i to i + 1; never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_DEPS)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_DEPS, _SCHEMA_RERUN)

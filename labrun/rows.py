@@ -19,6 +19,7 @@ class RunRow:
     ended: float | None
     pid: int | None
     host: str | None
+    rerun_of: int | None = None  # the run whose failures this one runs again
 
 
 @dataclass(frozen=True)
@@ -75,7 +76,7 @@ class EventRow:
     cause: str
 
 
-RUN_COLUMNS = "id, job, job_file, job_text, state, created, ended, pid, host"
+RUN_COLUMNS = "id, job, job_file, job_text, state, created, ended, pid, host, rerun_of"
 TASK_COLUMNS = "id, run_id, seq, name, spec, item, idx, state, not_before, attempts, failures, memory, reason"
 ATTEMPT_COLUMNS = (
     "id, task_id, run_id, n, node, runtime, mechanism, pid, pid_start, ref, started, ended, "

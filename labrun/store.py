@@ -149,10 +149,12 @@ class Store:
 
     # -- runs ---------------------------------------------------------------------------
 
-    def create_run(self, job: str, job_file: str, job_text: str, now: float) -> int:
+    def create_run(
+        self, job: str, job_file: str, job_text: str, now: float, rerun_of: int | None = None
+    ) -> int:
         cur = self._write(
-            "INSERT INTO runs (job, job_file, job_text, state, created, pid, host)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (job, job_file, job_text, state, created, pid, host, rerun_of)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job,
                 job_file,
@@ -161,11 +163,24 @@ class Store:
                 now,
                 os.getpid(),
                 os.uname().nodename,
+                rerun_of,
             ),
         )
         run_id = int(cur.lastrowid or 0)
-        self.event(run_id, None, None, now, None, RunState.RUNNING.value, "run started")
+        cause = (
+            "run started"
+            if rerun_of is None
+            else f"run started: reruns what did not succeed in run {rerun_of}"
+        )
+        self.event(run_id, None, None, now, None, RunState.RUNNING.value, cause)
         return run_id
+
+    def mark_carried(self, run_id: int, from_run: int) -> None:
+        """Tasks of a rerun that succeeded in `from_run` say so (they never run again)."""
+        self._write(
+            "UPDATE tasks SET reason = ? WHERE run_id = ? AND state = ?",
+            (f"succeeded in run {from_run}; carried over", run_id, TaskState.SUCCEEDED.value),
+        )
 
     def set_run_state(self, run_id: int, state: RunState, now: float, cause: str) -> None:
         ended = None if state is RunState.RUNNING else now
@@ -188,6 +203,10 @@ class Store:
                 f"SELECT {RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY id DESC LIMIT 1", (job,)
             )
         return run_row(rows[0]) if rows else None
+
+    def latest_finished_run(self, job: str) -> RunRow | None:
+        """The newest run of `job` that ended (succeeded, failed or cancelled)."""
+        return self.previous_finished_run(job, 2**62)
 
     def previous_finished_run(self, job: str, before: int) -> RunRow | None:
         """The newest run of `job` older than run `before` that finished or was cancelled."""
