@@ -196,6 +196,7 @@ class Ledger:
     ) -> None:
         """Apply what `decisions.on_end` said about an attempt that ended."""
         live = self.live[task_id]
+        n = live.attempts[attempt_id].n
         for ins in instructions:
             if isinstance(ins, Record):
                 self._record(live, ins, facts, now)
@@ -206,7 +207,7 @@ class Ledger:
                     live.task = new
             elif not isinstance(ins, Supersede):  # those the runner stops; each ends on its own
                 new, cause = _task_after(live.task, ins)
-                self._task(live.task, new, now, cause, None)
+                self._task(live.task, new, now, cause, n)
         if not live.live_attempts():
             del self.live[task_id]
 
