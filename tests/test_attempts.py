@@ -8,14 +8,22 @@ from __future__ import annotations
 
 import signal
 import sqlite3
+import time
 from pathlib import Path
 
 import pytest
 from test_runner import FakeExecutor, make_runner
 
+from labrun.config.job import parse_job
+from labrun.config.lab import NodeSpec
 from labrun.errors import StoreError
+from labrun.executors.base import Waker
+from labrun.executors.process import ProcessExecutor, alive
+from labrun.expand import instances
 from labrun.migrations import MIGRATIONS
 from labrun.model import Facts, Launch, Started
+from labrun.paths import StatePaths
+from labrun.progress import Reporter
 from labrun.resume import reconcile
 from labrun.rows import TaskRow
 from labrun.runner import Runner
@@ -328,3 +336,43 @@ def test_a_database_of_the_previous_schema_migrates(tmp_path: Path) -> None:
         AttemptState.LAUNCHING,
     ]
     assert [e.subject for e in store.events(1)] == [Subject.RUN, Subject.ATTEMPT, Subject.TASK]
+
+
+def test_a_second_attempt_of_real_processes_wins_and_the_first_is_stopped(tmp_path: Path) -> None:
+    """End to end with the process executor: attempt 1 sleeps, attempt 2 (asked for while
+    it runs) exits 0 at once; attempt 1's process is stopped with TERM and recorded superseded."""
+    body = PAIR.replace(
+        'command = "true"', """command = 'if [ "$LABRUN_ATTEMPT" = 1 ]; then sleep 60; fi'""", 1
+    )
+    job = parse_job(body, str(tmp_path / "job.toml"))
+    store = Store(str(tmp_path / "labrun.db"))
+    with store.tx():
+        run_id = store.create_run(job.name, job.file, job.text, time.time())
+        store.add_tasks(run_id, instances(job))
+    run = store.run(run_id)
+    assert run is not None
+    paths = StatePaths(str(tmp_path / "state"))
+    paths.ensure()
+    waker = Waker()
+    executor = ProcessExecutor(waker)
+    node = NodeSpec("local", 4, 8 * 1024**3)
+    runner = Runner(store, paths, job, run, [node], {("local", "process"): executor}, waker, Reporter())
+    try:
+        runner.tick(time.time())
+        t = task(store, runner, "t")
+        (first,) = store.attempts(t.id)
+        assert first.pid is not None and runner.launch_extra(t.id)
+        assert runner.drive(time.time) is RunState.SUCCEEDED
+    finally:
+        executor.close()
+        waker.close()
+    loser, winner = store.attempts(t.id)
+    assert (loser.outcome, loser.state, loser.signal) == (
+        Outcome.SUPERSEDED,
+        AttemptState.SUPERSEDED,
+        signal.SIGTERM,
+    )
+    assert (winner.outcome, winner.exit_code) == (Outcome.SUCCEEDED, 0)
+    assert not alive(first.pid, first.pid_start)  # nothing left running
+    assert task(store, runner, "t").failures == 0
+    assert [a.outcome for a in store.attempts(task(store, runner, "after").id)] == [Outcome.SUCCEEDED]
