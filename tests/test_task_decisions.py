@@ -108,6 +108,20 @@ CASES: list[tuple[str, TaskRow, list[AttemptView], Ended, tuple[Instruction, ...
         ),
     ),
     (
+        "killed at shutdown beside a live sibling: the task stays running until that one ends",
+        TASK,
+        [A1, A2],
+        Ended(A1, Outcome.KILLED, "stopped by labrun (killed by SIGTERM)", Stop.SHUTDOWN),
+        (
+            rec(A1, Outcome.KILLED, "stopped by labrun (killed by SIGTERM)", "attempt 2 is still running"),
+            Wait(
+                0,
+                "attempt 1 on local: killed: stopped by labrun (killed by SIGTERM);"
+                " attempt 2 is still running",
+            ),
+        ),
+    ),
+    (
         "a counted failure beside a live sibling: counted, the task keeps running",
         TASK,
         [A1, A2],
