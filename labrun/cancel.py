@@ -14,8 +14,8 @@ import time
 
 from labrun.errors import LockHeld, UsageError
 from labrun.executors.process import alive
+from labrun.ledger import Ledger
 from labrun.lock import JobLock, holder
-from labrun.model import Facts
 from labrun.paths import StatePaths
 from labrun.rows import RunRow
 from labrun.states import Outcome, RunState, TaskState
@@ -72,12 +72,13 @@ def _cancel_here(store: Store, run: RunRow) -> str:
     stopped = _stop_leftovers(store, run)
     now = time.time()
     detail = "cancelled by `labrun cancel` while no runner was driving the run"
-    with store.tx():
+    ledger = Ledger(store, run.id)
+    with ledger.tx():
         for attempt in store.open_attempts(run.id):
             outcome = Outcome.KILLED if attempt.id in stopped else Outcome.LOST
-            store.finish_attempt(attempt.id, Facts(None, None, now), outcome, detail)
+            ledger.abandon(attempt, outcome, detail, now)
         unfinished = [TaskState.WAITING, TaskState.READY, TaskState.RUNNING]
         for task in list(store.tasks(run.id, unfinished)):
-            store.transition(task, TaskState.CANCELLED, now, "run cancelled", None, reason="run cancelled")
+            ledger.cancel(task, "run cancelled", now)
         store.set_run_state(run.id, RunState.CANCELLED, now, "run cancelled by `labrun cancel`")
     return f"run {run.id}: cancelled ({len(stopped)} leftover attempt(s) stopped)"

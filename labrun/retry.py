@@ -69,6 +69,8 @@ def decide(
         return Decision(False, memory=memory, counted=True, reason="cannot start; retrying cannot help")
     if outcome is Outcome.KILLED:
         return Decision(False, memory=memory, reason="stopped by labrun")
+    if outcome is Outcome.SUPERSEDED:
+        return Decision(False, memory=memory, reason="another attempt succeeded first")
     if attempts >= policy.attempt_cap:
         return Decision(
             False,

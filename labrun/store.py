@@ -3,8 +3,9 @@
 With `migrations.py` (the tables), the only SQL in labrun. Pragmas are set in one place
 (`_connect`); every write happens inside `with store.tx():`, an immediate transaction, so
 the runner writes a whole tick in at most two commits (claims before the processes start,
-their pids after). A task's state changes only through `transition`, a guarded
-`UPDATE … WHERE state = ?` whose row count is checked, plus an event row with the cause.
+their pids after). Task and attempt rows change through guarded `UPDATE … WHERE state = ?`
+statements whose row counts are checked; `labrun.ledger` is their one caller and writes
+the event rows with their causes beside them.
 """
 
 from __future__ import annotations
@@ -34,9 +35,19 @@ from labrun.rows import (
     run_row,
     task_row,
 )
-from labrun.states import Outcome, RunState, TaskState, check_transition
+from labrun.states import (
+    AttemptState,
+    Outcome,
+    RunState,
+    Subject,
+    TaskState,
+    check_attempt_transition,
+    check_transition,
+)
 
 NewTask = tuple[int, str, str, str | None, int | None, TaskState, int]  # seq..memory
+# run_id, task_id, attempt, time, from_state, to_state, cause, subject
+NewEvent = tuple[int, int | None, int | None, float, str | None, str | None, str, str]
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -172,7 +183,7 @@ class Store:
             if rerun_of is None
             else f"run started: reruns what did not succeed in run {rerun_of}"
         )
-        self.event(run_id, None, None, now, None, RunState.RUNNING.value, cause)
+        self.event(run_id, None, None, now, None, RunState.RUNNING.value, cause, Subject.RUN)
         return run_id
 
     def mark_carried(self, run_id: int, from_run: int) -> None:
@@ -289,28 +300,36 @@ class Store:
         rows = self._read("SELECT MAX(seq) FROM tasks WHERE run_id = ?", (run_id,))
         return int(rows[0][0] or 0)
 
-    def transition(
-        self,
-        task: TaskRow,
-        new: TaskState,
-        now: float,
-        cause: str,
-        attempt: int | None = None,
-        **fields: Any,
-    ) -> None:
-        """Move one task from the state it is in to `new`, recording why."""
-        check_transition(task.state, new)
-        sets = ", ".join(f"{name} = ?" for name in ("state", *fields))
+    def update_task(self, old: TaskRow, new: TaskRow) -> None:
+        """Write `new` over the task row `old`, guarded on `old`'s state; no event (the
+        ledger writes the event with its cause, batched with the rest of the tick)."""
+        check_transition(old.state, new.state)
+        values = (new.state.value, new.not_before, new.attempts, new.failures, new.memory, new.reason)
         cur = self._write(
-            f"UPDATE tasks SET {sets} WHERE id = ? AND state = ?",
-            (new.value, *fields.values(), task.id, task.state.value),
+            "UPDATE tasks SET state = ?, not_before = ?, attempts = ?, failures = ?, memory = ?, reason = ?"
+            " WHERE id = ? AND state = ?",
+            (*values, old.id, old.state.value),
         )
         if cur.rowcount != 1:
             raise StoreError(
-                f"task {task.name} was no longer {task.state.value} when moving it to "
-                f"{new.value}: is another runner working on run {task.run_id}?"
+                f"task {old.name} was no longer {old.state.value} when moving it to "
+                f"{new.state.value}: is another runner working on run {old.run_id}?"
             )
-        self.event(task.run_id, task.id, attempt, now, task.state.value, new.value, cause)
+
+    def update_running(self, old: TaskRow, new: TaskRow) -> None:
+        """A running task's counters (another attempt launched, a counted failure while a
+        sibling still runs), guarded on what they were."""
+        assert old.state is new.state is TaskState.RUNNING, "not a state change: see update_task"
+        cur = self._write(
+            "UPDATE tasks SET attempts = ?, failures = ? WHERE id = ? AND state = 'running'"
+            " AND attempts = ? AND failures = ?",
+            (new.attempts, new.failures, old.id, old.attempts, old.failures),
+        )
+        if cur.rowcount != 1:
+            raise StoreError(
+                f"task {old.name} was no longer running with {old.attempts} attempt(s) and "
+                f"{old.failures} failure(s): is another runner working on run {old.run_id}?"
+            )
 
     def event(
         self,
@@ -321,11 +340,21 @@ class Store:
         from_state: str | None,
         to_state: str | None,
         cause: str,
+        subject: Subject = Subject.RUN,
     ) -> None:
         self._write(
-            "INSERT INTO events (run_id, task_id, attempt, time, from_state, to_state, cause)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run_id, task_id, attempt, now, from_state, to_state, cause),
+            "INSERT INTO events (run_id, task_id, attempt, time, from_state, to_state, cause, subject)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, task_id, attempt, now, from_state, to_state, cause, subject.value),
+        )
+
+    def add_events(self, events: Sequence[NewEvent]) -> None:
+        """Many event rows in one statement: a tick's transitions are written together."""
+        assert self._in_tx, "writes happen inside store.tx()"
+        self.conn.executemany(
+            "INSERT INTO events (run_id, task_id, attempt, time, from_state, to_state, cause, subject)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            events,
         )
 
     def events(self, run_id: int, task_id: int | None = None) -> list[EventRow]:
@@ -341,37 +370,81 @@ class Store:
         self, task: TaskRow, n: int, node: str, runtime: str, now: float, memory_limit: int
     ) -> int:
         cur = self._write(
-            "INSERT INTO attempts (task_id, run_id, n, node, runtime, started, memory_limit)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (task.id, task.run_id, n, node, runtime, now, memory_limit),
+            "INSERT INTO attempts (task_id, run_id, n, node, runtime, started, memory_limit, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (task.id, task.run_id, n, node, runtime, now, memory_limit, AttemptState.LAUNCHING.value),
         )
         return int(cur.lastrowid or 0)
 
-    def attempt_started(self, attempt_id: int, started: Started) -> None:
-        self._write(
-            "UPDATE attempts SET pid = ?, pid_start = ?, ref = ?, mechanism = ? WHERE id = ?",
-            (started.pid, started.pid_start, started.ref, started.mechanism, attempt_id),
+    def attempts_started(self, started: Sequence[tuple[int, Started]]) -> None:
+        """launching -> running for each (attempt id, how to find it again), in one statement."""
+        assert self._in_tx, "writes happen inside store.tx()"
+        cur = self.conn.executemany(
+            "UPDATE attempts SET pid = ?, pid_start = ?, ref = ?, mechanism = ?, state = 'running'"
+            " WHERE id = ? AND state = 'launching'",
+            ((s.pid, s.pid_start, s.ref, s.mechanism, attempt_id) for attempt_id, s in started),
         )
+        if cur.rowcount != len(started):
+            ids = ", ".join(str(attempt_id) for attempt_id, _ in started)
+            raise StoreError(
+                f"attempts {ids}: {len(started) - cur.rowcount} were no longer launching when "
+                "recording their start: is another runner working on this run?"
+            )
 
-    def finish_attempt(self, attempt_id: int, facts: Facts, outcome: Outcome, detail: str) -> None:
-        self._write(
-            "UPDATE attempts SET ended = ?, outcome = ?, exit_code = ?, signal = ?,"
-            " peak_memory = ?, cpu_seconds = ?, oom_kills = ?, missing_outputs = ?, detail = ?"
-            " WHERE id = ? AND outcome IS NULL",
-            (
-                facts.ended,
-                outcome.value,
-                facts.exit_code,
-                facts.signal,
-                facts.peak_memory,
-                facts.cpu_seconds,
-                # Docker reports a boolean, not the kernel's counter: count it as one kill
-                max(facts.oom_kills, int(facts.oom_killed)),
-                json.dumps(list(facts.missing_outputs)) if facts.missing_outputs else None,
-                detail,
-                attempt_id,
-            ),
+    def adopt_attempt(self, attempt_id: int, old: AttemptState) -> None:
+        """An attempt a new runner took over; one that never recorded its start is running now."""
+        if old is AttemptState.RUNNING:
+            return
+        check_attempt_transition(old, AttemptState.RUNNING)
+        self._guarded_attempt("UPDATE attempts SET state = 'running'", (), attempt_id, old, "adopting it")
+
+    def finish_attempt(
+        self,
+        attempt_id: int,
+        facts: Facts,
+        outcome: Outcome,
+        detail: str,
+        old: AttemptState,
+        new: AttemptState,
+    ) -> None:
+        """Record how an attempt ended and the state it ends in, guarded on the state it
+        was in: an attempt is finished once; a second time is a bug and raises."""
+        if new is AttemptState.ABANDONED:  # given up without an observed end
+            check_attempt_transition(old, new)
+        else:  # ended, and (usually in the same tick) taken in by its task
+            check_attempt_transition(old, AttemptState.ENDED)
+            if new is not AttemptState.ENDED:
+                check_attempt_transition(AttemptState.ENDED, new)
+        sql = (
+            "UPDATE attempts SET ended = ?, outcome = ?, exit_code = ?, signal = ?, peak_memory = ?,"
+            " cpu_seconds = ?, oom_kills = ?, missing_outputs = ?, detail = ?, state = ?"
         )
+        values = (
+            facts.ended,
+            outcome.value,
+            facts.exit_code,
+            facts.signal,
+            facts.peak_memory,
+            facts.cpu_seconds,
+            # Docker reports a boolean, not the kernel's counter: count it as one kill
+            max(facts.oom_kills, int(facts.oom_killed)),
+            json.dumps(list(facts.missing_outputs)) if facts.missing_outputs else None,
+            detail,
+            new.value,
+        )
+        self._guarded_attempt(sql, values, attempt_id, old, f"recording it {outcome.value}")
+
+    def _guarded_attempt(
+        self, sql: str, values: tuple[Any, ...], attempt_id: int, old: AttemptState, doing: str
+    ) -> None:
+        cur = self._write(sql + " WHERE id = ? AND state = ?", (*values, attempt_id, old.value))
+        if cur.rowcount != 1:
+            rows = self._read("SELECT state FROM attempts WHERE id = ?", (attempt_id,))
+            now = rows[0][0] if rows else "missing"
+            raise StoreError(
+                f"attempt {attempt_id} was {now}, not {old.value}, when {doing}: "
+                "is another runner working on this run?"
+            )
 
     def attempt(self, attempt_id: int) -> AttemptRow:
         rows = self._read(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = ?", (attempt_id,))

@@ -165,13 +165,14 @@ class SshExecutor(Executor):
         self.attempts[launch.attempt_id] = remote
         return Started(ref=ref, mechanism=mechanism)
 
-    def wake_at(self) -> float | None:
+    def wake_at(self, now: float) -> float | None:
+        """Polling and reconnecting happen in `finished()`, which the runner calls each tick."""
         if not self.attempts and self.online:
             return None
         if self.pending is not None:  # the answer wakes the Waker; this is the give-up time
             return self.pending + self.poll_interval + ANSWER_TIMEOUT
         if self.session.connected:
-            return self.clock()
+            return now
         if self.attempts:  # not connected: reconnect, or give the attempts up as lost
             return min(self.next_connect, self.last_ok + self.lost_after)
         return self.next_connect
