@@ -11,7 +11,7 @@ from typing import Any
 from labrun.config.schema import ENV_NAME_RE, JOB_KEYS, NAME_RE, PREFLIGHT_KEYS, TASK_KEYS, Key
 
 
-def _key_schema(key: Key) -> dict[str, Any]:
+def key_schema(key: Key) -> dict[str, Any]:
     duration: dict[str, Any] = {
         "oneOf": [
             {"type": "number", "minimum": 0},
@@ -87,7 +87,7 @@ def _key_schema(key: Key) -> dict[str, Any]:
 
 def json_schema() -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) of the job file."""
-    task_props = {k.name: _key_schema(k) for k in TASK_KEYS}
+    task_props = {k.name: key_schema(k) for k in TASK_KEYS}
     defaults_props = {k: v for k, v in task_props.items() if k != "name"}
     setup_props = {k: v for k, v in task_props.items() if k not in ("name", "items")}
     return {
@@ -101,7 +101,7 @@ def json_schema() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": False,
                 "required": ["name"],
-                "properties": {k.name: _key_schema(k) for k in JOB_KEYS},
+                "properties": {k.name: key_schema(k) for k in JOB_KEYS},
             },
             "defaults": {
                 "type": "object",
@@ -122,7 +122,7 @@ def json_schema() -> dict[str, Any]:
             "preflight": {
                 "type": "object",
                 "additionalProperties": False,
-                "properties": {k.name: _key_schema(k) for k in PREFLIGHT_KEYS},
+                "properties": {k.name: key_schema(k) for k in PREFLIGHT_KEYS},
             },
         },
     }
