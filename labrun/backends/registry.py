@@ -12,6 +12,7 @@ Nodes come in backend order, so the local node is first (task 0 runs there).
 
 from __future__ import annotations
 
+import difflib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
@@ -48,23 +49,21 @@ def backend_named(name: str) -> Backend | None:
 
 def _owner(name: str, table: Mapping[str, Any], problem: Problem) -> Backend | None:
     where = ("nodes", name)
-    names = ", ".join(b.name for b in BACKENDS)
+    names = [b.name for b in BACKENDS]
     chosen = table.get("backend")
     if chosen is not None:
         found = backend_named(chosen) if isinstance(chosen, str) else None
         if found is None:
-            problem(
-                (*where, "backend"),
-                f"unknown backend {chosen!r}",
-                unknown_hint(str(chosen), [*names.split(", ")]),
-            )
+            close = difflib.get_close_matches(str(chosen), names, n=1)
+            hint = f"did you mean {close[0]!r}?" if close else f"the backends are: {', '.join(names)}"
+            problem((*where, "backend"), f"unknown backend {chosen!r}", hint)
         return found
     found = next((b for b in BACKENDS if b.claims(name, table)), None)
     if found is None:
         every = sorted({k.name for b in BACKENDS for k in b.keys})
         close = [unknown_hint(key, every) for key in table if key not in every]
         hint = "; ".join(h for h in close if h.startswith("did you mean")) or (
-            f'add ssh = "user@host" for a machine reached over SSH, or backend = "NAME" (one of: {names})'
+            f'add ssh = "user@host" for a machine reached over SSH, or backend = "NAME" ({", ".join(names)})'
         )
         problem(where, f"[nodes.{name}] does not say which backend runs it", hint)
     return found

@@ -224,7 +224,9 @@ def lab_json_schema(backends: Sequence[KeyedBackend], fixed: Mapping[str, str]) 
                 "description": "One table per node, [nodes.NAME], each run by one backend.",
                 "properties": {name: tables[backend] for name, backend in fixed.items() if backend in tables},
                 "propertyNames": {"pattern": "^[A-Za-z0-9_-]+$"},
-                "additionalProperties": {"anyOf": list(tables.values())},
+                "additionalProperties": {
+                    "anyOf": [table for name, table in tables.items() if name not in fixed.values()]
+                },
             },
         },
     }
