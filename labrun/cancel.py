@@ -38,12 +38,15 @@ def cancel_run(store: Store, paths: StatePaths, lab: LabConfig, run: RunRow, wai
     while time.monotonic() < deadline:
         try:
             with lock.hold(False):
+                now = store.run(run.id)
+                if now is not None and now.state not in UNFINISHED:  # its runner just finished it
+                    return _finished_by_runner(now, signalled)
                 return _cancel_here(store, lab, run)  # no runner: nobody else writes this run
         except LockHeld:
             pass
         now = store.run(run.id)
         if now is not None and now.state not in UNFINISHED:
-            return f"run {run.id}: {now.state.value} (its runner, pid {signalled}, stopped its attempts)"
+            return _finished_by_runner(now, signalled)
         info = holder(lock.path)
         pid = info.get("pid")
         if info.get("run") not in (None, run.id):
@@ -53,6 +56,10 @@ def cancel_run(store: Store, paths: StatePaths, lab: LabConfig, run: RunRow, wai
             signalled = pid
         time.sleep(0.1)
     return f"run {run.id}: asked its runner (pid {signalled}) to cancel; it is still stopping its attempts"
+
+
+def _finished_by_runner(run: RunRow, signalled: int | None) -> str:
+    return f"run {run.id}: {run.state.value} (its runner, pid {signalled}, stopped its attempts)"
 
 
 def _cancel_here(store: Store, lab: LabConfig, run: RunRow) -> str:
