@@ -132,3 +132,30 @@ def test_cancel_leaves_no_remote_process_of_the_run(tmp_path: Path, sshd_lab: Ss
             proc.wait()
         for pid in _processes_with(marker):  # never leave a sleeper behind a failed test
             os.kill(pid, signal.SIGKILL)
+
+
+def test_cancel_after_the_runner_died_removes_a_cgroup_attempts_cgroup(tmp_path: Path) -> None:
+    from labrun.cgroup import detect, open_existing
+
+    support = detect()
+    if not support.ok:
+        pytest.skip(f"no cgroup here: {support.reason}")
+    marker = f"300.{random.randrange(10**6, 10**7)}"
+    (tmp_path / "job.toml").write_text(
+        f'[job]\nname = "grouped"\n[[tasks]]\nname = "nap"\nruntime = "cgroup"\ncommand = "sleep {marker}"\n'
+    )
+    state = tmp_path / "state"
+    proc = start(["run", "job.toml", "--plain"], state, tmp_path)
+    try:
+        name = wait_until("the attempt's cgroup", lambda: started_ref(state), proc)
+        wait_until("its process", lambda: _processes_with(marker), proc)
+        assert open_existing(support, name) is not None
+        cancel(state, tmp_path, proc, "killed")
+        assert _processes_with(marker) == []
+        assert open_existing(support, name) is None  # swept: no cgroup outlives the run
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()
+        for pid in _processes_with(marker):
+            os.kill(pid, signal.SIGKILL)

@@ -16,7 +16,7 @@ import difflib
 from collections.abc import Callable, Iterator, Mapping, Sequence
 from typing import Any
 
-from labrun.backends.base import Backend, Connection, NodeRow, stop_attempts
+from labrun.backends.base import Backend, Connection, NodeControl, NodeRow, stop_attempts
 from labrun.backends.local import LocalBackend
 from labrun.backends.ssh import SshBackend
 from labrun.config.job import JobSpec
@@ -134,13 +134,10 @@ def node_rows(lab: LabConfig) -> list[NodeRow]:
     return [row for backend, nodes in _by_backend(lab.nodes) for row in backend.rows(lab, nodes)]
 
 
-def stop_run_attempts(
-    lab: LabConfig, attempts: Sequence[AttemptRow], grace: float
-) -> tuple[list[int], list[str]]:
-    """Stop a run's attempts where they run, without a runner (TERM, KILL after `grace`, sweep).
-
-    Returns the ids that were running and one message per node that could not be reached."""
-    stopped: list[int] = []
+def _each_node(
+    lab: LabConfig, attempts: Sequence[AttemptRow], act: Callable[[NodeControl, list[AttemptRow]], None]
+) -> list[str]:
+    """`act` on each node's attempts through its backend's control; a message per node that failed."""
     messages: list[str] = []
     for name in dict.fromkeys(a.node for a in attempts):
         mine = [a for a in attempts if a.node == name]
@@ -156,12 +153,34 @@ def stop_run_attempts(
             messages.append(f"node {name}: {exc}")
             continue
         try:
-            stopped += stop_attempts(control, mine, grace)
+            act(control, mine)
         except Exception as exc:
             messages.append(f"node {name}: {exc}")
         finally:
             control.close()
+    return messages
+
+
+def stop_run_attempts(
+    lab: LabConfig, attempts: Sequence[AttemptRow], grace: float
+) -> tuple[list[int], list[str]]:
+    """Stop attempts where they run, without a runner (TERM, KILL after `grace`, sweep).
+
+    Returns the ids that were running and one message per node that could not be reached."""
+    stopped: list[int] = []
+    messages = _each_node(
+        lab, attempts, lambda control, mine: stopped.extend(stop_attempts(control, mine, grace))
+    )
     return stopped, messages
+
+
+def sweep_attempts(lab: LabConfig, attempts: Sequence[AttemptRow]) -> tuple[list[str], list[str]]:
+    """Leave nothing of these attempts on any node (KILL; containers and cgroups removed).
+
+    Returns what was found and one message per node that could not be reached."""
+    found: list[str] = []
+    messages = _each_node(lab, attempts, lambda control, mine: found.extend(control.sweep(mine)))
+    return found, messages
 
 
 def lab_schema() -> dict[str, Any]:
