@@ -13,15 +13,14 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
+from labrun.backends.base import Connection
+from labrun.backends.registry import connect
 from labrun.config.envvars import unset_in_env, with_env_expanded
 from labrun.config.job import JobSpec, load_job, parse_job
 from labrun.config.lab import LabConfig
 from labrun.config.schema import SETUP_NAME
 from labrun.errors import NothingToRerun, PreflightFailed, UsageError
-from labrun.executors.base import Executor, Waker
-from labrun.executors.cgroup import CgroupExecutor
-from labrun.executors.docker import DockerExecutor
-from labrun.executors.process import ProcessExecutor
+from labrun.executors.base import Waker
 from labrun.expand import instances
 from labrun.lock import JobLock
 from labrun.outcome import Stop
@@ -99,27 +98,13 @@ def stop_on_signals(runner: Runner) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, str], Executor]:
-    """One executor per (node, runtime) that the lab offers.
-
-    Cheap to build: the cgroup executor detects its mechanism on its first start, the
-    Docker executor connects to the daemon on its first start. SSH nodes are connected
-    here; one that does not answer is left out of the run, with a message."""
-    makers: dict[str, Callable[[], Executor]] = {
-        "process": lambda: ProcessExecutor(waker),
-        "cgroup": lambda: CgroupExecutor(waker),
-        "docker": lambda: DockerExecutor(waker),
-    }
-    local = lab.local
-    executors = {(local.name, rt): makers[rt]() for rt in local.runtimes if rt in makers}
-    if lab.ssh_nodes:
-        from labrun.ssh.nodes import ssh_executors
-
-        remote, problems = ssh_executors(lab, waker)
-        executors.update(remote)
-        for problem in problems:
-            print(f"labrun: {problem}", file=sys.stderr, flush=True)
-    return executors
+def connect_nodes(lab: LabConfig, waker: Waker) -> Connection:
+    """Every backend's executors and node specs; a node that does not answer is left out,
+    with a message."""
+    connection = connect(lab, waker)
+    for problem in connection.problems:
+        print(f"labrun: {problem}", file=sys.stderr, flush=True)
+    return connection
 
 
 def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
@@ -232,16 +217,20 @@ def _drive(
 ) -> RunResult:
     os.makedirs(paths.shared_dir(run.id), mode=0o700, exist_ok=True)
     waker = Waker()
-    executors = executors_for(lab, waker)
+    connection = connect_nodes(lab, waker)
+    executors = connection.executors
     counts = store.counts(run.id)
     reporter = _reporter(job, sum(counts.values()), options)
-    nodes = lab.nodes
-    if lab.ssh_nodes:  # ssh nodes with their probed capacity, only those that answered
-        from labrun.ssh.nodes import resolved_nodes
-
-        nodes = resolved_nodes(lab, executors)
     runner = Runner(
-        store, paths, job, run, nodes, executors, waker, reporter, node_max_failures=lab.node_max_failures
+        store,
+        paths,
+        job,
+        run,
+        connection.nodes,
+        executors,
+        waker,
+        reporter,
+        node_max_failures=lab.node_max_failures,
     )
     try:
         if prepare is not None:

@@ -185,7 +185,7 @@ def nodes(
     import json
 
     from labrun.app import open_store
-    from labrun.ssh.report import node_states, render_nodes
+    from labrun.backends.view import node_states, render_nodes
 
     lab = _lab(config)
     store, _ = open_store(lab)
@@ -275,8 +275,9 @@ def cancel(run_ref: RunArg, config: ConfigOpt = None) -> int:
     from labrun.app import find_run, open_store
     from labrun.cancel import cancel_run
 
-    store, paths = open_store(_lab(config))
-    print(cancel_run(store, paths, find_run(store, run_ref)))
+    lab = _lab(config)
+    store, paths = open_store(lab)
+    print(cancel_run(store, paths, lab, find_run(store, run_ref)))
     return ExitCode.OK
 
 
@@ -304,10 +305,19 @@ def gc(
 
 
 @app.command()
-def schema() -> int:
+def schema(
+    lab: Annotated[
+        bool, typer.Option("--lab", help="The schema of labrun.toml (the lab and its nodes) instead.")
+    ] = False,
+) -> int:
     """Print the JSON Schema of job files (for editors). Example: labrun schema > labrun.schema.json"""
     import json
 
+    if lab:
+        from labrun.backends.registry import lab_schema
+
+        print(json.dumps(lab_schema(), indent=2))
+        return ExitCode.OK
     from labrun.config.jsonschema import json_schema
 
     print(json.dumps(json_schema(), indent=2))

@@ -19,7 +19,7 @@ from labrun.config.schema import (
 )
 
 
-def _key_schema(key: Key) -> dict[str, Any]:
+def key_schema(key: Key) -> dict[str, Any]:
     duration: dict[str, Any] = {
         "oneOf": [
             {"type": "number", "minimum": 0},
@@ -116,7 +116,7 @@ def _key_schema(key: Key) -> dict[str, Any]:
 
 def json_schema() -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) of the job file."""
-    task_props = {k.name: _key_schema(k) for k in TASK_KEYS}
+    task_props = {k.name: key_schema(k) for k in TASK_KEYS}
     defaults_props = {k: v for k, v in task_props.items() if k != "name"}
     setup_props = {k: v for k, v in task_props.items() if k not in ("name", "items")}
     return {
@@ -130,7 +130,7 @@ def json_schema() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": False,
                 "required": ["name"],
-                "properties": {k.name: _key_schema(k) for k in JOB_KEYS},
+                "properties": {k.name: key_schema(k) for k in JOB_KEYS},
             },
             "defaults": {
                 "type": "object",
@@ -151,12 +151,12 @@ def json_schema() -> dict[str, Any]:
             "preflight": {
                 "type": "object",
                 "additionalProperties": False,
-                "properties": {k.name: _key_schema(k) for k in PREFLIGHT_KEYS},
+                "properties": {k.name: key_schema(k) for k in PREFLIGHT_KEYS},
             },
             "notify": {
                 "type": "object",
                 "additionalProperties": False,
-                "properties": {k.name: _key_schema(k) for k in NOTIFY_KEYS},
+                "properties": {k.name: key_schema(k) for k in NOTIFY_KEYS},
             },
         },
     }

@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from labrun.config.lab import NodeSpec
 from labrun.executors.base import Executor, Waker
 from labrun.model import Facts, Launch, LaunchError, Started
 from labrun.ssh.session import AgentSession
@@ -41,8 +40,13 @@ class _Remote:
     confirmed: bool = True  # False when the start request got no answer
 
 
+def remote_key(run_id: int, attempt_id: int) -> str:
+    """The attempt's name on the node: its directory under the agent's `attempts/`."""
+    return f"r{run_id}-a{attempt_id}"
+
+
 def attempt_key(launch: Launch) -> str:
-    return f"r{launch.run_id}-a{launch.attempt_id}"
+    return remote_key(launch.run_id, launch.attempt_id)
 
 
 class SshExecutor(Executor):
@@ -74,7 +78,6 @@ class SshExecutor(Executor):
         self.next_connect = 0.0
         self.online = True
         self.error = ""
-        self.capacity: NodeSpec | None = None  # what the node offers (set by labrun.ssh.nodes)
         self._watched: int | None = None
         self._watch()
 

@@ -2,9 +2,9 @@
 
 Declared checks come from `[preflight]`; implied ones from the job itself: every task
 fits on some node, the workdir exists, the directories of declared outputs are
-writable. `checks_for` also asks the other parts of labrun for theirs, named there
-one by one: isolation (a cgroup can be made, the Docker daemon answers, images are
-present) and SSH nodes (reachable, Python, disk, runtimes, GPUs).
+writable. `checks_for` also asks every backend for its checks on its nodes (local: a
+cgroup can be made, the Docker daemon answers, images are present; ssh: reachable,
+Python, disk, runtimes, GPUs).
 """
 
 from __future__ import annotations
@@ -131,7 +131,7 @@ def declared_checks(job: JobSpec) -> list[Check]:
 
 def implied_checks(job: JobSpec, lab: LabConfig) -> list[Check]:
     """What the job itself needs: a workdir, room for every task, writable output dirs."""
-    nodes = [NodeCapacity(n.name, n.cpus, n.memory) for n in lab.nodes]
+    nodes = [NodeCapacity(n.name, n.cpus, n.memory) for n in lab.declared]
     checks = [workdir_exists(job.workdir)]
     checks += [resources_fit(t.name, t.cpus, t.memory, nodes) for t in job.all_tasks]
     seen: set[str] = set()
@@ -168,14 +168,10 @@ def items_file_check(job: JobSpec, spec: TaskSpec) -> Check:
 
 
 def checks_for(job: JobSpec, lab: LabConfig) -> list[Check]:
-    from labrun.isolation import isolation_checks
+    from labrun.backends import registry
 
-    checks = implied_checks(job, lab) + declared_checks(job) + isolation_checks(job)
+    checks = implied_checks(job, lab) + declared_checks(job) + registry.checks(lab, job)
     checks += [items_file_check(job, t) for t in job.tasks if isinstance(t.items, FileItems)]
-    if lab.ssh_nodes:
-        from labrun.ssh.report import node_checks
-
-        checks += node_checks(lab)
     return checks
 
 
