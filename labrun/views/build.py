@@ -40,11 +40,22 @@ def task_views(reads: Reads, run_id: int) -> Iterator[TaskView]:
         yield TaskView.of(task, attempts)
 
 
-def problem_views(reads: Reads, run_id: int, limit: int | None = None) -> Iterator[TaskView]:
-    """The tasks that did not succeed, by index: not every row of a 100,000-task run."""
-    others = [s for s in TaskState if s is not TaskState.SUCCEEDED]
-    for task in islice(reads.tasks(run_id, others), limit):
-        yield task_view(reads, task)
+# What a summary lists, failures first; each state is one index range (no sort, however many).
+PROBLEM_ORDER = (
+    TaskState.FAILED,
+    TaskState.RUNNING,
+    TaskState.READY,
+    TaskState.WAITING,
+    TaskState.CANCELLED,
+    TaskState.SKIPPED,
+)
+
+
+def problem_views(reads: Reads, run_id: int) -> Iterator[TaskView]:
+    """The tasks that did not succeed: not every row of a 100,000-task run."""
+    for state in PROBLEM_ORDER:
+        for task in reads.tasks_in_state(run_id, state):
+            yield task_view(reads, task)
 
 
 def status_view(reads: Reads, run: RunRow, show_all: bool) -> StatusView:
@@ -70,4 +81,4 @@ def runs_view(reads: Reads, limit: int) -> list[RunView]:
 
 def failed_views(reads: Reads, run_id: int, limit: int) -> list[TaskView]:
     """The first few failed tasks, for the line `run` ends with."""
-    return [TaskView.of(t, ()) for t in islice(reads.tasks(run_id, [TaskState.FAILED]), limit)]
+    return [TaskView.of(t, ()) for t in islice(reads.tasks_in_state(run_id, TaskState.FAILED), limit)]
