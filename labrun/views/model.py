@@ -50,7 +50,7 @@ class AttemptView:
             peak_memory=row.peak_memory,
             cpu_seconds=row.cpu_seconds,
             oom_kills=row.oom_kills,
-            missing_outputs=tuple(json.loads(row.missing_outputs or "[]")),
+            missing_outputs=tuple(json.loads(row.missing_outputs)) if row.missing_outputs else (),
             detail=row.detail,
         )
 
