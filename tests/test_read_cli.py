@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import sqlite3
+import stat
 import subprocess
 import sys
 import time
@@ -119,6 +120,15 @@ def test_reading_a_state_directory_that_does_not_exist_creates_nothing(tmp_path:
     assert status.returncode == 2 and "there are no runs yet" in status.stderr
     assert read(state, "runs").stdout.startswith("  RUN JOB")
     assert not state.exists()
+
+
+def test_reading_leaves_the_state_directory_as_it_is(story: Path) -> None:
+    """A writer tightens the state directory to 0700; a reader changes nothing there."""
+    story.chmod(0o750)
+    before = sorted(p.name for p in story.iterdir())
+    check_every_read_command(story)
+    assert stat.S_IMODE(story.stat().st_mode) == 0o750
+    assert sorted(p.name for p in story.iterdir()) == before
 
 
 # -- a state directory mounted read-only ------------------------------------------------

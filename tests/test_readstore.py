@@ -147,7 +147,8 @@ def test_status_and_events_read_by_index_on_a_large_run(tmp_path: Path) -> None:
         assert not view.every and len(list(view.tasks)) == 20_000  # all ready: all listed
         task = snap.task_by_name(run_id, "t[7]")
         assert task is not None
-        list(events_view(snap, run, task).events)
+        assert [e.to_state for e in events_view(snap, run, task).events] == []
+        assert [e.cause for e in events_view(snap, run, None).events] == ["run started"]
     reader.conn.set_trace_callback(None)
     distinct = {re.sub(r"\b\d+(\.\d+)?\b", "?", s): s for s in seen if s.startswith("SELECT")}
     for sql in distinct.values():
