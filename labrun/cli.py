@@ -90,10 +90,13 @@ def _summary(lab, run_id: int, state) -> str:  # type: ignore[no-untyped-def]
     from labrun.views.text import summary_line
 
     reader, _ = open_reader(lab)
-    with reader.snapshot() as snap:
-        found = snap.run(run_id)
-        assert found is not None
-        return summary_line(run_view(snap, found), state, failed_views(snap, run_id, 3))
+    try:
+        with reader.snapshot() as snap:
+            found = snap.run(run_id)
+            assert found is not None
+            return summary_line(run_view(snap, found), state, failed_views(snap, run_id, 3))
+    finally:
+        reader.close()  # before the runner's store: the last to close folds the -wal in
 
 
 @app.command()
