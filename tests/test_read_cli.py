@@ -123,12 +123,17 @@ def test_reading_a_state_directory_that_does_not_exist_creates_nothing(tmp_path:
 
 
 def test_reading_leaves_the_state_directory_as_it_is(story: Path) -> None:
-    """A writer tightens the state directory to 0700; a reader changes nothing there."""
+    """A writer tightens the state directory to 0700; a reader changes nothing there. On a
+    writable directory SQLite may add the -wal and -shm it reads through, private like the
+    database (on a read-only one it cannot: see the mount tests below)."""
     story.chmod(0o750)
-    before = sorted(p.name for p in story.iterdir())
+    before = {p.name for p in story.iterdir()}
     check_every_read_command(story)
     assert stat.S_IMODE(story.stat().st_mode) == 0o750
-    assert sorted(p.name for p in story.iterdir()) == before
+    after = {p.name for p in story.iterdir()}
+    assert after - before <= {"labrun.db-wal", "labrun.db-shm"}, after - before
+    for name in after - before:
+        assert stat.S_IMODE((story / name).stat().st_mode) == 0o600, name
 
 
 # -- a state directory mounted read-only ------------------------------------------------
