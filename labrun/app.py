@@ -26,6 +26,8 @@ from labrun.lock import JobLock
 from labrun.outcome import Stop
 from labrun.paths import StatePaths
 from labrun.progress import LiveReporter, PlainReporter, QuietReporter, Reporter
+from labrun.reads import Reads
+from labrun.readstore import ReadStore
 from labrun.rerun import adopt_shared
 from labrun.rerun import plan as plan_rerun
 from labrun.resume import reconcile, reopen
@@ -63,9 +65,16 @@ class RunResult:
 
 
 def open_store(lab: LabConfig) -> tuple[Store, StatePaths]:
+    """The store for commands that write: creates the state directory, migrates."""
     paths = StatePaths(lab.state_dir)
     paths.ensure()
     return Store(paths.db), paths
+
+
+def open_reader(lab: LabConfig) -> tuple[ReadStore, StatePaths]:
+    """The store for commands that only read: never waits on a runner, never writes."""
+    paths = StatePaths(lab.state_dir)
+    return ReadStore(paths.db), paths
 
 
 def _reporter(job: JobSpec, total: int, options: RunOptions) -> Reporter:
@@ -257,7 +266,7 @@ def job_of(run: RunRow) -> JobSpec:
     return parse_job(run.job_text, run.job_file)
 
 
-def find_run(store: Store, ref: str) -> RunRow:
+def find_run(store: Reads, ref: str) -> RunRow:
     """A run by id, or `last`."""
     if ref == "last":
         run = store.latest_run()
@@ -272,7 +281,7 @@ def find_run(store: Store, ref: str) -> RunRow:
     return found
 
 
-def find_task(store: Store, run: RunRow, ref: str) -> TaskRow:
+def find_task(store: Reads, run: RunRow, ref: str) -> TaskRow:
     """A task of a run by its name: `report`, `resize[3]`; `0` is task 0 (`setup`)."""
     task = store.task_by_name(run.id, SETUP_NAME if ref == "0" else ref)
     if task is not None:

@@ -20,10 +20,11 @@ from typing import Any
 
 from labrun.config.job import JobSpec
 from labrun.config.preflight import NotifySpec
-from labrun.report import summary_line
 from labrun.rows import RunRow
 from labrun.states import RunState, TaskState
 from labrun.store import Store
+from labrun.views.build import failed_views, run_view
+from labrun.views.text import summary_line
 
 LISTED = 50  # failed tasks named in the summary; the rest are counted
 _NOT_OK = (TaskState.FAILED, TaskState.SKIPPED, TaskState.CANCELLED)
@@ -57,7 +58,7 @@ def summary(store: Store, run: RunRow, event: str) -> dict[str, Any]:
         "tasks": sum(counts.values()),
         "not_succeeded": listed[:LISTED],
         "not_succeeded_unlisted": max(0, not_ok - LISTED),
-        "summary": summary_line(store, run, run.state),
+        "summary": summary_line(run_view(store, run), run.state, failed_views(store, run.id, 3)),
         "next_step": f"labrun status {run.id}" if event == "failure" else "",
     }
 

@@ -1,11 +1,13 @@
 """The SQLite store: runs, tasks, attempts and an append-only events table.
 
-With `migrations.py` (the tables), the only SQL in labrun. Pragmas are set in one place
-(`_connect`); every write happens inside `with store.tx():`, an immediate transaction, so
-the runner writes a whole tick in at most two commits (claims before the processes start,
-their pids after). Task and attempt rows change through guarded `UPDATE … WHERE state = ?`
-statements whose row counts are checked; `labrun.ledger` is their one caller and writes
-the event rows with their causes beside them.
+With `migrations.py` (the tables), `reads.py` (the SELECTs, shared with read-only
+snapshots) and `readstore.py` (opening read-only), the only SQL in labrun. Pragmas are
+set in one place (`_connect`); every write happens inside `with store.tx():`, an
+immediate transaction, so the runner writes a whole tick in at most two commits (claims
+before the processes start, their pids after). Task and attempt rows change through
+guarded `UPDATE … WHERE state = ?` statements whose row counts are checked;
+`labrun.ledger` is their one caller and writes the event rows with their causes beside
+them. Commands that only read open `readstore.ReadStore` instead.
 """
 
 from __future__ import annotations
@@ -21,17 +23,15 @@ from typing import Any
 from labrun.errors import StoreError
 from labrun.migrations import MIGRATIONS
 from labrun.model import Facts, Started
+from labrun.reads import Reads
 from labrun.rows import (
     ATTEMPT_COLUMNS,
-    EVENT_COLUMNS,
     RUN_COLUMNS,
     TASK_COLUMNS,
     AttemptRow,
-    EventRow,
     RunRow,
     TaskRow,
     attempt_row,
-    event_row,
     run_row,
     task_row,
 )
@@ -81,7 +81,9 @@ def _friendly(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"{path}: database error: {text}")
 
 
-class Store:
+class Store(Reads):
+    """The writer; its reads are `Reads`' (shared with read-only snapshots)."""
+
     def __init__(self, path: str) -> None:
         self.path = path
         old_umask = os.umask(0o077)  # nothing in the state directory is world-readable
@@ -202,36 +204,6 @@ class Store:
         )
         self.event(run_id, None, None, now, None, state.value, cause)
 
-    def run(self, run_id: int) -> RunRow | None:
-        rows = self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-        return run_row(rows[0]) if rows else None
-
-    def latest_run(self, job: str | None = None) -> RunRow | None:
-        if job is None:
-            rows = self._read(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT 1")
-        else:
-            rows = self._read(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY id DESC LIMIT 1", (job,)
-            )
-        return run_row(rows[0]) if rows else None
-
-    def latest_finished_run(self, job: str) -> RunRow | None:
-        """The newest run of `job` that ended (succeeded, failed or cancelled)."""
-        return self.previous_finished_run(job, 2**62)
-
-    def previous_finished_run(self, job: str, before: int) -> RunRow | None:
-        """The newest run of `job` older than run `before` that finished or was cancelled."""
-        rows = self._read(
-            f"SELECT {RUN_COLUMNS} FROM runs WHERE job = ? AND id < ? AND state IN (?, ?, ?)"
-            " ORDER BY id DESC LIMIT 1",
-            (job, before, RunState.SUCCEEDED.value, RunState.FAILED.value, RunState.CANCELLED.value),
-        )
-        return run_row(rows[0]) if rows else None
-
-    def runs(self, limit: int = 20) -> list[RunRow]:
-        rows = self._read(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,))
-        return [run_row(r) for r in rows]
-
     # -- tasks --------------------------------------------------------------------------
 
     def add_tasks(self, run_id: int, tasks: Iterable[NewTask]) -> None:
@@ -240,25 +212,6 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             ((run_id, s, n, sp, it, ix, st.value, m) for s, n, sp, it, ix, st, m in tasks),
         )
-
-    def task(self, task_id: int) -> TaskRow:
-        rows = self._read(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
-        return task_row(rows[0])
-
-    def task_by_name(self, run_id: int, name: str) -> TaskRow | None:
-        rows = self._read(f"SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ? AND name = ?", (run_id, name))
-        return task_row(rows[0]) if rows else None
-
-    def tasks(self, run_id: int, states: Sequence[TaskState] | None = None) -> Iterator[TaskRow]:
-        """Every task of a run in creation order, streamed (a run may hold 100,000 tasks)."""
-        sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?"
-        params: list[Any] = [run_id]
-        if states:
-            sql += f" AND state IN ({', '.join('?' * len(states))})"
-            params += [s.value for s in states]
-        cursor = self.conn.execute(sql + " ORDER BY id", params)
-        for row in cursor:
-            yield task_row(row)
 
     def ready_tasks(self, run_id: int, now: float, limit: int) -> list[TaskRow]:
         # INDEXED BY: walking tasks_by_state in seq order stops at LIMIT; the planner's own
@@ -273,10 +226,6 @@ class Store:
     def next_ready_time(self, run_id: int) -> float | None:
         rows = self._read("SELECT MIN(not_before) FROM tasks WHERE run_id = ? AND state = 'ready'", (run_id,))
         return rows[0][0] if rows else None
-
-    def counts(self, run_id: int) -> dict[TaskState, int]:
-        rows = self._read("SELECT state, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY state", (run_id,))
-        return {TaskState(state): count for state, count in rows}
 
     # -- dependencies (labrun.deps decides; these read and feed it) ---------------------
 
@@ -356,13 +305,6 @@ class Store:
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             events,
         )
-
-    def events(self, run_id: int, task_id: int | None = None) -> list[EventRow]:
-        if task_id is None:
-            rows = self._read(f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? ORDER BY id", (run_id,))
-        else:
-            rows = self._read(f"SELECT {EVENT_COLUMNS} FROM events WHERE task_id = ? ORDER BY id", (task_id,))
-        return [event_row(r) for r in rows]
 
     # -- attempts -----------------------------------------------------------------------
 
@@ -445,23 +387,6 @@ class Store:
                 f"attempt {attempt_id} was {now}, not {old.value}, when {doing}: "
                 "is another runner working on this run?"
             )
-
-    def attempt(self, attempt_id: int) -> AttemptRow:
-        rows = self._read(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = ?", (attempt_id,))
-        return attempt_row(rows[0])
-
-    def attempts(self, task_id: int) -> list[AttemptRow]:
-        rows = self._read(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id = ? ORDER BY n", (task_id,))
-        return [attempt_row(r) for r in rows]
-
-    def run_attempts(self, run_id: int) -> Iterator[AttemptRow]:
-        """Every attempt of a run grouped by task, streamed."""
-        cursor = self.conn.execute(
-            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY task_id, n",
-            (run_id,),
-        )
-        for row in cursor:
-            yield attempt_row(row)
 
     def open_attempts(self, run_id: int) -> list[AttemptRow]:
         rows = self._read(

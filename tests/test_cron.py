@@ -45,7 +45,7 @@ def _gone(pid: int) -> bool:
 def test_two_runs_of_one_job_exactly_one_runs(tmp_path: Path) -> None:
     (tmp_path / "job.toml").write_text(SLOW_JOB.replace("sleep 30", "sleep 2"))
     state = tmp_path / "state"
-    run(["runs"], state, tmp_path)  # the state directory exists before the race
+    run(["gc"], state, tmp_path)  # the state directory exists before the race (readers create nothing)
     procs = [start(["run", "job.toml", "--plain"], state, tmp_path) for _ in range(2)]
     first = None
     while first is None:

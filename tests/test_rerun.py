@@ -50,6 +50,8 @@ def test_a_rerun_runs_only_what_failed_and_keeps_shared(tmp_path: Path) -> None:
     assert os.path.islink(state / "runs" / "1" / "shared")  # the old path still leads there
     assert (state / "runs" / "1" / "shared" / "manifest.txt").read_text() == "a\nb\nc\n"
     assert query(state, "SELECT rerun_of, state FROM runs WHERE id = 2") == [(1, "succeeded")]
+    assert "(rerun of 1)" in labrun(state, "runs", cwd=tmp_path).stdout
+    assert "reruns what did not succeed in run 1" in labrun(state, "status", "2", cwd=tmp_path).stdout
     carried = query(state, "SELECT name, attempts, reason FROM tasks WHERE run_id = 2 AND attempts = 0")
     assert sorted(str(r[0]) for r in carried) == ["count[0]", "count[2]", "setup"]
     assert all(r[2] == "succeeded in run 1; carried over" for r in carried)
