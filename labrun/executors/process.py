@@ -281,7 +281,7 @@ class ProcessExecutor(Executor):
             else:
                 missing = missing_outputs(child.launch.outputs) if code == 0 else ()
                 facts = Facts(code, None, time.time(), missing_outputs=missing)
-            done.append((attempt_id, facts))
+            done.append((attempt_id, self._ended(attempt_id, None, facts)))
         return done
 
     def finished(self) -> list[tuple[int, Facts]]:
@@ -300,9 +300,11 @@ class ProcessExecutor(Executor):
             done.append((attempt_id, self._ended(attempt_id, child, facts)))
         return done
 
-    def _ended(self, attempt_id: int, child: _Child, facts: Facts) -> Facts:
-        """Facts completed with what this runtime measured; subclasses add their own."""
-        if child.peak is None:
+    def _ended(self, attempt_id: int, child: _Child | None, facts: Facts) -> Facts:
+        """Facts completed with what this runtime measured; subclasses add their own.
+
+        `child` is None for an adopted attempt: nothing was sampled here."""
+        if child is None or child.peak is None:
             return facts
         return dataclasses.replace(facts, peak_memory=child.peak)
 

@@ -214,7 +214,9 @@ class SshExecutor(Executor):
     def _absorb_all(self, answer: Any, now: float) -> list[tuple[int, Facts]]:
         done = []
         for attempt_id, remote in list(self.attempts.items()):
-            facts = self._absorb(remote, answer["attempts"].get(remote.key) or {}, now)
+            if remote.key not in answer["attempts"]:
+                continue  # not asked about in this answer (adopt asks about one attempt)
+            facts = self._absorb(remote, answer["attempts"][remote.key] or {}, now)
             if facts is not None:
                 del self.attempts[attempt_id]
                 done.append((attempt_id, facts))
@@ -262,6 +264,26 @@ class SshExecutor(Executor):
     def running(self) -> list[int]:
         return list(self.attempts)
 
+    def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
+        """Follow an attempt an earlier runner started on this node; False if the node has no
+        record of it. One that ended while no runner watched is reported by the next poll,
+        with its real exit. Its logs continue after what the head already has."""
+        if not (started.ref or "").startswith(f"{self.node}:"):
+            return False
+        sizes = [_size(launch.stdout_path), _size(launch.stderr_path)]
+        remote = _Remote(launch, attempt_key(launch), sizes)
+        if self._ensure(self.clock()):
+            try:
+                answer = self._call("poll", attempts={remote.key: sizes})
+            except SshError as exc:
+                self._broken(exc)  # unknown: followed, and loss handling covers a node that stays away
+            else:
+                if (answer["attempts"].get(remote.key) or {}).get("status") is None:
+                    return False
+                self.stash.append(answer)  # its log bytes and status, absorbed by `finished`
+        self.attempts[attempt_id] = remote
+        return True
+
     def close(self) -> None:
         self.session.close()
         self.session.target.close()
@@ -286,6 +308,9 @@ class SshRuntime(Executor):
     def signal(self, attempt_id: int, signum: int) -> None:
         self.node_executor.signal(attempt_id, signum)
 
+    def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
+        return self.node_executor.adopt(attempt_id, launch, started)
+
     def running(self) -> list[int]:
         return []
 
@@ -306,6 +331,13 @@ def _facts(status: dict[str, Any], node: str) -> Facts:
         missing_outputs=missing,
         detail=str(status.get("detail") or ""),
     )
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _truncate(launch: Launch) -> None:
