@@ -30,6 +30,7 @@ from typing import Any
 
 import pytest
 from sshd import new_lab
+from test_ssh_nodes import ssh_node as ssh_node_of
 from test_ssh_nodes import write_lab
 
 from labrun.cgroup import detect, open_existing
@@ -100,13 +101,8 @@ def make_launch(
 
 def _next_wake(executor: Executor, now: float) -> float:
     """Seconds until the executor wants `finished()` called without an event."""
-    times = [executor.next_sample_at]
-    if executor.needs_poll:
-        times.append(now + FALLBACK_POLL)
-    wake_at = executor.wake_at()
-    if wake_at is not None:
-        times.append(wake_at)
-    return max(0.0, min(times) - now) if min(times) != math.inf else math.inf
+    wake_at = executor.wake_at(now)
+    return math.inf if wake_at is None else max(0.0, wake_at - now)
 
 
 def collect(executor: Executor, waker: Waker, ids: set[int] | None, limit: float) -> dict[int, Facts]:
@@ -116,8 +112,9 @@ def collect(executor: Executor, waker: Waker, ids: set[int] | None, limit: float
     deadline = time.monotonic() + limit
     while True:
         now = time.time()
-        if executor.next_sample_at <= now:
-            executor.sample(now)
+        due = executor.wake_at(now)
+        if due is not None and due <= now:
+            executor.tick(now)
         found.update(executor.finished())
         left = deadline - time.monotonic()
         if (ids is not None and ids <= found.keys()) or left <= 0:
@@ -365,7 +362,7 @@ def _node(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str] | None) 
     sshd = new_lab(tmp_path_factory)
     sshd.start("node-a", env=env)
     lab = write_lab(tmp_path_factory.mktemp("lab"), sshd, {"node-a": ""})
-    spec = lab.ssh_nodes[0]
+    spec = ssh_node_of(lab)
     target = target_of(lab, spec)
     kept = _KeptMaster(**{f.name: getattr(target, f.name) for f in dataclasses.fields(target)})
 
