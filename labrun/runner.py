@@ -60,7 +60,7 @@ class Active:
 
 
 def policy_of(spec: TaskSpec) -> Policy:
-    return Policy(spec.retries, spec.retry_delay, spec.retry_delay_max, spec.attempt_cap)
+    return Policy(spec.retries, spec.retry_delay, spec.retry_delay_max, spec.attempt_cap, spec.no_retry_exit)
 
 
 @dataclass(frozen=True)
@@ -196,7 +196,7 @@ class Runner:
         outcome, detail = classify(facts, act.stop, act.spec.timeout)
         live = self.ledger.live[act.task_id]
         oom = self._oom_attempt(act, facts) if outcome is Outcome.OOM else None
-        ended = Ended(live.attempts[act.attempt_id], outcome, detail, act.stop, oom)
+        ended = Ended(live.attempts[act.attempt_id], outcome, detail, act.stop, oom, facts.exit_code)
         attempts = list(live.attempts.values())
         instructions = on_end(live.task, attempts, ended, policy_of(act.spec), now, self.rng())
         self.ledger.apply_end(act.task_id, act.attempt_id, facts, instructions, now)

@@ -56,6 +56,7 @@ class TaskSpec:
     retry_delay: float = 10.0
     retry_delay_max: float = 600.0
     max_attempts: int | None = None
+    no_retry_exit: tuple[int, ...] = ()  # exit codes that fail at once
     grace: float = 10.0
     env: Mapping[str, str] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()  # placeholders allowed; relative paths: against the workdir
