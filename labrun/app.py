@@ -23,6 +23,7 @@ from labrun.executors.cgroup import CgroupExecutor
 from labrun.executors.docker import DockerExecutor
 from labrun.executors.process import ProcessExecutor
 from labrun.expand import instances
+from labrun.learned import Learner, node_max
 from labrun.lock import JobLock
 from labrun.outcome import Stop
 from labrun.paths import StatePaths
@@ -150,12 +151,18 @@ def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
         rerun_of = _rerun_source(store, job) if options.rerun_failed else None
         with store.tx():
             run_id = store.create_run(job.name, job.file, job.text, now, rerun_of.id if rerun_of else None)
+            learner = Learner(store, job, run_id, node_max([n.memory for n in lab.nodes]))
             if rerun_of is None:
-                store.add_tasks(run_id, instances(job))
+                rows, learned = learner.apply(instances(job))
             else:
                 planned = plan_rerun(job, instances(job), store.tasks(rerun_of.id))
-                store.add_tasks(run_id, planned.rows)
+                rows, learned = learner.apply(planned.rows)
+            store.add_tasks(run_id, rows)
+            store.note_tasks(run_id, learned, now)
+            if rerun_of is not None:
                 store.mark_carried(run_id, rerun_of.id)
+        if learned and not options.quiet:
+            print(_learned_line(learned), flush=True)
         if rerun_of is not None:
             adopt_shared(paths, rerun_of.id, run_id)
             if not options.quiet:
@@ -168,6 +175,12 @@ def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
         run = store.run(run_id)
         assert run is not None
         return _drive(store, paths, runnable, run, lab, options)
+
+
+def _learned_line(learned: list[tuple[str, str]]) -> str:
+    shown = "; ".join(f"{name}: {cause}" for name, cause in learned[:3])
+    more = f"; and {len(learned) - 3} more" if len(learned) > 3 else ""
+    return f"labrun: {len(learned)} task(s) start with memory learned from earlier runs: {shown}{more}"
 
 
 def _rerun_source(store: Store, job: JobSpec) -> RunRow:

@@ -124,6 +124,7 @@ class Ledger:
         """What finished tasks unblock: fan-out rows first, then promotions and skips."""
         if plan.add:
             self.store.add_tasks(self.run_id, plan.add)
+            self.store.note_tasks(self.run_id, plan.notes, now)
             self._counts[TaskState.WAITING] += len(plan.add)
         for task in plan.promote:
             self.promote(task, now)

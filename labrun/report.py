@@ -134,6 +134,11 @@ def write_status_table(store: Store, run: RunRow, out: IO[str], show_all: bool) 
     total = sum(counts.values())
     out.write(f"run {run.id} of job {run.job} ({run.job_file}): {run.state.value}\n")
     out.write("  " + ", ".join(f"{n} {s.value}" for s, n in counts.items() if n) + f" ({total} tasks)\n")
+    learned = store.learned(run.id)
+    if learned:
+        shown = "; ".join(f"{name} {cause}" for name, cause in learned[:5])
+        more = f"; and {len(learned) - 5} more" if len(learned) > 5 else ""
+        out.write(f"  {len(learned)} started with memory learned from earlier runs: {shown}{more}\n")
     show_every = show_all or total <= SHOW_ALL_UP_TO
     lines = 0
     for task, attempts in _tasks_with_attempts(store, run) if show_every else _not_succeeded(store, run):

@@ -23,6 +23,7 @@ from labrun.decisions import Ended, Fail, Record, Retry, Supersede, on_end
 from labrun.executors.base import Executor, Waker
 from labrun.expand import launch_for
 from labrun.gpus import assign, gpu_env
+from labrun.learned import Learner, node_max
 from labrun.ledger import Ledger
 from labrun.memory import OomAttempt, OomPolicy
 from labrun.model import Facts, Launch, LaunchError, Started
@@ -94,7 +95,8 @@ class Runner:
         self.ledger = Ledger(store, run.id)
         self.stop: Stop | None = None
         self.kill_now = False
-        self.deps = Unblocker(store, paths, job, run)  # waiting → ready or skipped
+        learner = Learner(store, job, run.id, node_max([n.memory for n in nodes]))
+        self.deps = Unblocker(store, paths, job, run, learner)  # waiting → ready or skipped
         self.node_max_failures = node_max_failures
         self.node_failures: dict[str, int] = {}  # counted failures of this run per node
         self.extra: list[tuple[int, str]] = []  # (task id, why): another attempt asked for

@@ -241,6 +241,35 @@ class Store:
             ((run_id, s, n, sp, it, ix, st.value, m) for s, n, sp, it, ix, st, m in tasks),
         )
 
+    def peaks(self, job: str, before: int, runs: int, above: int) -> list[tuple[int, str, str | None, int]]:
+        """(run id, spec, item, largest peak) of tasks in the `runs` latest runs of `job`
+        before run `before` whose attempts peaked above `above` bytes; newest run first."""
+        return self._read(
+            "SELECT t.run_id, t.spec, t.item, MAX(a.peak_memory) FROM attempts a"
+            " JOIN tasks t ON t.id = a.task_id"
+            " WHERE a.run_id IN (SELECT id FROM runs WHERE job = ? AND id < ? ORDER BY id DESC LIMIT ?)"
+            " AND a.peak_memory > ? GROUP BY a.run_id, a.task_id ORDER BY a.run_id DESC",
+            (job, before, runs, above),
+        )
+
+    def note_tasks(self, run_id: int, notes: Sequence[tuple[str, str]], now: float) -> None:
+        """An event per named task of the run, with its cause (e.g. memory learned)."""
+        self.conn.executemany(
+            "INSERT INTO events (run_id, task_id, attempt, time, from_state, to_state, cause, subject)"
+            " SELECT run_id, id, NULL, ?, NULL, state, ?, ? FROM tasks WHERE run_id = ? AND name = ?",
+            ((now, cause, Subject.TASK.value, run_id, name) for name, cause in notes),
+        )
+
+    def learned(self, run_id: int) -> list[tuple[str, str]]:
+        """(task name, cause) of the run's tasks that start with memory learned from earlier runs."""
+        return self._read(
+            "SELECT t.name, e.cause FROM events e JOIN tasks t ON t.id = e.task_id"
+            " WHERE e.run_id = ? AND e.from_state IS NULL AND e.subject = ?"
+            " AND e.cause LIKE 'memory % learned%'"
+            " ORDER BY e.id",
+            (run_id, Subject.TASK.value),
+        )
+
     def task(self, task_id: int) -> TaskRow:
         rows = self._read(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
         return task_row(rows[0])

@@ -16,6 +16,7 @@ from labrun.config.job import JobSpec
 from labrun.config.schema import SetupItems
 from labrun.deps import SETUP, Plan, Tracker, skip_reason, upstream_map
 from labrun.expand import fanout_rows, outputs_for, placeholder_values
+from labrun.learned import Learner
 from labrun.paths import StatePaths
 from labrun.rows import RunRow, TaskRow
 from labrun.states import TaskState
@@ -34,6 +35,7 @@ class UnblockPlan:
     promote: list[TaskRow] = field(default_factory=list)
     skip: list[tuple[TaskRow, str]] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (task, cause) of added rows: learned memory
 
     @property
     def empty(self) -> bool:
@@ -41,8 +43,11 @@ class UnblockPlan:
 
 
 class Unblocker:
-    def __init__(self, store: Store, paths: StatePaths, job: JobSpec, run: RunRow) -> None:
+    def __init__(
+        self, store: Store, paths: StatePaths, job: JobSpec, run: RunRow, learner: Learner | None = None
+    ) -> None:
         self.store, self.paths, self.job, self.run = store, paths, job, run
+        self.learner = learner  # memory learned from earlier runs, for fan-out rows made here
         specs = ((s.name, s.depends_on) for s in job.all_tasks)
         lenient = {s.name: s.allow_failed for s in job.all_tasks if s.allow_failed}
         self.tracker = Tracker(upstream_map(specs, has_setup=job.setup is not None), lenient)
@@ -121,6 +126,9 @@ class Unblocker:
                 self._rows(self.tracker.failed_spec(spec.name, why), out)
                 continue
             rows = list(fanout_rows(spec, lines, seq))
+            if self.learner is not None:
+                rows, notes = self.learner.apply(rows)
+                out.notes.extend(notes)
             seq = max([seq, *(row[0] for row in rows)])
             out.add.extend(rows)
             self._created.append((spec.name, len(rows)))

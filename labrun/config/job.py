@@ -72,6 +72,7 @@ class TaskSpec:
     memory_max: int | None = None
     memory_growth: float = 2.0
     on_oom: str = "grow"
+    learn_memory: bool = True  # start at the peak of earlier runs (labrun/learned.py)
     secret_env: tuple[str, ...] = ()  # names only: values come from the runner's environment
 
     @property

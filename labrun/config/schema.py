@@ -348,6 +348,12 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("network", "str", None, 'Docker network mode, e.g. "none" (default: the daemon\'s).'),
     Key("memory_max", "size", None, "Never grow memory past this on OOM: " + SIZE_HELP + ".", minimum=1),
     Key("memory_growth", "number", 2.0, "Memory factor for the retry after an OOM kill.", minimum=1),
+    Key(
+        "learn_memory",
+        "bool",
+        True,
+        "Start at the peak measured in the job's earlier runs + 20% (capped) when that is more.",
+    ),
     Key("on_oom", "choice", "grow", "After an OOM kill: grow memory, retry as is, or fail.", choices=ON_OOM),
     Key(
         "secret_env",
