@@ -78,6 +78,13 @@ def run(
             "(a new run that keeps its {shared} and its succeeded tasks).",
         ),
     ] = False,
+    as_recorded: Annotated[
+        bool,
+        typer.Option(
+            "--as-recorded",
+            help="With --resume: keep the job as the run started, not the job file as now written.",
+        ),
+    ] = False,
 ) -> int:
     """Run a job to completion. Example: labrun run examples/hello.toml"""
     from labrun.app import IfRunning, RunOptions, run_job
@@ -98,7 +105,10 @@ def run(
         preflight=not no_preflight,
         resume=resume,
         rerun_failed=rerun_failed,
+        as_recorded=as_recorded,
     )
+    if as_recorded and not resume:
+        raise UsageError("--as-recorded goes with --resume: `labrun run --resume --as-recorded JOB.toml`")
     if resume and rerun_failed:
         raise UsageError("--resume continues an unfinished run, --rerun-failed a finished one: pick one")
     try:

@@ -100,6 +100,7 @@ class Runner:
         self.node_max_failures = node_max_failures
         self.node_failures: dict[str, int] = {}  # counted failures of this run per node
         self.extra: list[tuple[int, str]] = []  # (task id, why): another attempt asked for
+        self.excused = 0  # tasks removed from the job file (job_edits): they do not fail the run
 
     @property
     def counts(self) -> Mapping[TaskState, int]:
@@ -431,7 +432,7 @@ class Runner:
             state = RunState.INTERRUPTED
         elif self.stop is Stop.CANCEL:
             state = RunState.CANCELLED
-        elif self.counts[TaskState.SUCCEEDED] == sum(self.counts.values()):
+        elif self.counts[TaskState.SUCCEEDED] + self.excused == sum(self.counts.values()):
             state = RunState.SUCCEEDED
         else:
             state = RunState.FAILED

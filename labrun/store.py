@@ -202,6 +202,11 @@ class Store:
         )
         self.event(run_id, None, None, now, None, state.value, cause)
 
+    def set_run_job(self, run_id: int, job_file: str, job_text: str, now: float, cause: str) -> None:
+        """The run follows the job file as now written (a resume after an edit)."""
+        self._write("UPDATE runs SET job_file = ?, job_text = ? WHERE id = ?", (job_file, job_text, run_id))
+        self.event(run_id, None, None, now, None, None, cause)
+
     def run(self, run_id: int) -> RunRow | None:
         rows = self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
         return run_row(rows[0]) if rows else None
@@ -328,6 +333,15 @@ class Store:
     def max_seq(self, run_id: int) -> int:
         rows = self._read("SELECT MAX(seq) FROM tasks WHERE run_id = ?", (run_id,))
         return int(rows[0][0] or 0)
+
+    def retarget_task(self, task: TaskRow, item: str | None, memory: int) -> None:
+        """A task not yet started takes its item and memory from the edited job file."""
+        cur = self._write(
+            "UPDATE tasks SET item = ?, memory = ? WHERE id = ? AND state = ?",
+            (item, memory, task.id, task.state.value),
+        )
+        if cur.rowcount != 1:
+            raise StoreError(f"task {task.name} was no longer {task.state.value}: is another runner working?")
 
     def update_task(self, old: TaskRow, new: TaskRow) -> None:
         """Write `new` over the task row `old`, guarded on `old`'s state; no event (the

@@ -110,18 +110,11 @@ class Unblocker:
         fanned = [s for s in self.job.tasks if isinstance(s.items, SetupItems)]
         if not fanned or self.job.setup is None:
             return False
-        values = placeholder_values(self.paths, self.run, setup, setup.attempts)
-        manifest = outputs_for(self.job.setup, values, self.job.workdir)[:1]
-        try:
-            lines = _read_lines(manifest[0]) if manifest else None
-        except OSError as exc:
-            lines, error = None, exc.strerror or str(exc)
-        else:
-            error = "task 0 declares no outputs"
+        lines, manifest, error = manifest_lines(self.paths, self.run, self.job, setup)
         seq = self.store.max_seq(self.run.id)
         for spec in fanned:
             if lines is None:
-                why = f"task 0's manifest {manifest[0] if manifest else ''} cannot be read: {error}"
+                why = f"task 0's manifest {manifest} cannot be read: {error}"
                 out.messages.append(f"{spec.name}: {why}")
                 self._rows(self.tracker.failed_spec(spec.name, why), out)
                 continue
@@ -164,6 +157,21 @@ class Unblocker:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.writelines(rows)
             os.replace(path + ".tmp", path)
+
+
+def manifest_lines(
+    paths: StatePaths, run: RunRow, job: JobSpec, setup: TaskRow
+) -> tuple[list[str] | None, str, str]:
+    """The lines of task 0's first output (its manifest), its path, and why it cannot be read."""
+    assert job.setup is not None
+    values = placeholder_values(paths, run, setup, setup.attempts)
+    manifest = outputs_for(job.setup, values, job.workdir)[:1]
+    if not manifest:
+        return None, "", "task 0 declares no outputs"
+    try:
+        return _read_lines(manifest[0]), manifest[0], ""
+    except OSError as exc:
+        return None, manifest[0], exc.strerror or str(exc)
 
 
 def _read_lines(path: str) -> list[str]:
