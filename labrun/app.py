@@ -336,6 +336,10 @@ def find_task(store: Store, run: RunRow, ref: str) -> TaskRow:
     task = store.task_by_name(run.id, SETUP_NAME if ref == "0" else ref)
     if task is not None:
         return task
+    base = ref.split("[", 1)[0]
+    unmade = store.task_by_name(run.id, base) if ref.endswith("]") and base != ref else None
+    if unmade is not None and unmade.idx is None and unmade.state is TaskState.SKIPPED:
+        return unmade  # a fan-out that was never made (task 0 failed): its row says why
     specs = [spec.name for spec in job_of(run).tasks]
     close = difflib.get_close_matches(ref, specs, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; its tasks are named {', '.join(specs[:10])}"

@@ -155,7 +155,9 @@ def expected_tasks(paths: StatePaths, run: RunRow, job: JobSpec, rows: list[Task
     setup = next((t for t in rows if t.seq == 0 and t.spec == SETUP_NAME), None)
     fanned = [s for s in job.tasks if isinstance(s.items, SetupItems)]
     if not fanned or setup is None or setup.state is not TaskState.SUCCEEDED:
-        return out
+        names = {s.name for s in fanned}  # a fan-out task 0 never made has one row saying so
+        unmade = [t for t in rows if t.spec in names and t.name == t.spec and t.idx is None]
+        return out + [(t.seq, t.name, t.spec, t.item, t.idx, t.state, t.memory) for t in unmade]
     lines, _, _ = manifest_lines(paths, run, job, setup)
     seq = max((row[0] for row in out), default=0)
     for spec in fanned:

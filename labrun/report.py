@@ -14,6 +14,7 @@ from labrun.states import RunState, TaskState
 from labrun.store import Store
 from labrun.units import format_duration, format_size
 
+UNMADE = "so none were made"  # the end of the reason of a fan-out task 0 never made (unblock.py)
 SHOW_ALL_UP_TO = 50  # runs this small list every task by default
 
 
@@ -171,6 +172,12 @@ def summary_line(store: Store, run: RunRow, state: RunState) -> str:
         failed = list(islice(store.tasks(run.id, [TaskState.FAILED]), 3))
         if failed:
             line += "; " + "; ".join(f"{t.name}: {t.reason}" for t in failed)
+        unmade = [t for t in store.tasks(run.id, [TaskState.SKIPPED]) if t.idx is None and t.spec == t.name]
+        unmade = [t for t in unmade if (t.reason or "").endswith(UNMADE)][:3]
+        if unmade:  # a fan-out over task 0's manifest that was never made
+            line += "; " + "; ".join(
+                f"{t.name} skipped: its items come from task 0, which failed" for t in unmade
+            )
         line += f" (details: labrun status {run.id})"
     return line
 

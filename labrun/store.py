@@ -257,6 +257,13 @@ class Store:
             (job, before, runs, above),
         )
 
+    def set_reasons(self, run_id: int, reasons: Sequence[tuple[str, str]]) -> None:
+        """The reason of named tasks of the run (rows added in a final state)."""
+        self.conn.executemany(
+            "UPDATE tasks SET reason = ? WHERE run_id = ? AND name = ?",
+            ((reason, run_id, name) for name, reason in reasons),
+        )
+
     def note_tasks(self, run_id: int, notes: Sequence[tuple[str, str]], now: float) -> None:
         """An event per named task of the run, with its cause (e.g. memory learned)."""
         self.conn.executemany(

@@ -36,10 +36,13 @@ class UnblockPlan:
     skip: list[tuple[TaskRow, str]] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
     notes: list[tuple[str, str]] = field(default_factory=list)  # (task, cause) of added rows: learned memory
+    # a fan-out over task 0's manifest that was never made (task 0 failed): one row named
+    # for the task, added skipped with its reason, so status, the summary and why show it
+    unmade: list[tuple[NewTask, str]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.add or self.promote or self.skip or self.messages)
+        return not (self.add or self.promote or self.skip or self.messages or self.unmade)
 
 
 class Unblocker:
@@ -54,6 +57,7 @@ class Unblocker:
         self.first = True
         self._created: list[tuple[str, int]] = []  # fan-out rows added by the last plan
         self._held: list[TaskRow] = []  # task 0, until its fan-out rows are in the store
+        self._made: set[str] = set()  # fan-out specs with rows, or whose unmade row was planned
         self._load()
 
     def _load(self) -> None:
@@ -119,6 +123,7 @@ class Unblocker:
                 self._rows(self.tracker.failed_spec(spec.name, why), out)
                 continue
             rows = list(fanout_rows(spec, lines, seq))
+            self._made.add(spec.name)
             if self.learner is not None:
                 rows, notes = self.learner.apply(rows)
                 out.notes.extend(notes)
@@ -137,6 +142,22 @@ class Unblocker:
             out.skip.extend((task, reason) for task in skipped)
             if skipped:
                 out.messages.append(f"{spec}: {len(skipped)} skipped: {reason}")
+            elif self._never_made(spec):
+                why = f"{reason}; its items come from task 0's manifest, so none were made"
+                seq = self.store.max_seq(run_id) + 1 + len(out.unmade)
+                memory = self.job.task(spec).memory
+                out.unmade.append(((seq, spec, spec, None, None, TaskState.SKIPPED, memory), why))
+                out.messages.append(f"{spec}: skipped: {why}")
+
+    def _never_made(self, spec: str) -> bool:
+        """A fan-out over task 0's manifest whose rows do not exist (task 0 did not succeed)."""
+        task = self.job.task(spec)
+        if not isinstance(task.items, SetupItems) or spec in self._made:
+            return False
+        self._made.add(spec)  # one row per spec, once
+        return self.store.task_by_name(self.run.id, spec) is None and not self.store.waiting_of_spec(
+            self.run.id, spec
+        )
 
     def _write_upstream(self, spec: str) -> None:
         """For each upstream it tolerates failures of, tell the dependent how every task
