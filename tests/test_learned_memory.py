@@ -120,3 +120,20 @@ def test_the_second_nightly_run_starts_each_item_at_what_it_needed(tmp_path: Pat
     off = labrun(state, "run", "job.toml", cwd=tmp_path)
     assert off.returncode == 0 and "learned" not in off.stdout
     assert [o for o, _ in _attempts(state, 3)["300"]] == ["oom", "oom", "succeeded"]
+
+
+@pytest.mark.skipif(not detect().ok, reason="no cgroup here")
+def test_a_rerun_of_an_oom_failure_starts_at_the_learned_memory(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    hog = HOG.replace("{item}", "150")
+    write_job(
+        tmp_path,
+        f'[job]\nname = "r"\n[[tasks]]\nname = "t"\nruntime = "cgroup"\nmemory = "100MiB"\n'
+        f'retries = 0\ncommand = "{hog}"\n',
+    )
+    assert labrun(state, "run", "job.toml", cwd=tmp_path).returncode == 1
+    ((peak,),) = query(state, "SELECT peak_memory FROM attempts WHERE run_id = 1")
+    rerun = labrun(state, "run", "--rerun-failed", "job.toml", cwd=tmp_path)
+    assert "start with memory learned from earlier runs: t: memory" in rerun.stdout
+    ((limit,),) = query(state, "SELECT memory_limit FROM attempts WHERE run_id = 2 AND n = 1")
+    assert int(str(limit)) == -(-int(str(peak)) * 12 // 10 // MiB) * MiB > 100 * MiB
