@@ -109,3 +109,35 @@ def test_as_recorded_without_resume_is_a_usage_error(tmp_path: Path) -> None:
     write_job(tmp_path, V2)
     said = labrun(tmp_path / "state", "run", "--as-recorded", "job.toml", cwd=tmp_path)
     assert said.returncode == 2 and "--as-recorded goes with --resume" in said.stderr
+
+
+def test_a_task_running_when_the_runner_died_and_removed_since_refuses_the_resume(tmp_path: Path) -> None:
+    write_job(tmp_path, V1)
+    state = tmp_path / "state"
+    proc = start_labrun(state, "run", "job.toml", cwd=tmp_path)
+    deadline = time.monotonic() + 60
+    while not (tmp_path / "gate-started").exists():
+        assert proc.poll() is None and time.monotonic() < deadline, "gate never started"
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGKILL)  # gate's process lives on; the run stays `running`
+    proc.wait(timeout=60)
+    try:
+        without_gate = V1.replace('depends_on = ["gate"]', 'depends_on = ["first"]')
+        start = without_gate.index('name = "gate"')
+        without_gate = (
+            without_gate[: start - len("[[tasks]]\n")]
+            + without_gate[without_gate.index('[[tasks]]\nname = "old"') :]
+        )
+        write_job(tmp_path, without_gate)
+        refused = labrun(state, "run", "--resume", "job.toml", cwd=tmp_path)
+        assert refused.returncode == 2, refused.stdout + refused.stderr
+        assert (
+            "gate of run 1 was running when its runner stopped and is no longer in the job file"
+            in refused.stderr
+        )
+        assert "labrun run --resume --as-recorded" in refused.stderr
+        assert "Traceback" not in refused.stderr
+    finally:
+        (tmp_path / "go").touch()  # let gate's loop end
+    finished = labrun(state, "run", "--resume", "--as-recorded", "job.toml", cwd=tmp_path)
+    assert finished.returncode == 0, finished.stdout + finished.stderr
