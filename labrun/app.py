@@ -13,6 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
+from labrun import job_edits
 from labrun.backends.base import Connection
 from labrun.backends.registry import connect
 from labrun.config.envvars import unset_in_env, with_env_expanded
@@ -22,6 +23,7 @@ from labrun.config.schema import SETUP_NAME
 from labrun.errors import NothingToRerun, PreflightFailed, UsageError
 from labrun.executors.base import Waker
 from labrun.expand import instances
+from labrun.learned import Learner, node_max
 from labrun.lock import JobLock
 from labrun.outcome import Stop
 from labrun.paths import StatePaths
@@ -55,6 +57,7 @@ class RunOptions:
     preflight: bool = True  # run the job's checks first and refuse to start on a failure
     resume: bool = False  # continue the latest unfinished run of the job (labrun/resume.py)
     rerun_failed: bool = False  # run only what did not succeed in the latest finished run (rerun.py)
+    as_recorded: bool = False  # a resume keeps the job as the run started, not the file as now written
 
 
 @dataclass(frozen=True)
@@ -134,22 +137,32 @@ def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
                 f"continue it with `labrun run --resume {job.file}`"
             )
         if previous is not None:
-            stored = _with_environment(job_of(previous))  # the job as it was when the run started
             lock.record(previous.id)
             if previous.rerun_of is not None:
                 adopt_shared(paths, previous.rerun_of, previous.id)
-            return _drive(store, paths, stored, reopen(store, previous, now), lab, options, reconcile)
+            if options.as_recorded:  # the job as it was when the run started
+                stored, excused = _with_environment(job_of(previous)), 0
+            else:
+                stored, excused = runnable, _follow_edits(store, paths, previous, job, options, now)
+            reopened = reopen(store, previous, now)
+            return _drive(store, paths, stored, reopened, lab, options, reconcile, excused)
         if options.resume and not options.quiet:
             _say_nothing_to_resume(store, job)
         rerun_of = _rerun_source(store, job) if options.rerun_failed else None
         with store.tx():
             run_id = store.create_run(job.name, job.file, job.text, now, rerun_of.id if rerun_of else None)
+            learner = Learner(store, job, run_id, node_max([n.memory for n in lab.declared]))
             if rerun_of is None:
-                store.add_tasks(run_id, instances(job))
+                rows, learned = learner.apply(instances(job))
             else:
                 planned = plan_rerun(job, instances(job), store.tasks(rerun_of.id))
-                store.add_tasks(run_id, planned.rows)
+                rows, learned = learner.apply(planned.rows)
+            store.add_tasks(run_id, rows)
+            store.note_tasks(run_id, learned, now)
+            if rerun_of is not None:
                 store.mark_carried(run_id, rerun_of.id)
+        if learned and not options.quiet:
+            print(_learned_line(learned), flush=True)
         if rerun_of is not None:
             adopt_shared(paths, rerun_of.id, run_id)
             if not options.quiet:
@@ -162,6 +175,39 @@ def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
         run = store.run(run_id)
         assert run is not None
         return _drive(store, paths, runnable, run, lab, options)
+
+
+def _follow_edits(
+    store: Store, paths: StatePaths, run: RunRow, job: JobSpec, options: RunOptions, now: float
+) -> int:
+    """A resumed run follows the job file as now written (`job_edits`); says what changed.
+    Returns how many tasks are no longer in the job without having succeeded."""
+    rows = list(store.tasks(run.id))
+    expected = job_edits.expected_tasks(paths, run, job, rows)
+    plan = job_edits.compare(job_of(run), job, rows, expected, store.max_seq(run.id) + 1)
+    if plan.blocked:
+        raise UsageError(
+            f"{job.file}: {', '.join(plan.blocked[:5])} of run {run.id} was running when its runner "
+            "stopped and is no longer in the job file (or its item changed): put it back to resume "
+            f"as now written, or `labrun run --resume --as-recorded {job.file}` to finish the run "
+            "as it started"
+        )
+    if not plan.empty:
+        job_edits.apply(store, run.id, plan, job.file, job.text, now)
+        if not options.quiet:
+            said = "\n".join(f"  {line}" for line in plan.lines())
+            print(
+                f"labrun: resuming run {run.id} with {job.file} as now written "
+                f"(--as-recorded keeps the job as the run started):\n{said}",
+                flush=True,
+            )
+    return job_edits.excused(store.tasks(run.id), expected)
+
+
+def _learned_line(learned: list[tuple[str, str]]) -> str:
+    shown = "; ".join(f"{name}: {cause}" for name, cause in learned[:3])
+    more = f"; and {len(learned) - 3} more" if len(learned) > 3 else ""
+    return f"labrun: {len(learned)} task(s) start with memory learned from earlier runs: {shown}{more}"
 
 
 def _rerun_source(store: Store, job: JobSpec) -> RunRow:
@@ -223,6 +269,7 @@ def _drive(
     lab: LabConfig,
     options: RunOptions,
     prepare: Callable[[Runner], object] | None = None,
+    excused: int = 0,
 ) -> RunResult:
     os.makedirs(paths.shared_dir(run.id), mode=0o700, exist_ok=True)
     waker = Waker()
@@ -241,6 +288,7 @@ def _drive(
         reporter,
         node_max_failures=lab.node_max_failures,
     )
+    runner.excused = excused
     try:
         if prepare is not None:
             prepare(runner)  # a resume adopts attempts that still run
@@ -286,6 +334,10 @@ def find_task(store: Reads, run: RunRow, ref: str) -> TaskRow:
     task = store.task_by_name(run.id, SETUP_NAME if ref == "0" else ref)
     if task is not None:
         return task
+    base = ref.split("[", 1)[0]
+    unmade = store.task_by_name(run.id, base) if ref.endswith("]") and base != ref else None
+    if unmade is not None and unmade.idx is None and unmade.state is TaskState.SKIPPED:
+        return unmade  # a fan-out that was never made (task 0 failed): its row says why
     specs = [spec.name for spec in job_of(run).tasks]
     close = difflib.get_close_matches(ref, specs, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; its tasks are named {', '.join(specs[:10])}"

@@ -78,6 +78,13 @@ def run(
             "(a new run that keeps its {shared} and its succeeded tasks).",
         ),
     ] = False,
+    as_recorded: Annotated[
+        bool,
+        typer.Option(
+            "--as-recorded",
+            help="With --resume: keep the job as the run started, not the job file as now written.",
+        ),
+    ] = False,
 ) -> int:
     """Run a job to completion. Example: labrun run examples/hello.toml"""
     from labrun.app import IfRunning, RunOptions, run_job
@@ -97,7 +104,10 @@ def run(
         preflight=not no_preflight,
         resume=resume,
         rerun_failed=rerun_failed,
+        as_recorded=as_recorded,
     )
+    if as_recorded and not resume:
+        raise UsageError("--as-recorded goes with --resume: `labrun run --resume --as-recorded JOB.toml`")
     if resume and rerun_failed:
         raise UsageError("--resume continues an unfinished run, --rerun-failed a finished one: pick one")
     try:
@@ -115,7 +125,7 @@ def run(
 def _summary(lab, run_id: int, state) -> str:  # type: ignore[no-untyped-def]
     """The line `run` ends with, read back like `status` reads it."""
     from labrun.app import open_reader
-    from labrun.views.build import failed_views, run_view
+    from labrun.views.build import failed_views, run_view, unmade_names
     from labrun.views.text import summary_line
 
     reader, _ = open_reader(lab)
@@ -123,7 +133,9 @@ def _summary(lab, run_id: int, state) -> str:  # type: ignore[no-untyped-def]
         with reader.snapshot() as snap:
             found = snap.run(run_id)
             assert found is not None
-            return summary_line(run_view(snap, found), state, failed_views(snap, run_id, 3))
+            return summary_line(
+                run_view(snap, found), state, failed_views(snap, run_id, 3), unmade_names(snap, run_id)
+            )
     finally:
         reader.close()  # before the runner's store: the last to close folds the -wal in
 

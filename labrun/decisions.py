@@ -50,6 +50,7 @@ class Ended:
     detail: str
     stop: Stop | None = None  # why labrun stopped it, if it did
     oom: OomAttempt | None = None  # its limit, peak and OOM policy, for an `oom` outcome
+    exit_code: int | None = None  # as the attempt exited (None: killed by a signal)
 
 
 # -- instructions ---------------------------------------------------------------------
@@ -237,7 +238,9 @@ def _retry_or_fail(
 ) -> tuple[Instruction, ...]:
     counted = ended.outcome.counts
     failures = task.failures + int(counted)
-    decision = decide(policy, ended.outcome, task.attempts, failures, task.memory, now, draw, ended.oom)
+    decision = decide(
+        policy, ended.outcome, task.attempts, failures, task.memory, now, draw, ended.oom, ended.exit_code
+    )
     said = f"{ended.detail}; {decision.reason}"
     if decision.retry:
         record = Record(

@@ -16,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 SETUP = "setup"
+UNMADE = "so none were made"  # ends the reason of a fan-out whose task 0 never made its manifest
 
 
 def upstream_map(specs: Iterable[tuple[str, Sequence[str]]], has_setup: bool) -> dict[str, tuple[str, ...]]:

@@ -124,7 +124,13 @@ class Ledger:
         """What finished tasks unblock: fan-out rows first, then promotions and skips."""
         if plan.add:
             self.store.add_tasks(self.run_id, plan.add)
+            self.store.note_tasks(self.run_id, plan.notes, now)
             self._counts[TaskState.WAITING] += len(plan.add)
+        if plan.unmade:
+            self.store.add_tasks(self.run_id, [row for row, _ in plan.unmade])
+            self.store.set_reasons(self.run_id, [(row[1], why) for row, why in plan.unmade])
+            self.store.note_tasks(self.run_id, [(row[1], why) for row, why in plan.unmade], now)
+            self._counts[TaskState.SKIPPED] += len(plan.unmade)
         for task in plan.promote:
             self.promote(task, now)
         for task, reason in plan.skip:

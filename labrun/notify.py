@@ -23,7 +23,7 @@ from labrun.config.preflight import NotifySpec
 from labrun.rows import RunRow
 from labrun.states import RunState, TaskState
 from labrun.store import Store
-from labrun.views.build import failed_views, run_view
+from labrun.views.build import failed_views, run_view, unmade_names
 from labrun.views.text import summary_line
 
 LISTED = 50  # failed tasks named in the summary; the rest are counted
@@ -58,7 +58,9 @@ def summary(store: Store, run: RunRow, event: str) -> dict[str, Any]:
         "tasks": sum(counts.values()),
         "not_succeeded": listed[:LISTED],
         "not_succeeded_unlisted": max(0, not_ok - LISTED),
-        "summary": summary_line(run_view(store, run), run.state, failed_views(store, run.id, 3)),
+        "summary": summary_line(
+            run_view(store, run), run.state, failed_views(store, run.id, 3), unmade_names(store, run.id)
+        ),
         "next_step": f"labrun status {run.id}" if event == "failure" else "",
     }
 

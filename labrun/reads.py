@@ -27,7 +27,7 @@ from labrun.rows import (
     run_row,
     task_row,
 )
-from labrun.states import RunState, TaskState
+from labrun.states import RunState, Subject, TaskState
 
 NamedEvent = tuple[EventRow, str | None]  # an event and the name of its task (None: the run's)
 
@@ -151,6 +151,16 @@ class Reads:
             yield attempt_row(row)
 
     # -- events -------------------------------------------------------------------------
+
+    def learned(self, run_id: int) -> list[tuple[str, str]]:
+        """(task name, cause) of the run's tasks that start with memory learned from earlier runs."""
+        return self._read(
+            "SELECT t.name, e.cause FROM events e JOIN tasks t ON t.id = e.task_id"
+            " WHERE e.run_id = ? AND e.from_state IS NULL AND e.subject = ?"
+            " AND e.cause LIKE 'memory % learned%'"
+            " ORDER BY e.id",
+            (run_id, Subject.TASK.value),
+        )
 
     def events(self, run_id: int, task_id: int | None = None) -> list[EventRow]:
         if task_id is None:

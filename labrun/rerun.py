@@ -2,8 +2,9 @@
 
 A rerun is a new run linked to the old one (`rerun_of`), made from the job file as it is
 written now (the fix is usually there). Each task that succeeded in the old run — the
-same name *and* the same item — is carried over `succeeded` and never runs again; every
-other task runs, starting with the memory the old run had grown it to after OOM kills.
+same name *and* the same item — is carried over `succeeded` and never runs again, unless
+it depends (transitively) on a task that runs again; every other task runs, starting
+with the memory the old run had grown it to after OOM kills.
 The old run's `{shared}` directory moves to the new run and the old path becomes a link
 to it, so manifests and partial results are found where they were.
 
@@ -18,6 +19,7 @@ from dataclasses import dataclass
 
 from labrun.config.job import JobSpec
 from labrun.config.schema import SetupItems
+from labrun.deps import upstream_map
 from labrun.paths import StatePaths
 from labrun.rows import TaskRow
 from labrun.states import TaskState
@@ -63,7 +65,29 @@ def plan(job: JobSpec, fresh: Iterable[NewTask], old_tasks: Iterable[TaskRow]) -
                 )
                 rows.append(_row(task, row))
                 carried += rows[-1][5] is TaskState.SUCCEEDED
+    rows = _rerun_downstream(job, rows)
+    carried = sum(row[5] is TaskState.SUCCEEDED for row in rows)
     return RerunPlan(rows, carried, len(rows) - carried)
+
+
+def _rerun_downstream(job: JobSpec, rows: list[NewTask]) -> list[NewTask]:
+    """A task downstream of one that runs again ran on results that change: it runs too
+    (an `allow_failed` aggregate over a sweep whose failed items now run, say)."""
+    graph = upstream_map(((s.name, s.depends_on) for s in job.all_tasks), has_setup=job.setup is not None)
+    running = {row[2] for row in rows if row[5] is not TaskState.SUCCEEDED}
+    stale: set[str] = set()  # specs downstream of one that runs (its siblings stay carried)
+    changed = True
+    while changed:
+        changed = False
+        for spec, ups in graph.items():
+            if spec not in stale and (running | stale).intersection(ups):
+                stale.add(spec)
+                changed = True
+    again = TaskState.WAITING
+    return [
+        (*row[:5], again, row[6]) if row[5] is TaskState.SUCCEEDED and row[2] in stale else row
+        for row in rows
+    ]
 
 
 def _row(before: TaskRow | None, row: NewTask) -> NewTask:

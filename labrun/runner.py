@@ -23,6 +23,7 @@ from labrun.decisions import Ended, Fail, Record, Retry, Supersede, on_end
 from labrun.executors.base import Executor, Waker
 from labrun.expand import launch_for
 from labrun.gpus import assign, gpu_env
+from labrun.learned import Learner, node_max
 from labrun.ledger import Ledger
 from labrun.memory import OomAttempt, OomPolicy
 from labrun.model import Facts, Launch, LaunchError, Started
@@ -60,7 +61,7 @@ class Active:
 
 
 def policy_of(spec: TaskSpec) -> Policy:
-    return Policy(spec.retries, spec.retry_delay, spec.retry_delay_max, spec.attempt_cap)
+    return Policy(spec.retries, spec.retry_delay, spec.retry_delay_max, spec.attempt_cap, spec.no_retry_exit)
 
 
 @dataclass(frozen=True)
@@ -94,10 +95,12 @@ class Runner:
         self.ledger = Ledger(store, run.id)
         self.stop: Stop | None = None
         self.kill_now = False
-        self.deps = Unblocker(store, paths, job, run)  # waiting → ready or skipped
+        learner = Learner(store, job, run.id, node_max([n.memory for n in nodes]))
+        self.deps = Unblocker(store, paths, job, run, learner)  # waiting → ready or skipped
         self.node_max_failures = node_max_failures
         self.node_failures: dict[str, int] = {}  # counted failures of this run per node
         self.extra: list[tuple[int, str]] = []  # (task id, why): another attempt asked for
+        self.excused = 0  # tasks removed from the job file (job_edits): they do not fail the run
 
     @property
     def counts(self) -> Mapping[TaskState, int]:
@@ -196,7 +199,7 @@ class Runner:
         outcome, detail = classify(facts, act.stop, act.spec.timeout)
         live = self.ledger.live[act.task_id]
         oom = self._oom_attempt(act, facts) if outcome is Outcome.OOM else None
-        ended = Ended(live.attempts[act.attempt_id], outcome, detail, act.stop, oom)
+        ended = Ended(live.attempts[act.attempt_id], outcome, detail, act.stop, oom, facts.exit_code)
         attempts = list(live.attempts.values())
         instructions = on_end(live.task, attempts, ended, policy_of(act.spec), now, self.rng())
         self.ledger.apply_end(act.task_id, act.attempt_id, facts, instructions, now)
@@ -429,7 +432,7 @@ class Runner:
             state = RunState.INTERRUPTED
         elif self.stop is Stop.CANCEL:
             state = RunState.CANCELLED
-        elif self.counts[TaskState.SUCCEEDED] == sum(self.counts.values()):
+        elif self.counts[TaskState.SUCCEEDED] + self.excused == sum(self.counts.values()):
             state = RunState.SUCCEEDED
         else:
             state = RunState.FAILED

@@ -204,6 +204,11 @@ class Store(Reads):
         )
         self.event(run_id, None, None, now, None, state.value, cause)
 
+    def set_run_job(self, run_id: int, job_file: str, job_text: str, now: float, cause: str) -> None:
+        """The run follows the job file as now written (a resume after an edit)."""
+        self._write("UPDATE runs SET job_file = ?, job_text = ? WHERE id = ?", (job_file, job_text, run_id))
+        self.event(run_id, None, None, now, None, None, cause)
+
     # -- tasks --------------------------------------------------------------------------
 
     def add_tasks(self, run_id: int, tasks: Iterable[NewTask]) -> None:
@@ -211,6 +216,32 @@ class Store(Reads):
             "INSERT INTO tasks (run_id, seq, name, spec, item, idx, state, memory)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             ((run_id, s, n, sp, it, ix, st.value, m) for s, n, sp, it, ix, st, m in tasks),
+        )
+
+    def peaks(self, job: str, before: int, runs: int, above: int) -> list[tuple[int, str, str | None, int]]:
+        """(run id, spec, item, largest peak) of tasks in the `runs` latest runs of `job`
+        before run `before` whose attempts peaked above `above` bytes; newest run first."""
+        return self._read(
+            "SELECT t.run_id, t.spec, t.item, MAX(a.peak_memory) FROM attempts a"
+            " JOIN tasks t ON t.id = a.task_id"
+            " WHERE a.run_id IN (SELECT id FROM runs WHERE job = ? AND id < ? ORDER BY id DESC LIMIT ?)"
+            " AND a.peak_memory > ? GROUP BY a.run_id, a.task_id ORDER BY a.run_id DESC",
+            (job, before, runs, above),
+        )
+
+    def set_reasons(self, run_id: int, reasons: Sequence[tuple[str, str]]) -> None:
+        """The reason of named tasks of the run (rows added in a final state)."""
+        self.conn.executemany(
+            "UPDATE tasks SET reason = ? WHERE run_id = ? AND name = ?",
+            ((reason, run_id, name) for name, reason in reasons),
+        )
+
+    def note_tasks(self, run_id: int, notes: Sequence[tuple[str, str]], now: float) -> None:
+        """An event per named task of the run, with its cause (e.g. memory learned)."""
+        self.conn.executemany(
+            "INSERT INTO events (run_id, task_id, attempt, time, from_state, to_state, cause, subject)"
+            " SELECT run_id, id, NULL, ?, NULL, state, ?, ? FROM tasks WHERE run_id = ? AND name = ?",
+            ((now, cause, Subject.TASK.value, run_id, name) for name, cause in notes),
         )
 
     def ready_tasks(self, run_id: int, now: float, limit: int) -> list[TaskRow]:
@@ -248,6 +279,15 @@ class Store(Reads):
     def max_seq(self, run_id: int) -> int:
         rows = self._read("SELECT MAX(seq) FROM tasks WHERE run_id = ?", (run_id,))
         return int(rows[0][0] or 0)
+
+    def retarget_task(self, task: TaskRow, item: str | None, memory: int) -> None:
+        """A task not yet started takes its item and memory from the edited job file."""
+        cur = self._write(
+            "UPDATE tasks SET item = ?, memory = ? WHERE id = ? AND state = ?",
+            (item, memory, task.id, task.state.value),
+        )
+        if cur.rowcount != 1:
+            raise StoreError(f"task {task.name} was no longer {task.state.value}: is another runner working?")
 
     def update_task(self, old: TaskRow, new: TaskRow) -> None:
         """Write `new` over the task row `old`, guarded on `old`'s state; no event (the

@@ -14,8 +14,9 @@ from dataclasses import dataclass, field
 
 from labrun.config.job import JobSpec
 from labrun.config.schema import SetupItems
-from labrun.deps import SETUP, Plan, Tracker, skip_reason, upstream_map
+from labrun.deps import SETUP, UNMADE, Plan, Tracker, skip_reason, upstream_map
 from labrun.expand import fanout_rows, outputs_for, placeholder_values
+from labrun.learned import Learner
 from labrun.paths import StatePaths
 from labrun.rows import RunRow, TaskRow
 from labrun.states import TaskState
@@ -34,21 +35,29 @@ class UnblockPlan:
     promote: list[TaskRow] = field(default_factory=list)
     skip: list[tuple[TaskRow, str]] = field(default_factory=list)
     messages: list[str] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (task, cause) of added rows: learned memory
+    # a fan-out over task 0's manifest that was never made (task 0 failed): one row named
+    # for the task, added skipped with its reason, so status, the summary and why show it
+    unmade: list[tuple[NewTask, str]] = field(default_factory=list)
 
     @property
     def empty(self) -> bool:
-        return not (self.add or self.promote or self.skip or self.messages)
+        return not (self.add or self.promote or self.skip or self.messages or self.unmade)
 
 
 class Unblocker:
-    def __init__(self, store: Store, paths: StatePaths, job: JobSpec, run: RunRow) -> None:
+    def __init__(
+        self, store: Store, paths: StatePaths, job: JobSpec, run: RunRow, learner: Learner | None = None
+    ) -> None:
         self.store, self.paths, self.job, self.run = store, paths, job, run
+        self.learner = learner  # memory learned from earlier runs, for fan-out rows made here
         specs = ((s.name, s.depends_on) for s in job.all_tasks)
         lenient = {s.name: s.allow_failed for s in job.all_tasks if s.allow_failed}
         self.tracker = Tracker(upstream_map(specs, has_setup=job.setup is not None), lenient)
         self.first = True
         self._created: list[tuple[str, int]] = []  # fan-out rows added by the last plan
         self._held: list[TaskRow] = []  # task 0, until its fan-out rows are in the store
+        self._made: set[str] = set()  # fan-out specs with rows, or whose unmade row was planned
         self._load()
 
     def _load(self) -> None:
@@ -105,22 +114,19 @@ class Unblocker:
         fanned = [s for s in self.job.tasks if isinstance(s.items, SetupItems)]
         if not fanned or self.job.setup is None:
             return False
-        values = placeholder_values(self.paths, self.run, setup, setup.attempts)
-        manifest = outputs_for(self.job.setup, values, self.job.workdir)[:1]
-        try:
-            lines = _read_lines(manifest[0]) if manifest else None
-        except OSError as exc:
-            lines, error = None, exc.strerror or str(exc)
-        else:
-            error = "task 0 declares no outputs"
+        lines, manifest, error = manifest_lines(self.paths, self.run, self.job, setup)
         seq = self.store.max_seq(self.run.id)
         for spec in fanned:
             if lines is None:
-                why = f"task 0's manifest {manifest[0] if manifest else ''} cannot be read: {error}"
+                why = f"task 0's manifest {manifest} cannot be read: {error}"
                 out.messages.append(f"{spec.name}: {why}")
                 self._rows(self.tracker.failed_spec(spec.name, why), out)
                 continue
             rows = list(fanout_rows(spec, lines, seq))
+            self._made.add(spec.name)
+            if self.learner is not None:
+                rows, notes = self.learner.apply(rows)
+                out.notes.extend(notes)
             seq = max([seq, *(row[0] for row in rows)])
             out.add.extend(rows)
             self._created.append((spec.name, len(rows)))
@@ -136,6 +142,22 @@ class Unblocker:
             out.skip.extend((task, reason) for task in skipped)
             if skipped:
                 out.messages.append(f"{spec}: {len(skipped)} skipped: {reason}")
+            elif self._never_made(spec):
+                why = f"{reason}; its items come from task 0's manifest, {UNMADE}"
+                seq = self.store.max_seq(run_id) + 1 + len(out.unmade)
+                memory = self.job.task(spec).memory
+                out.unmade.append(((seq, spec, spec, None, None, TaskState.SKIPPED, memory), why))
+                out.messages.append(f"{spec}: skipped: {why}")
+
+    def _never_made(self, spec: str) -> bool:
+        """A fan-out over task 0's manifest whose rows do not exist (task 0 did not succeed)."""
+        task = self.job.task(spec)
+        if not isinstance(task.items, SetupItems) or spec in self._made:
+            return False
+        self._made.add(spec)  # one row per spec, once
+        return self.store.task_by_name(self.run.id, spec) is None and not self.store.waiting_of_spec(
+            self.run.id, spec
+        )
 
     def _write_upstream(self, spec: str) -> None:
         """For each upstream it tolerates failures of, tell the dependent how every task
@@ -156,6 +178,21 @@ class Unblocker:
             with os.fdopen(fd, "w", encoding="utf-8") as handle:
                 handle.writelines(rows)
             os.replace(path + ".tmp", path)
+
+
+def manifest_lines(
+    paths: StatePaths, run: RunRow, job: JobSpec, setup: TaskRow
+) -> tuple[list[str] | None, str, str]:
+    """The lines of task 0's first output (its manifest), its path, and why it cannot be read."""
+    assert job.setup is not None
+    values = placeholder_values(paths, run, setup, setup.attempts)
+    manifest = outputs_for(job.setup, values, job.workdir)[:1]
+    if not manifest:
+        return None, "", "task 0 declares no outputs"
+    try:
+        return _read_lines(manifest[0]), manifest[0], ""
+    except OSError as exc:
+        return None, manifest[0], exc.strerror or str(exc)
 
 
 def _read_lines(path: str) -> list[str]:

@@ -100,3 +100,30 @@ def test_rerun_refuses_an_unfinished_run_and_a_job_never_run(tmp_path: Path) -> 
     conn.close()
     unfinished = labrun(state, "run", "--rerun-failed", "job.toml", cwd=tmp_path)
     assert unfinished.returncode == 2 and "continue it with `labrun run --resume" in unfinished.stderr
+
+
+def test_an_aggregate_over_partial_results_runs_again_when_its_upstream_does(tmp_path: Path) -> None:
+    write_job(
+        tmp_path,
+        """
+        [job]
+        name = "partial"
+        [[tasks]]
+        name = "train"
+        items = ["1", "2", "3"]
+        command = "test {item} != 2 -o -f fixed"
+        retries = 0
+        [[tasks]]
+        name = "aggregate"
+        depends_on = [{ task = "train", allow_failed = true }]
+        command = "grep -c succeeded {shared}/upstream/train.jsonl > agg.txt"
+        """,
+    )
+    state = tmp_path / "state"
+    assert labrun(state, "run", "job.toml", cwd=tmp_path).returncode == 1
+    assert (tmp_path / "agg.txt").read_text() == "2\n"
+    (tmp_path / "fixed").touch()
+    done = labrun(state, "run", "--rerun-failed", "job.toml", cwd=tmp_path)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert (tmp_path / "agg.txt").read_text() == "3\n"  # not the stale partial aggregate
+    assert "2 task(s) to run, 2 succeeded before" in done.stdout

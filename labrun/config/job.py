@@ -56,6 +56,7 @@ class TaskSpec:
     retry_delay: float = 10.0
     retry_delay_max: float = 600.0
     max_attempts: int | None = None
+    no_retry_exit: tuple[int, ...] = ()  # exit codes that fail at once
     grace: float = 10.0
     env: Mapping[str, str] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()  # placeholders allowed; relative paths: against the workdir
@@ -71,6 +72,7 @@ class TaskSpec:
     memory_max: int | None = None
     memory_growth: float = 2.0
     on_oom: str = "grow"
+    learn_memory: bool = True  # start at the peak of earlier runs (labrun/learned.py)
     secret_env: tuple[str, ...] = ()  # names only: values come from the runner's environment
 
     @property

@@ -94,6 +94,7 @@ def key_schema(key: Key) -> dict[str, Any]:
             },
         },
         "choice_list": {"type": "array", "items": {"type": "string", "enum": list(key.choices)}},
+        "exit_codes": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 255}},
         "size_map": {"type": "object", "additionalProperties": size},
         "check_list": {
             "type": "array",

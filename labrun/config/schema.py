@@ -227,6 +227,8 @@ def convert(key: Key, value: object) -> Any:
         return tuple(value)
     if key.kind == "deps":
         return _dependencies(value)
+    if key.kind == "exit_codes":
+        return _exit_codes(value)
     if key.kind == "choice_list":
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             choices = ", ".join(map(repr, key.choices))
@@ -264,6 +266,17 @@ def _dependencies(value: object) -> tuple[Dependency, ...]:
             f"got {_describe(entry)}"
         )
     return tuple(out)
+
+
+def _exit_codes(value: object) -> tuple[int, ...]:
+    ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not ok:
+        raise ValueError(f"expected an array of exit codes (integers 1 to 255), got {_describe(value)}")
+    assert isinstance(value, list)
+    wrong = [v for v in value if not 1 <= v <= 255]
+    if wrong:
+        raise ValueError(f"exit codes are 1 to 255 (0 is success), got {wrong[0]}")
+    return tuple(sorted(set(value)))
 
 
 def _preflight_value(kind: str, value: object) -> Any:
@@ -310,6 +323,12 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("retry_delay", "duration", 10.0, "First backoff; doubles with jitter."),
     Key("retry_delay_max", "duration", 600.0, "Longest backoff between attempts."),
     Key("max_attempts", "int", None, "Cap on all attempts, counted or not.", minimum=1),
+    Key(
+        "no_retry_exit",
+        "exit_codes",
+        (),
+        "Exit codes that fail the task at once, without retry (e.g. [1, 2] for a deterministic error).",
+    ),
     Key("grace", "duration", 10.0, "Between SIGTERM and SIGKILL when stopping an attempt."),
     Key("env", "env", {}, "Environment variables added for the task."),
     Key("outputs", "str_list", (), "Files that must exist and be non-empty after exit 0."),
@@ -329,6 +348,12 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("network", "str", None, 'Docker network mode, e.g. "none" (default: the daemon\'s).'),
     Key("memory_max", "size", None, "Never grow memory past this on OOM: " + SIZE_HELP + ".", minimum=1),
     Key("memory_growth", "number", 2.0, "Memory factor for the retry after an OOM kill.", minimum=1),
+    Key(
+        "learn_memory",
+        "bool",
+        True,
+        "Start at the peak measured in the job's earlier runs + 20% (capped) when that is more.",
+    ),
     Key("on_oom", "choice", "grow", "After an OOM kill: grow memory, retry as is, or fail.", choices=ON_OOM),
     Key(
         "secret_env",

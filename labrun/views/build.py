@@ -10,6 +10,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import groupby, islice
 
+from labrun.deps import UNMADE
 from labrun.reads import Reads
 from labrun.rows import RunRow, TaskRow
 from labrun.states import TaskState
@@ -62,7 +63,18 @@ def status_view(reads: Reads, run: RunRow, show_all: bool) -> StatusView:
     view = run_view(reads, run)
     every = show_all or view.total <= SHOW_ALL_UP_TO
     tasks = task_views(reads, run.id) if every else problem_views(reads, run.id)
-    return StatusView(view, tasks, every)
+    return StatusView(view, tasks, every, tuple(reads.learned(run.id)))
+
+
+def unmade_names(reads: Reads, run_id: int, limit: int = 3) -> list[str]:
+    """Fan-outs over a manifest task 0 never made: each is one skipped row named as its task."""
+    found = []
+    for task in reads.tasks_in_state(run_id, TaskState.SKIPPED):
+        if task.idx is None and task.spec == task.name and (task.reason or "").endswith(UNMADE):
+            found.append(task.name)
+            if len(found) == limit:
+                break
+    return found
 
 
 def one_task_status(reads: Reads, run: RunRow, task: TaskRow) -> StatusView:

@@ -160,6 +160,7 @@ class StatusView:
     run: RunView
     tasks: Iterator[TaskView]
     every: bool  # False: only the tasks that did not succeed are listed
+    learned: tuple[tuple[str, str], ...] = ()  # (task, cause): memory learned from earlier runs
 
 
 @dataclass(frozen=True)

@@ -74,6 +74,10 @@ def run_heading(run: RunView) -> str:
 
 def write_status_table(view: StatusView, out: IO[str]) -> None:
     out.write(run_heading(view.run))
+    if view.learned:
+        told = "; ".join(f"{name} {cause}" for name, cause in view.learned[:5])
+        more = f"; and {len(view.learned) - 5} more" if len(view.learned) > 5 else ""
+        out.write(f"  {len(view.learned)} started with memory learned from earlier runs: {told}{more}\n")
     for i, task in enumerate(view.tasks):
         if i == 0:
             out.write(HEADER + "\n")
@@ -107,14 +111,18 @@ def write_events(view: EventsView, out: IO[str]) -> None:
         out.write("  (no events recorded)\n")
 
 
-def summary_line(run: RunView, state: RunState, failed: Iterable[TaskView]) -> str:
-    """The line `run` ends with; `state` is how the runner ended it."""
+def summary_line(
+    run: RunView, state: RunState, failed: Iterable[TaskView], unmade: Iterable[str] = ()
+) -> str:
+    """The line `run` ends with; `state` is how the runner ended it; `unmade`: fan-outs
+    over a manifest task 0 never made."""
     took = format_duration((run.ended or time.time()) - run.created)
     line = (
         f"labrun: job {run.job} run {run.id} {state.value} in {took}: {run.count_text()} of {run.total} tasks"
     )
     if state is not RunState.SUCCEEDED:
         shown = [f"{t.name}: {t.reason}" for t in failed]
+        shown += [f"{name} skipped: its items come from task 0, which failed" for name in unmade]
         if shown:
             line += "; " + "; ".join(shown)
         line += f" (details: labrun status {run.id})"
