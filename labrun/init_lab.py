@@ -22,9 +22,9 @@ from typing import Any
 import tomli_w
 
 from labrun.config.lab import default_state_dir
-from labrun.config.nodes import SshNodeSpec
 from labrun.errors import UsageError
 from labrun.init_job import inline_list
+from labrun.ssh.config import SshNodeSpec
 from labrun.units import format_size
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
-from labrun.states import Outcome, RunState, TaskState
+from labrun.states import AttemptState, Outcome, RunState, Subject, TaskState
 
 
 @dataclass(frozen=True)
@@ -19,6 +19,7 @@ class RunRow:
     ended: float | None
     pid: int | None
     host: str | None
+    rerun_of: int | None = None  # the run whose failures this one runs again
 
 
 @dataclass(frozen=True)
@@ -61,6 +62,11 @@ class AttemptRow:
     oom_kills: int | None
     missing_outputs: str | None
     detail: str | None
+    state: AttemptState
+
+    @property
+    def live(self) -> bool:
+        return self.state.live
 
 
 @dataclass(frozen=True)
@@ -73,16 +79,17 @@ class EventRow:
     from_state: str | None
     to_state: str | None
     cause: str
+    subject: Subject  # whose states from_state and to_state are
 
 
-RUN_COLUMNS = "id, job, job_file, job_text, state, created, ended, pid, host"
+RUN_COLUMNS = "id, job, job_file, job_text, state, created, ended, pid, host, rerun_of"
 TASK_COLUMNS = "id, run_id, seq, name, spec, item, idx, state, not_before, attempts, failures, memory, reason"
 ATTEMPT_COLUMNS = (
     "id, task_id, run_id, n, node, runtime, mechanism, pid, pid_start, ref, started, ended, "
     "outcome, exit_code, signal, memory_limit, peak_memory, cpu_seconds, oom_kills, "
-    "missing_outputs, detail"
+    "missing_outputs, detail, state"
 )
-EVENT_COLUMNS = "id, run_id, task_id, attempt, time, from_state, to_state, cause"
+EVENT_COLUMNS = "id, run_id, task_id, attempt, time, from_state, to_state, cause, subject"
 
 
 def run_row(r: sqlite3.Row | tuple[object, ...]) -> RunRow:
@@ -101,8 +108,11 @@ def attempt_row(r: sqlite3.Row | tuple[object, ...]) -> AttemptRow:
     values = list(r)
     if values[12] is not None:
         values[12] = Outcome(values[12])
+    values[21] = AttemptState(values[21])
     return AttemptRow(*values)
 
 
 def event_row(r: sqlite3.Row | tuple[object, ...]) -> EventRow:
-    return EventRow(*r)
+    values = list(r)
+    values[8] = Subject(values[8])
+    return EventRow(*values)

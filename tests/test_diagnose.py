@@ -404,3 +404,17 @@ def test_a_quoted_missing_command_is_named_without_its_quotes() -> None:
         stderr_tail=("sh: 1: 'no_such_program': not found",),
     )
     assert 'add commands = ["no_such_program"] to [preflight]' in diagnose(record).next_step
+
+
+def test_a_superseded_attempt_is_not_an_application_error() -> None:
+    """Killed by labrun's SIGTERM because a sibling attempt succeeded first."""
+    record = AttemptRecord(
+        "t[0]",
+        "succeeded",
+        "stopped by labrun: another attempt succeeded first (killed by SIGTERM)",
+        attempt=1,
+        outcome="superseded",
+        signal=signal.SIGTERM,
+    )
+    d = diagnose(record)
+    assert d.cause is Cause.SUCCEEDED and "another attempt of the task succeeded first" in d.title

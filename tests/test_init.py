@@ -15,6 +15,7 @@ from sshd import SshdLab
 from labrun import gpus
 from labrun.config.job import load_job
 from labrun.config.lab import load_lab
+from labrun.ssh.config import SshNodeSpec
 
 
 @pytest.fixture
@@ -95,9 +96,11 @@ def test_init_lab_probes_this_machine_and_ssh_nodes(
     assert "2 GPUs (Test GPU)" in text  # through the NVML seam
     assert f"# {gone} did not answer today" in text and f"# [nodes.{gone}]" in text
     lab = load_lab(str(tmp_path / "labrun.toml"))
-    assert [n.name for n in lab.ssh_nodes] == [up]
-    (node,) = lab.ssh_nodes
+    ssh_nodes = [n for n in lab.nodes if isinstance(n, SshNodeSpec)]
+    assert [n.name for n in ssh_nodes] == [up]
+    (node,) = ssh_nodes
     assert node.ssh == up and node.ssh_config == sshd_lab.ssh_config and "process" in node.runtimes
-    assert lab.local.gpus == (0, 1)
+    local = lab.node("local")
+    assert local is not None and local.declared().gpus == (0, 1)
     again = labrun("init", "--lab")
     assert again.code == 2 and "labrun.toml exists" in again.err

@@ -7,6 +7,7 @@ import time
 from pathlib import Path
 
 from labrun.app import open_store
+from labrun.backends.local import LocalNode
 from labrun.config.job import load_job
 from labrun.config.lab import LabConfig, NodeSpec
 from labrun.executors.base import Waker
@@ -26,7 +27,7 @@ class BrokenNode(ProcessExecutor):
 
 
 def test_after_node_max_failures_the_node_is_not_used_again(tmp_path: Path) -> None:
-    lab = LabConfig(None, str(tmp_path / "state"), NodeSpec("local", 1, 1 << 30))
+    lab = LabConfig(None, str(tmp_path / "state"), (LocalNode("local", cpus=1, memory=1 << 30),))
     job_file = tmp_path / "job.toml"
     job_file.write_text(
         '[job]\nname = "nf"\n[[tasks]]\nname = "t"\nitems = { range = [0, 10] }\n'

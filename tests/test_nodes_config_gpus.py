@@ -15,6 +15,7 @@ from labrun.config.lab import load_lab
 from labrun.errors import ConfigError, PreflightFailed
 from labrun.gpus import Gpu, assign, nvml_inventory, use_inventory
 from labrun.scheduler import Demand, NodeCapacity, place
+from labrun.ssh.config import SshNodeSpec
 from labrun.ssh.transport import SshTarget
 from labrun.states import RunState
 
@@ -35,7 +36,8 @@ def test_ssh_nodes_are_read_with_their_defaults(tmp_path: Path) -> None:
             '[nodes.ws2]\nssh = "ws2"\nssh_config = "cfg/ssh_config"\n',
         )
     )
-    box, ws2 = lab.ssh_nodes
+    local, box, ws2 = lab.nodes
+    assert isinstance(box, SshNodeSpec) and isinstance(ws2, SshNodeSpec) and local.backend == "local"
     assert (box.cpus, box.memory, box.gpus, box.lost_after) == (8.0, 32 * 1024**3, (0, 1), 90.0)
     assert box.ssh_options == ("Port=2222",) and not box.accept_new_host_keys
     assert (ws2.cpus, ws2.memory, ws2.gpus) == (None, None, None)  # "auto": from the probe
@@ -75,7 +77,7 @@ def two_fake_gpus() -> Iterator[None]:
 
 def test_gpu_tasks_never_share_a_device(tmp_path: Path, two_fake_gpus: None) -> None:
     lab = load_lab(lab_file(tmp_path, '[nodes.local]\ncpus = 8\ngpus = "auto"\n'))
-    assert lab.local.gpus == (0, 1)
+    assert lab.declared[0].gpus == (0, 1)
     log = tmp_path / "gpu.log"
     script = (
         f'echo "start $CUDA_VISIBLE_DEVICES $(date +%s.%N)" >> {log}; sleep 0.4; '

@@ -11,8 +11,9 @@ from pathlib import Path
 from helpers import cli_env, labrun, write_job
 
 from labrun.app import find_run
-from labrun.report import write_runs_table, write_status_table
 from labrun.store import Store
+from labrun.views.build import runs_view, status_view
+from labrun.views.text import write_runs_table, write_status_table
 
 LONG_JOB = "resize-all-the-images-of-the-2024-field-campaign"
 LONG_TASK = "resize-images-for-the-training-set-of-the-big-model"
@@ -45,14 +46,14 @@ def test_status_at_80_columns_shortens_names_in_the_middle(tmp_path: Path, capsy
     store = _run_long_names(tmp_path)
     out = tmp_path / "out.txt"
     with out.open("w") as handle:
-        write_status_table(store, find_run(store, "last"), handle, False, columns=80)
+        write_status_table(status_view(store, find_run(store, "last"), False), handle, columns=80)
     lines = out.read_text().splitlines()[2:]
     assert len(_column(lines, "succeeded")) == 1, lines  # one column for the state, on every row
     rows = [line for line in lines if "[2]" in line]
     assert rows and "…" in rows[0] and rows[0].startswith(LONG_TASK[:6])  # start and item kept
     assert all(len(line) <= 80 for line in lines if "[" in line), lines  # (no reason: all succeeded)
     with out.open("w") as handle:  # piped: whole names, still aligned
-        write_status_table(store, find_run(store, "last"), handle, False, columns=None)
+        write_status_table(status_view(store, find_run(store, "last"), False), handle, columns=None)
     lines = out.read_text().splitlines()[2:]
     assert f"{LONG_TASK}[2]" in out.read_text() and len(_column(lines, "succeeded")) == 1
 
@@ -63,7 +64,7 @@ def test_runs_at_80_columns_keeps_its_columns(tmp_path: Path) -> None:
     assert labrun(tmp_path / "s", "run", "short.toml", "--plain", cwd=tmp_path).returncode == 0
     out = tmp_path / "runs.txt"
     with out.open("w") as handle:
-        write_runs_table(store.runs(), store, handle, columns=80)
+        write_runs_table(runs_view(store, 20), handle, columns=80)
     lines = out.read_text().splitlines()
     assert len(_column(lines[1:], "succeeded")) == 1 and lines[0].index("STATE") == lines[1].index(
         "succeeded"

@@ -66,6 +66,13 @@ def mounted_paths(launch: Launch) -> list[str]:
     return paths
 
 
+def init_env(init: bool) -> dict[str, str]:
+    """docker-init (tini) forwards a signal to the task's process group, not only to the task:
+    a SIGTERM then reaches a shell's children, as it does in the process runtime (killpg),
+    so a training script under `sh -c` can checkpoint before the SIGKILL."""
+    return {"TINI_KILL_PROCESS_GROUP": "1"} if init else {}
+
+
 def host_config_args(launch: Launch) -> dict[str, Any]:
     """Keyword arguments for `APIClient.create_host_config`; pure, so it is testable alone."""
     import docker.types
@@ -157,7 +164,7 @@ class DockerExecutor(Executor):
         kwargs = {
             "image": image,
             "command": list(launch.argv),
-            "environment": dict(launch.env),
+            "environment": {**launch.env, **init_env(host_args["init"])},
             "working_dir": launch.workdir,
             "user": str(launch.options.get("user") or f"{os.getuid()}:{os.getgid()}"),
             "labels": container_labels(launch),

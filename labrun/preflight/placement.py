@@ -3,7 +3,7 @@
 A task fits a node when the node is one it may use (`nodes = [...]`), offers its runtime,
 and has its CPUs, memory and GPUs (the scheduler's own rule, `scheduler.can_host`). A
 CPU list to pin to (`cpuset`) must name CPUs this machine has. An ssh node's "auto"
-values are not known before it is probed: they do not rule a task out here (the run
+values (`NodeConfig.auto`) are not known before it is probed: they do not rule a task out here (the run
 probes the node and places with what it finds).
 
 `fits_without(job, lab, left_out)` answers the question an offline node raises: can the
@@ -26,18 +26,17 @@ UNKNOWN = float("inf")  # an ssh node's "auto" value before its probe
 
 
 def capacities(lab: LabConfig) -> list[NodeCapacity]:
-    local = lab.local
-    nodes = [
-        NodeCapacity(local.name, local.cpus, local.memory, 0, 0, frozenset(local.runtimes), len(local.gpus))
-    ]
-    for node in lab.ssh_nodes:
+    """Every node of the lab, whatever its backend, as labrun.toml declares it."""
+    nodes = []
+    for node in lab.nodes:
+        spec, auto = node.declared(), node.auto()
         nodes.append(
             NodeCapacity(
-                node.name,
-                node.cpus if node.cpus is not None else UNKNOWN,
-                node.memory if node.memory is not None else 2**62,
-                runtimes=frozenset(node.runtimes),
-                gpus=len(node.gpus) if node.gpus is not None else 2**31,
+                spec.name,
+                UNKNOWN if "cpus" in auto else spec.cpus,
+                2**62 if "memory" in auto else spec.memory,
+                runtimes=frozenset(spec.runtimes),
+                gpus=2**31 if "gpus" in auto else len(spec.gpus),
             )
         )
     return nodes
@@ -92,7 +91,8 @@ def _why_not(task: TaskSpec, need: str, nodes: Sequence[NodeCapacity], lab: LabC
     if task.gpus and not any(n.gpus >= task.gpus for n in allowed):
         most = max(allowed, key=lambda n: n.gpus)
         have = f"{most.name} has {most.gpus}" if most.gpus else "no node has a GPU"
-        local = "" if lab.local.gpus else " (NVML finds none on this machine)"
+        here = lab.nodes[0].declared() if lab.nodes else None  # the local node comes first
+        local = "" if here is None or here.gpus else " (NVML finds none on this machine)"
         return failed(
             f"task {task.name} asks {task.gpus} GPU{'s' if task.gpus > 1 else ''}; {have}{local}",
             f"set gpus = 0 for task {task.name}, or add a node with GPUs to {config}",

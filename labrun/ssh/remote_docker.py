@@ -70,7 +70,9 @@ def run_args(spec: dict[str, Any]) -> list[str]:
         args.append("--privileged")
     if options.get("gpus"):
         args += ["--gpus", "device=" + ",".join(str(g) for g in options["gpus"])]
-    for name, value in sorted((spec.get("env") or {}).items()):
+    # docker-init forwards signals to the task's whole process group (as locally: docker.py)
+    env = dict(spec.get("env") or {}, TINI_KILL_PROCESS_GROUP="1")
+    for name, value in sorted(env.items()):
         args += ["--env", f"{name}={value}"]
     return [*args, "--", str(options.get("image") or ""), *spec["argv"]]
 

@@ -42,7 +42,10 @@ class SshTarget:
 
     @property
     def control_path(self) -> str:
-        digest = hashlib.sha256(f"{self.node}\0{self.destination}".encode()).hexdigest()[:16]
+        # the ssh_config and options are part of the connection: the same alias may name
+        # another host under another ssh_config (two labs, or two test runs, at once)
+        key = "\0".join((self.node, self.destination, self.ssh_config or "", *self.options))
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         path = os.path.join(self.control_dir, f"{digest}.sock")
         if len(path) > MAX_SOCKET_PATH:
             path = os.path.join(tempfile.gettempdir(), f"labrun-{os.getuid()}", f"{digest}.sock")
