@@ -22,6 +22,7 @@ from labrun.executors.docker import DockerExecutor
 from labrun.executors.process import ProcessExecutor
 from labrun.expand import instances
 from labrun.lock import JobLock
+from labrun.model import Runtime
 from labrun.outcome import Stop
 from labrun.paths import StatePaths
 from labrun.progress import LiveReporter, PlainReporter, QuietReporter, Reporter
@@ -86,16 +87,16 @@ def stop_on_signals(runner: Runner) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, str], Executor]:
+def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, Runtime], Executor]:
     """One executor per (node, runtime) that the lab offers.
 
     Cheap to build: the cgroup executor detects its mechanism on its first start, the
     Docker executor connects to the daemon on its first start. SSH nodes are connected
     here; one that does not answer is left out of the run, with a message."""
-    makers: dict[str, Callable[[], Executor]] = {
-        "process": lambda: ProcessExecutor(waker),
-        "cgroup": lambda: CgroupExecutor(waker),
-        "docker": lambda: DockerExecutor(waker),
+    makers: dict[Runtime, Callable[[], Executor]] = {
+        Runtime.PROCESS: lambda: ProcessExecutor(waker),
+        Runtime.CGROUP: lambda: CgroupExecutor(waker),
+        Runtime.DOCKER: lambda: DockerExecutor(waker),
     }
     local = lab.local
     executors = {(local.name, rt): makers[rt]() for rt in local.runtimes if rt in makers}

@@ -83,5 +83,13 @@ _SCHEMA_DEPS = """
 CREATE INDEX tasks_by_spec ON tasks(run_id, spec, state);
 """
 
+# What the executor noted (Facts.detail: Docker's State.Error, counters it could not read),
+# kept apart from `detail` (the classifier's one line); and Docker's OOMKilled flag, kept
+# apart from the kernel's counter (`oom_kills`) so `why` can say which source saw an OOM.
+_SCHEMA_FACTS = """
+ALTER TABLE attempts ADD COLUMN note TEXT;
+ALTER TABLE attempts ADD COLUMN oom_killed INTEGER;
+"""
+
 # Each entry moves the schema from version i to i + 1; never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_DEPS)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_DEPS, _SCHEMA_FACTS)

@@ -8,6 +8,7 @@ from collections.abc import Iterator
 from itertools import groupby, islice
 from typing import IO, Any
 
+from labrun.model import Runtime
 from labrun.outcome import signal_name
 from labrun.rows import AttemptRow, RunRow, TaskRow
 from labrun.states import RunState, TaskState
@@ -30,13 +31,16 @@ def attempt_json(a: AttemptRow) -> dict[str, Any]:
         "started": _iso(a.started),
         "ended": _iso(a.ended),
         "node": a.node,
-        "runtime": a.runtime,
+        "runtime": a.runtime.value,
         "mechanism": a.mechanism,
         "memory_limit": a.memory_limit,
         "peak_memory": a.peak_memory,
         "cpu_seconds": a.cpu_seconds,
-        "oom_killed": bool(a.oom_kills),
+        "oom_killed": bool(a.oom_kills) or bool(a.oom_killed),  # by either source
+        "oom_kills": a.oom_kills,  # the kernel's counter
+        "container_oom_killed": a.oom_killed,  # Docker's State.OOMKilled
         "detail": a.detail,
+        "note": a.note,
     }
 
 
@@ -108,12 +112,12 @@ def _task_line(t: TaskRow, attempts: list[AttemptRow]) -> str:
 def attempt_lines(attempts: list[AttemptRow]) -> list[str]:
     """One indented line per attempt, where there is more to say than the task line does:
     a retried task, or a runtime that enforces a memory limit."""
-    if not attempts or (len(attempts) == 1 and attempts[0].runtime == "process"):
+    if not attempts or (len(attempts) == 1 and attempts[0].runtime is Runtime.PROCESS):
         return []
     lines = []
     for a in attempts:
         mechanism = a.mechanism if a.mechanism and a.mechanism != a.runtime else ""
-        runtime = f"{a.runtime} ({mechanism})" if mechanism else a.runtime
+        runtime = f"{a.runtime} ({mechanism})" if mechanism else str(a.runtime)
         cpu = f"{a.cpu_seconds:.2f}s" if a.cpu_seconds is not None else "-"
         outcome = a.outcome.value if a.outcome else "running"
         lines.append(

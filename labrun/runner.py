@@ -21,7 +21,7 @@ from labrun.executors.base import Executor, Waker
 from labrun.expand import launch_for
 from labrun.gpus import assign, gpu_env
 from labrun.memory import OomAttempt, OomPolicy
-from labrun.model import Facts, Launch, LaunchError, Started
+from labrun.model import Facts, Launch, LaunchError, Runtime, Started
 from labrun.outcome import Stop, classify
 from labrun.paths import StatePaths
 from labrun.progress import AttemptEnd, Reporter
@@ -65,7 +65,7 @@ class Runner:
         job: JobSpec,
         run: RunRow,
         nodes: Sequence[NodeSpec],
-        executors: Mapping[tuple[str, str], Executor],
+        executors: Mapping[tuple[str, Runtime], Executor],
         waker: Waker,
         reporter: Reporter,
         rng: Callable[[], float] = random.random,
@@ -296,7 +296,7 @@ class Runner:
             gpus = self._gpus_for(placement.node, spec.gpus)
             if gpus:
                 env = {**launch.env, **gpu_env(gpus)}
-                launch = dataclasses.replace(launch, env=env, options={**launch.options, "gpus": list(gpus)})
+                launch = dataclasses.replace(launch, env=env, gpus=gpus)
             deadline = now + spec.timeout if spec.timeout else None
             act = Active(
                 attempt_id,

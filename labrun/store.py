@@ -19,7 +19,7 @@ from typing import Any
 
 from labrun.errors import StoreError
 from labrun.migrations import MIGRATIONS
-from labrun.model import Facts, Started
+from labrun.model import Facts, Runtime, Started
 from labrun.rows import (
     ATTEMPT_COLUMNS,
     EVENT_COLUMNS,
@@ -310,12 +310,12 @@ class Store:
     # -- attempts -----------------------------------------------------------------------
 
     def add_attempt(
-        self, task: TaskRow, n: int, node: str, runtime: str, now: float, memory_limit: int
+        self, task: TaskRow, n: int, node: str, runtime: Runtime, now: float, memory_limit: int
     ) -> int:
         cur = self._write(
             "INSERT INTO attempts (task_id, run_id, n, node, runtime, started, memory_limit)"
             " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (task.id, task.run_id, n, node, runtime, now, memory_limit),
+            (task.id, task.run_id, n, node, runtime.value, now, memory_limit),
         )
         return int(cur.lastrowid or 0)
 
@@ -328,8 +328,8 @@ class Store:
     def finish_attempt(self, attempt_id: int, facts: Facts, outcome: Outcome, detail: str) -> None:
         self._write(
             "UPDATE attempts SET ended = ?, outcome = ?, exit_code = ?, signal = ?,"
-            " peak_memory = ?, cpu_seconds = ?, oom_kills = ?, missing_outputs = ?, detail = ?"
-            " WHERE id = ? AND outcome IS NULL",
+            " peak_memory = ?, cpu_seconds = ?, oom_kills = ?, missing_outputs = ?, detail = ?,"
+            " note = ?, oom_killed = ? WHERE id = ? AND outcome IS NULL",
             (
                 facts.ended,
                 outcome.value,
@@ -337,10 +337,11 @@ class Store:
                 facts.signal,
                 facts.peak_memory,
                 facts.cpu_seconds,
-                # Docker reports a boolean, not the kernel's counter: count it as one kill
-                max(facts.oom_kills, int(facts.oom_killed)),
+                facts.oom_kills,  # the kernel's counter only; Docker's flag is its own column
                 json.dumps(list(facts.missing_outputs)) if facts.missing_outputs else None,
                 detail,
+                facts.detail or None,
+                int(facts.oom_killed),
                 attempt_id,
             ),
         )

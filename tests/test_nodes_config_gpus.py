@@ -14,6 +14,7 @@ from labrun.app import RunOptions, open_store, run_job
 from labrun.config.lab import load_lab
 from labrun.errors import ConfigError
 from labrun.gpus import Gpu, assign, nvml_inventory, use_inventory
+from labrun.model import Runtime
 from labrun.scheduler import Demand, NodeCapacity, place
 from labrun.ssh.transport import SshTarget
 from labrun.states import RunState
@@ -141,7 +142,7 @@ def test_placement_honours_nodes_gpus_and_runtimes() -> None:
             Demand(1, 1, 1, nodes=("ws",)),
             Demand(2, 1, 1, gpus=1),
             Demand(3, 1, 1, gpus=1),  # the box's last GPU went to task 2
-            Demand(4, 1, 1, runtime="docker"),  # no node offers docker
+            Demand(4, 1, 1, runtime=Runtime.DOCKER),  # no node offers docker
         ],
         nodes,
         slots=10,
@@ -163,13 +164,17 @@ def test_the_agent_needs_only_the_standard_library() -> None:
 
     from labrun.ssh.session import _shipped
 
-    for name, path in _shipped():
+    files = _shipped()
+    # what the archive holds: labrun.cgroup, labrun.attempt_facts, labrun.ssh.remote_docker, ...
+    modules = {n.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for n, _ in files}
+    shipped = tuple(m for m in modules if m.startswith("labrun."))
+    assert {"labrun.attempt_facts", "labrun.docker_args", "labrun.cgroup"} <= set(shipped)
+    for name, path in files:
         tree = ast.parse(Path(path).read_text() if path else "", feature_version=(3, 8))
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         froms = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
         names |= {f"{n.module}.{a.name}" for n in froms for a in n.names}
         outside = {n for n in names if n.split(".")[0] not in sys.stdlib_module_names}
-        shipped = ("labrun.cgroup", "labrun.ssh.remote_docker")
         assert all(n.startswith(shipped) for n in outside), name
         # APIs newer than 3.8 that its syntax check cannot see
         newer = {"removeprefix", "removesuffix", "is_relative_to", "with_stem", "readlink"}

@@ -15,6 +15,7 @@ from typing import Any
 from labrun.config.locate import locate, nearest
 from labrun.config.nodes import SshNodeSpec, parse_gpus, parse_ssh_node
 from labrun.errors import ConfigError, Problem
+from labrun.model import Runtime
 from labrun.units import parse_size
 
 if sys.version_info >= (3, 11):
@@ -28,13 +29,13 @@ class NodeSpec:
     name: str
     cpus: float
     memory: int
-    runtimes: tuple[str, ...] = ("process",)
+    runtimes: tuple[Runtime, ...] = (Runtime.PROCESS,)
     gpus: tuple[int, ...] = ()  # device indices attempts may be given
 
 
 # What the local machine offers; cgroup and docker report at launch (and in `labrun check`)
 # when this machine cannot provide them.
-LOCAL_RUNTIMES = ("process", "cgroup", "docker")
+LOCAL_RUNTIMES = tuple(Runtime)
 
 
 @dataclass(frozen=True)

@@ -23,6 +23,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from labrun.config.schema import NAME_RE
+from labrun.model import Runtime
 from labrun.units import parse_duration, parse_size
 
 SSH_KEYS = (
@@ -37,7 +38,7 @@ SSH_KEYS = (
     "accept_new_host_keys",
     "lost_after",
 )
-REMOTE_RUNTIMES = ("process", "cgroup", "docker")  # what the agent can run
+REMOTE_RUNTIMES = tuple(Runtime)  # what the agent can run
 DEFAULT_WORKDIR = "~/.cache/labrun"
 
 ProblemFn = Callable[..., None]
@@ -52,7 +53,7 @@ class SshNodeSpec:
     cpus: float | None = None  # None: "auto"
     memory: int | None = None
     gpus: tuple[int, ...] | None = None
-    runtimes: tuple[str, ...] = ("process",)
+    runtimes: tuple[Runtime, ...] = (Runtime.PROCESS,)
     workdir: str = DEFAULT_WORKDIR
     accept_new_host_keys: bool = False
     lost_after: float = 60.0
@@ -123,16 +124,16 @@ def _memory(value: object, base: str) -> int | None:
     return None if value == "auto" else parse_size(value)
 
 
-def _runtimes(value: object, base: str) -> tuple[str, ...]:
+def _runtimes(value: object, base: str) -> tuple[Runtime, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ValueError('expected a non-empty list of runtimes like ["process"]')
-    unknown = [v for v in value if v not in REMOTE_RUNTIMES]
+    names = [r.value for r in REMOTE_RUNTIMES]
+    unknown = [v for v in value if v not in names]
     if unknown:
         raise ValueError(
-            f"runtime {unknown[0]!r} is not available on ssh nodes; "
-            f"supported there: {', '.join(REMOTE_RUNTIMES)}"
+            f"runtime {unknown[0]!r} is not available on ssh nodes; supported there: {', '.join(names)}"
         )
-    return tuple(value)
+    return tuple(Runtime(v) for v in value)
 
 
 def _workdir(value: object, base: str) -> str:

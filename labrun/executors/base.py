@@ -19,7 +19,7 @@ import math
 import os
 import selectors
 
-from labrun.model import Facts, Launch, Started
+from labrun.model import Facts, Launch, Runtime, Started
 
 
 class Waker:
@@ -74,7 +74,7 @@ class Waker:
 class Executor(abc.ABC):
     """Runs attempts of one runtime on one node."""
 
-    runtime: str = ""
+    runtime: Runtime
     needs_poll: bool = False  # True when ends cannot wake the Waker (the runner then polls)
     online: bool = True  # False while the node does not answer: the runner places nothing there
     next_sample_at: float = math.inf  # when `sample` wants to run next; the runner wakes for it

@@ -43,6 +43,8 @@ import sys
 import time
 from typing import Any
 
+from labrun import attempt_facts  # shipped in the zipapp: the head's rules for an ended attempt
+
 CHUNK = 1 << 20  # log bytes per stream per poll: keeps one answer small
 WAIT_STEP = 0.005  # how often a waiting poll looks at ended.log (one stat)
 _INPUT = [b""]  # serve's unread input: a waiting poll returns early when a request is there
@@ -131,30 +133,30 @@ def _make_cgroup(directory: str, spec: dict[str, Any]) -> Any:
             f"no cgroup can be made on this node: {support.reason}; log in as root there "
             '(or use a systemd node with cgroup v2), or use runtime = "process"'
         )
-    limits = Limits(memory=int(spec.get("memory") or 0) or None, cpus=float(spec.get("cpus") or 0) or None)
+    options = spec.get("options") or {}  # as model.options_wire writes CgroupOptions
+    limits = Limits(
+        memory=int(spec.get("memory") or 0) or None,
+        cpus=float(spec.get("cpus") or 0) or None,
+        cpuset=options.get("cpuset") or None,
+    )
     name = f"{spec['key']}-{os.getpid()}"
     return create(support, name, limits, os.path.join(directory, "cgroup-usage"))
 
 
 def _cgroup_ended(cg: Any, status: dict[str, Any]) -> None:
     """Record the cgroup's counters in the status, then remove it (killing what is left)."""
-    notes = []
-    try:
-        usage = cg.usage()
-        status["oom_kills"] = usage.oom_kills or 0
-        status["peak_memory"] = usage.peak_memory
-        if usage.cpu_seconds is not None:
-            status["cpu"] = usage.cpu_seconds
-        if usage.oom_kills is None:
-            notes.append("this kernel keeps no OOM-kill counter: an OOM kill cannot be told apart")
-    except Exception as exc:  # recorded, the attempt's end still is
-        notes.append(f"cgroup counters unreadable: {exc}")
+    reading = attempt_facts.read_cgroup(cg)
+    status["oom_kills"] = reading.oom_kills or 0
+    status["peak_memory"] = reading.peak_memory
+    if reading.cpu_seconds is not None:
+        status["cpu"] = reading.cpu_seconds
+    notes = list(reading.notes)
     try:
         cg.remove()
     except Exception as exc:
         notes.append(str(exc))
     if notes:
-        status["detail"] = "; ".join(notes)
+        status["detail"] = attempt_facts.join_notes(*notes)
 
 
 def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
@@ -203,12 +205,12 @@ def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
     if cg is not None:
         _cgroup_ended(cg, status)
     status["ended"] = time.time()
-    if os.WIFSIGNALED(code):
-        status["signal"] = os.WTERMSIG(code)
+    exit_code, signum = attempt_facts.exit_of(code)
+    if signum is not None:
+        status["signal"] = signum
     else:
-        status["exit"] = os.WEXITSTATUS(code)
-        if status["exit"] == 0:
-            status["missing"] = [p for p in spec.get("outputs", []) if not _nonempty(p)]
+        status["exit"] = exit_code
+    _record_outputs(status, spec)
     _write_status(directory, status)
     _announce_end(spec["workdir"], spec["key"])
 
@@ -224,8 +226,7 @@ def _monitor_container(directory: str, spec: dict[str, Any], container: str) -> 
     err = os.open(os.path.join(directory, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     status.update(remote_docker.monitor(container, out, err))
     status["ended"] = time.time()
-    if status.get("exit") == 0:
-        status["missing"] = [p for p in spec.get("outputs", []) if not _nonempty(p)]
+    _record_outputs(status, spec)
     _write_status(directory, status)
     _announce_end(spec["workdir"], spec["key"])
 
@@ -262,11 +263,10 @@ def _wait_for_an_end(request: dict[str, Any]) -> None:
             return
 
 
-def _nonempty(path: str) -> bool:
-    try:
-        return os.stat(path).st_size > 0
-    except OSError:
-        return False
+def _record_outputs(status: dict[str, Any], spec: dict[str, Any]) -> None:
+    """After exit 0, the declared outputs that are not present (the head's rule, shipped)."""
+    if status.get("exit") == 0:
+        status["missing"] = list(attempt_facts.missing_outputs(spec.get("outputs") or []))
 
 
 def start(request: dict[str, Any]) -> dict[str, Any]:

@@ -17,6 +17,7 @@ from labrun.config.lab import LabConfig, NodeSpec
 from labrun.config.nodes import SshNodeSpec
 from labrun.executors.base import Executor, Waker
 from labrun.executors.ssh import SshExecutor, SshRuntime
+from labrun.model import Runtime
 from labrun.ssh.session import AgentSession
 from labrun.ssh.transport import SshError, SshTarget
 
@@ -70,12 +71,12 @@ def node_spec(spec: SshNodeSpec, probe: dict[str, Any]) -> NodeSpec:
 
 def ssh_executors(
     lab: LabConfig, waker: Waker | None = None
-) -> tuple[dict[tuple[str, str], Executor], list[str]]:
+) -> tuple[dict[tuple[str, Runtime], Executor], list[str]]:
     """Executors for the nodes that answered, and one message per node that did not.
 
     Each node's first runtime gets its SshExecutor (the one that polls the node); each
     further runtime an SshRuntime that starts attempts through it."""
-    executors: dict[tuple[str, str], Executor] = {}
+    executors: dict[tuple[str, Runtime], Executor] = {}
     problems = []
     for found in connect_all(lab):
         if found.session is None:
@@ -90,7 +91,7 @@ def ssh_executors(
     return executors, problems
 
 
-def resolved_nodes(lab: LabConfig, executors: dict[tuple[str, str], Any]) -> tuple[NodeSpec, ...]:
+def resolved_nodes(lab: LabConfig, executors: dict[tuple[str, Runtime], Any]) -> tuple[NodeSpec, ...]:
     """The local node and each connected ssh node with its probed capacity."""
     remote = [ex.capacity for (name, _), ex in executors.items() if isinstance(ex, SshExecutor)]
     return (lab.local, *[spec for spec in remote if spec is not None])
