@@ -67,6 +67,16 @@ def test_control_socket_paths_stay_short() -> None:
     assert SshTarget("n", "n", "/s").control_path.startswith("/s/")
 
 
+def test_two_state_directories_never_share_a_master_connection() -> None:
+    """Long state paths fall back to one directory in /tmp: a node named alike in another
+    state directory (another user's lab, a parallel test) must get its own socket there."""
+    one = SshTarget("node-a", "node-a", "/" + "x" * 200)
+    other = SshTarget("node-a", "node-a", "/" + "y" * 200)
+    assert one.control_path != other.control_path
+    configured = SshTarget("node-a", "node-a", "/" + "x" * 200, ssh_config="/lab2/ssh_config")
+    assert configured.control_path != one.control_path
+
+
 @pytest.fixture
 def two_fake_gpus() -> Iterator[None]:
     previous = use_inventory(lambda: (Gpu(0, "fake A"), Gpu(1, "fake B")))

@@ -42,7 +42,11 @@ class SshTarget:
 
     @property
     def control_path(self) -> str:
-        digest = hashlib.sha256(f"{self.node}\0{self.destination}".encode()).hexdigest()[:16]
+        # Everything that picks the server: two state directories (two users' runs, tests
+        # in parallel) whose nodes share a name must never share a master connection,
+        # above all where long paths fall back to one directory in /tmp.
+        key = "\0".join((self.node, self.destination, self.control_dir, self.ssh_config or "", *self.options))
+        digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         path = os.path.join(self.control_dir, f"{digest}.sock")
         if len(path) > MAX_SOCKET_PATH:
             path = os.path.join(tempfile.gettempdir(), f"labrun-{os.getuid()}", f"{digest}.sock")
