@@ -216,7 +216,7 @@ def test_oom_suggests_a_nice_memory_value() -> None:
     assert d.title == "out of memory: peak 1.0GiB reached the limit of 1.0GiB"
     assert 'set memory = "1.5GiB" for task train' in d.next_step
     assert "killed by signal SIGKILL (9)" in d.evidence
-    assert "OOM kills: 1" in d.evidence
+    assert "OOM kills (kernel counter): 1" in d.evidence
     assert "peak memory: 1.0GiB, limit: 1.0GiB" in d.evidence
 
 
