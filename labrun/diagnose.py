@@ -178,7 +178,8 @@ def oom_sources(r: AttemptRecord) -> list[str]:
     """Which sources said the attempt was OOM-killed; each is a separate fact."""
     sources = []
     if r.oom_kills:
-        sources.append(f"the kernel's OOM counter ({r.oom_kills})")
+        kills = "1 OOM kill" if r.oom_kills == 1 else f"{r.oom_kills} OOM kills"
+        sources.append(f"the kernel counted {kills}")
     if r.container_oom_killed:
         sources.append("Docker reported OOMKilled")
     return sources

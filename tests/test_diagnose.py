@@ -213,7 +213,7 @@ def test_oom_suggests_a_nice_memory_value() -> None:
     )
     d = diagnose(record)
     assert d.cause is Cause.RESOURCE_EXHAUSTION
-    assert d.title == "out of memory: peak 1.0GiB reached the limit of 1.0GiB"
+    assert d.title == "out of memory: peak 1.0GiB reached the limit of 1.0GiB (the kernel counted 1 OOM kill)"
     assert 'set memory = "1.5GiB" for task train' in d.next_step
     assert "killed by signal SIGKILL (9)" in d.evidence
     assert "OOM kills (kernel counter): 1" in d.evidence
