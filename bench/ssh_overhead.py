@@ -45,7 +45,7 @@ def until_done(ex: SshExecutor, waker: Waker, count: int) -> None:
     while done < count:
         done += len(ex.finished())
         if done < count:
-            wake = ex.wake_at()
+            wake = ex.wake_at(time.time())
             waker.wait(None if wake is None else max(0.0, wake - time.time()))
 
 

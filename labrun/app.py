@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
+import enum
 import os
 import signal
 import sys
@@ -12,20 +13,25 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
+from labrun import job_edits
+from labrun.backends.base import Connection
+from labrun.backends.registry import connect
+from labrun.config.envvars import unset_in_env, with_env_expanded
 from labrun.config.job import JobSpec, load_job, parse_job
 from labrun.config.lab import LabConfig
 from labrun.config.schema import SETUP_NAME
-from labrun.errors import PreflightFailed, UsageError
-from labrun.executors.base import Executor, Waker
-from labrun.executors.cgroup import CgroupExecutor
-from labrun.executors.docker import DockerExecutor
-from labrun.executors.process import ProcessExecutor
+from labrun.errors import NothingToRerun, PreflightFailed, UsageError
+from labrun.executors.base import Waker
 from labrun.expand import instances
+from labrun.learned import Learner, node_max
 from labrun.lock import JobLock
-from labrun.model import Runtime
 from labrun.outcome import Stop
 from labrun.paths import StatePaths
 from labrun.progress import LiveReporter, PlainReporter, QuietReporter, Reporter
+from labrun.reads import Reads
+from labrun.readstore import ReadStore
+from labrun.rerun import adopt_shared
+from labrun.rerun import plan as plan_rerun
 from labrun.resume import reconcile, reopen
 from labrun.rows import RunRow, TaskRow
 from labrun.runner import Runner
@@ -34,14 +40,24 @@ from labrun.states import RunState, TaskState
 from labrun.store import Store
 
 
+class IfRunning(str, enum.Enum):
+    """What `labrun run` does when another runner holds the job's lock."""
+
+    FAIL = "fail"  # exit 75 at once, naming the run and pid
+    WAIT = "wait"  # queue behind it
+    SKIP = "skip"  # exit 0 and print nothing: a cron job that overlaps its previous night
+
+
 @dataclass(frozen=True)
 class RunOptions:
-    wait: bool = False  # queue behind another runner of the job instead of exiting 75
+    if_running: IfRunning = IfRunning.FAIL
     quiet: bool = False
     verbose: bool = False
     live: bool | None = None  # None: a live bar when stdout is a terminal
     preflight: bool = True  # run the job's checks first and refuse to start on a failure
     resume: bool = False  # continue the latest unfinished run of the job (labrun/resume.py)
+    rerun_failed: bool = False  # run only what did not succeed in the latest finished run (rerun.py)
+    as_recorded: bool = False  # a resume keeps the job as the run started, not the file as now written
 
 
 @dataclass(frozen=True)
@@ -52,9 +68,16 @@ class RunResult:
 
 
 def open_store(lab: LabConfig) -> tuple[Store, StatePaths]:
+    """The store for commands that write: creates the state directory, migrates."""
     paths = StatePaths(lab.state_dir)
     paths.ensure()
     return Store(paths.db), paths
+
+
+def open_reader(lab: LabConfig) -> tuple[ReadStore, StatePaths]:
+    """The store for commands that only read: never waits on a runner, never writes."""
+    paths = StatePaths(lab.state_dir)
+    return ReadStore(paths.db), paths
 
 
 def _reporter(job: JobSpec, total: int, options: RunOptions) -> Reporter:
@@ -87,50 +110,141 @@ def stop_on_signals(runner: Runner) -> Iterator[None]:
             signal.signal(sig, old)
 
 
-def executors_for(lab: LabConfig, waker: Waker) -> dict[tuple[str, Runtime], Executor]:
-    """One executor per (node, runtime) that the lab offers.
-
-    Cheap to build: the cgroup executor detects its mechanism on its first start, the
-    Docker executor connects to the daemon on its first start. SSH nodes are connected
-    here; one that does not answer is left out of the run, with a message."""
-    makers: dict[Runtime, Callable[[], Executor]] = {
-        Runtime.PROCESS: lambda: ProcessExecutor(waker),
-        Runtime.CGROUP: lambda: CgroupExecutor(waker),
-        Runtime.DOCKER: lambda: DockerExecutor(waker),
-    }
-    local = lab.local
-    executors = {(local.name, rt): makers[rt]() for rt in local.runtimes if rt in makers}
-    if lab.ssh_nodes:
-        from labrun.ssh.nodes import ssh_executors
-
-        remote, problems = ssh_executors(lab, waker)
-        executors.update(remote)
-        for problem in problems:
-            print(f"labrun: {problem}", file=sys.stderr, flush=True)
-    return executors
+def connect_nodes(lab: LabConfig, waker: Waker) -> Connection:
+    """Every backend's executors and node specs; a node that does not answer is left out,
+    with a message."""
+    connection = connect(lab, waker)
+    for problem in connection.problems:
+        print(f"labrun: {problem}", file=sys.stderr, flush=True)
+    return connection
 
 
 def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
     job = load_job(job_path)
-    require_secrets(job)
-    if options.preflight:
-        refuse_on_preflight(job, lab)
     store, paths = open_store(lab)
-    with JobLock(paths.lock(job.name), job.name).hold(options.wait) as lock:
+    # The lock comes before anything slow or anything that depends on the moment: a run
+    # that overlaps a running one (cron) exits 75 at once, without running its checks.
+    with JobLock(paths.lock(job.name), job.name).hold(options.if_running is IfRunning.WAIT) as lock:
+        runnable = _with_environment(job)
+        if options.preflight:
+            refuse_on_preflight(job, lab)
         now = time.time()
-        previous = store.latest_unfinished_run(job.name) if options.resume or job.resume else None
+        resuming = (options.resume or job.resume) and not options.rerun_failed
+        previous = store.latest_unfinished_run(job.name) if resuming or options.rerun_failed else None
+        if previous is not None and options.rerun_failed:
+            raise UsageError(
+                f"run {previous.id} of job {job.name} is {previous.state.value}, not finished: "
+                f"continue it with `labrun run --resume {job.file}`"
+            )
         if previous is not None:
-            stored = job_of(previous)  # the job as it was when the run started
-            require_secrets(stored)
             lock.record(previous.id)
-            return _drive(store, paths, stored, reopen(store, previous, now), lab, options, reconcile)
+            if previous.rerun_of is not None:
+                adopt_shared(paths, previous.rerun_of, previous.id)
+            if options.as_recorded:  # the job as it was when the run started
+                stored, excused = _with_environment(job_of(previous)), 0
+            else:
+                stored, excused = runnable, _follow_edits(store, paths, previous, job, options, now)
+            reopened = reopen(store, previous, now)
+            return _drive(store, paths, stored, reopened, lab, options, reconcile, excused)
+        if options.resume and not options.quiet:
+            _say_nothing_to_resume(store, job)
+        rerun_of = _rerun_source(store, job) if options.rerun_failed else None
         with store.tx():
-            run_id = store.create_run(job.name, job.file, job.text, now)
-            store.add_tasks(run_id, instances(job))
+            run_id = store.create_run(job.name, job.file, job.text, now, rerun_of.id if rerun_of else None)
+            learner = Learner(store, job, run_id, node_max([n.memory for n in lab.declared]))
+            if rerun_of is None:
+                rows, learned = learner.apply(instances(job))
+            else:
+                planned = plan_rerun(job, instances(job), store.tasks(rerun_of.id))
+                rows, learned = learner.apply(planned.rows)
+            store.add_tasks(run_id, rows)
+            store.note_tasks(run_id, learned, now)
+            if rerun_of is not None:
+                store.mark_carried(run_id, rerun_of.id)
+        if learned and not options.quiet:
+            print(_learned_line(learned), flush=True)
+        if rerun_of is not None:
+            adopt_shared(paths, rerun_of.id, run_id)
+            if not options.quiet:
+                print(
+                    f"labrun: run {run_id} reruns run {rerun_of.id} of job {job.name}: "
+                    f"{planned.to_run} task(s) to run, {planned.carried} succeeded before and are kept",
+                    flush=True,
+                )
         lock.record(run_id)
         run = store.run(run_id)
         assert run is not None
-        return _drive(store, paths, job, run, lab, options)
+        return _drive(store, paths, runnable, run, lab, options)
+
+
+def _follow_edits(
+    store: Store, paths: StatePaths, run: RunRow, job: JobSpec, options: RunOptions, now: float
+) -> int:
+    """A resumed run follows the job file as now written (`job_edits`); says what changed.
+    Returns how many tasks are no longer in the job without having succeeded."""
+    rows = list(store.tasks(run.id))
+    expected = job_edits.expected_tasks(paths, run, job, rows)
+    plan = job_edits.compare(job_of(run), job, rows, expected, store.max_seq(run.id) + 1)
+    if plan.blocked:
+        raise UsageError(
+            f"{job.file}: {', '.join(plan.blocked[:5])} of run {run.id} was running when its runner "
+            "stopped and is no longer in the job file (or its item changed): put it back to resume "
+            f"as now written, or `labrun run --resume --as-recorded {job.file}` to finish the run "
+            "as it started"
+        )
+    if not plan.empty:
+        job_edits.apply(store, run.id, plan, job.file, job.text, now)
+        if not options.quiet:
+            said = "\n".join(f"  {line}" for line in plan.lines())
+            print(
+                f"labrun: resuming run {run.id} with {job.file} as now written "
+                f"(--as-recorded keeps the job as the run started):\n{said}",
+                flush=True,
+            )
+    return job_edits.excused(store.tasks(run.id), expected)
+
+
+def _learned_line(learned: list[tuple[str, str]]) -> str:
+    shown = "; ".join(f"{name}: {cause}" for name, cause in learned[:3])
+    more = f"; and {len(learned) - 3} more" if len(learned) > 3 else ""
+    return f"labrun: {len(learned)} task(s) start with memory learned from earlier runs: {shown}{more}"
+
+
+def _rerun_source(store: Store, job: JobSpec) -> RunRow:
+    """The finished run whose failures `--rerun-failed` runs again."""
+    last = store.latest_finished_run(job.name)
+    if last is None:
+        raise UsageError(
+            f"job {job.name} has no finished run to rerun: start one with `labrun run {job.file}`"
+        )
+    if last.state is RunState.SUCCEEDED:
+        raise NothingToRerun(f"run {last.id} of job {job.name} succeeded: there is nothing to rerun")
+    return last
+
+
+def _say_nothing_to_resume(store: Store, job: JobSpec) -> None:
+    last = store.latest_run(job.name)
+    if last is not None:
+        print(
+            f"labrun: run {last.id} of job {job.name} already ended ({last.state.value}), so there is "
+            "nothing to resume: starting a new run of every task"
+            + (
+                f" (`labrun run --rerun-failed {job.file}` runs only what did not succeed)"
+                if last.state is not RunState.SUCCEEDED
+                else ""
+            ),
+            file=sys.stderr,
+            flush=True,
+        )
+
+
+def _with_environment(job: JobSpec) -> JobSpec:
+    """The job with what it takes from labrun's environment (secrets, ${VAR}s), or exit 3."""
+    require_secrets(job)
+    unset = unset_in_env(job, os.environ)
+    if unset:
+        raise PreflightFailed(f"{job.file}: " + "; ".join(unset))
+    return with_env_expanded(job, os.environ)
 
 
 def refuse_on_preflight(job: JobSpec, lab: LabConfig) -> None:
@@ -155,20 +269,26 @@ def _drive(
     lab: LabConfig,
     options: RunOptions,
     prepare: Callable[[Runner], object] | None = None,
+    excused: int = 0,
 ) -> RunResult:
     os.makedirs(paths.shared_dir(run.id), mode=0o700, exist_ok=True)
     waker = Waker()
-    executors = executors_for(lab, waker)
+    connection = connect_nodes(lab, waker)
+    executors = connection.executors
     counts = store.counts(run.id)
     reporter = _reporter(job, sum(counts.values()), options)
-    nodes = lab.nodes
-    if lab.ssh_nodes:  # ssh nodes with their probed capacity, only those that answered
-        from labrun.ssh.nodes import resolved_nodes
-
-        nodes = resolved_nodes(lab, executors)
     runner = Runner(
-        store, paths, job, run, nodes, executors, waker, reporter, node_max_failures=lab.node_max_failures
+        store,
+        paths,
+        job,
+        run,
+        connection.nodes,
+        executors,
+        waker,
+        reporter,
+        node_max_failures=lab.node_max_failures,
     )
+    runner.excused = excused
     try:
         if prepare is not None:
             prepare(runner)  # a resume adopts attempts that still run
@@ -181,6 +301,11 @@ def _drive(
         waker.close()
     final = store.run(run.id)
     assert final is not None
+    if job.notify is not None:
+        from labrun.notify import notify
+
+        for problem in notify(job, store, final):  # reported; the run's result stands
+            print(f"labrun: {problem}", file=sys.stderr, flush=True)
     return RunResult(final, state, store.counts(run.id))
 
 
@@ -189,7 +314,7 @@ def job_of(run: RunRow) -> JobSpec:
     return parse_job(run.job_text, run.job_file)
 
 
-def find_run(store: Store, ref: str) -> RunRow:
+def find_run(store: Reads, ref: str) -> RunRow:
     """A run by id, or `last`."""
     if ref == "last":
         run = store.latest_run()
@@ -204,11 +329,15 @@ def find_run(store: Store, ref: str) -> RunRow:
     return found
 
 
-def find_task(store: Store, run: RunRow, ref: str) -> TaskRow:
+def find_task(store: Reads, run: RunRow, ref: str) -> TaskRow:
     """A task of a run by its name: `report`, `resize[3]`; `0` is task 0 (`setup`)."""
     task = store.task_by_name(run.id, SETUP_NAME if ref == "0" else ref)
     if task is not None:
         return task
+    base = ref.split("[", 1)[0]
+    unmade = store.task_by_name(run.id, base) if ref.endswith("]") and base != ref else None
+    if unmade is not None and unmade.idx is None and unmade.state is TaskState.SKIPPED:
+        return unmade  # a fan-out that was never made (task 0 failed): its row says why
     specs = [spec.name for spec in job_of(run).tasks]
     close = difflib.get_close_matches(ref, specs, n=1)
     hint = f"; did you mean {close[0]!r}?" if close else f"; its tasks are named {', '.join(specs[:10])}"

@@ -13,6 +13,9 @@ on every runtime and every node:
 - **Exit record**: how an attempt ended, from a wait status (`exit_of`), or from the
   file a shell's EXIT trap leaves in the attempt directory (`read_exit_record`), which
   outlives the runner that started the attempt.
+- **A container's signal** (`container_signal`): Docker reports only its init's exit
+  code; a 128+N exit is signal N when that signal was sent to it (by labrun, or the OOM
+  killer's SIGKILL), and a plain exit code otherwise.
 - **Cgroup notes**: an attempt cgroup's counters when it ended, and the notes that say
   what could not be measured (`read_cgroup`).
 """
@@ -20,6 +23,7 @@ on every runtime and every node:
 from __future__ import annotations
 
 import os
+import signal
 import stat
 from collections.abc import Iterable
 from dataclasses import dataclass
@@ -77,6 +81,17 @@ def read_exit_record(attempt_dir: str) -> int | None:
             return int(handle.read().strip())
     except (OSError, ValueError):
         return None
+
+
+def container_signal(exit_code: int | None, oom_killed: bool, sent: Iterable[int]) -> int | None:
+    """The signal behind a container's 128+N exit, when one is known to have been sent to it:
+    by labrun (`sent`), or by the OOM killer. None: a plain exit code (a task may exit 143)."""
+    if exit_code is None or exit_code <= 128:
+        return None
+    signum = exit_code - 128
+    if (oom_killed and signum == signal.SIGKILL) or signum in set(sent):
+        return signum
+    return None
 
 
 # -- cgroups -------------------------------------------------------------------------------

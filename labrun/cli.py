@@ -44,8 +44,16 @@ def run(
     config: ConfigOpt = None,
     wait: Annotated[
         bool,
-        typer.Option("--wait", help="If the job is already running, wait for it instead of exiting 75."),
+        typer.Option("--wait", help="If the job is already running, wait for it (= --if-running wait)."),
     ] = False,
+    if_running: Annotated[
+        str,
+        typer.Option(
+            "--if-running",
+            help="If the job is already running: fail (exit 75, the default), wait for it, or skip "
+            "(exit 0, print nothing: for cron).",
+        ),
+    ] = "fail",
     quiet: Annotated[
         bool, typer.Option("--quiet", "-q", help="Print only errors and the summary line.")
     ] = False,
@@ -62,29 +70,74 @@ def run(
         bool,
         typer.Option("--resume", help="Continue the latest unfinished run of the job (if any)."),
     ] = False,
+    rerun_failed: Annotated[
+        bool,
+        typer.Option(
+            "--rerun-failed",
+            help="Run only the failed, skipped and cancelled tasks of the job's latest finished run "
+            "(a new run that keeps its {shared} and its succeeded tasks).",
+        ),
+    ] = False,
+    as_recorded: Annotated[
+        bool,
+        typer.Option(
+            "--as-recorded",
+            help="With --resume: keep the job as the run started, not the job file as now written.",
+        ),
+    ] = False,
 ) -> int:
     """Run a job to completion. Example: labrun run examples/hello.toml"""
-    from labrun.app import RunOptions, run_job
-    from labrun.report import summary_line
+    from labrun.app import IfRunning, RunOptions, run_job
+    from labrun.errors import LockHeld, UsageError
     from labrun.states import RunState
 
+    choices = [c.value for c in IfRunning]
+    if if_running not in choices:
+        raise UsageError(f"--if-running {if_running!r}: expected one of {', '.join(choices)}")
+    when_running = IfRunning.WAIT if wait else IfRunning(if_running)
     lab = _lab(config)
     options = RunOptions(
-        wait=wait,
+        if_running=when_running,
         quiet=quiet,
         verbose=verbose,
         live=False if plain else None,
         preflight=not no_preflight,
         resume=resume,
+        rerun_failed=rerun_failed,
+        as_recorded=as_recorded,
     )
-    result = run_job(job_file, lab, options)
-    from labrun.app import open_store
-
-    store, _ = open_store(lab)
-    print(summary_line(store, result.run, result.state), flush=True)
+    if as_recorded and not resume:
+        raise UsageError("--as-recorded goes with --resume: `labrun run --resume --as-recorded JOB.toml`")
+    if resume and rerun_failed:
+        raise UsageError("--resume continues an unfinished run, --rerun-failed a finished one: pick one")
+    try:
+        result = run_job(job_file, lab, options)
+    except LockHeld:
+        if when_running is IfRunning.SKIP:
+            return ExitCode.OK  # the running copy does the work; cron mails nothing
+        raise
+    print(_summary(lab, result.run.id, result.state), flush=True)
     if result.state in (RunState.INTERRUPTED, RunState.CANCELLED):
         return ExitCode.INTERRUPTED
     return ExitCode.OK if result.state is RunState.SUCCEEDED else ExitCode.TASKS_FAILED
+
+
+def _summary(lab, run_id: int, state) -> str:  # type: ignore[no-untyped-def]
+    """The line `run` ends with, read back like `status` reads it."""
+    from labrun.app import open_reader
+    from labrun.views.build import failed_views, run_view, unmade_names
+    from labrun.views.text import summary_line
+
+    reader, _ = open_reader(lab)
+    try:
+        with reader.snapshot() as snap:
+            found = snap.run(run_id)
+            assert found is not None
+            return summary_line(
+                run_view(snap, found), state, failed_views(snap, run_id, 3), unmade_names(snap, run_id)
+            )
+    finally:
+        reader.close()  # before the runner's store: the last to close folds the -wal in
 
 
 @app.command()
@@ -116,20 +169,38 @@ def check(
 @app.command()
 def status(
     run_ref: Annotated[str, typer.Argument(help="A run id, or `last`.")] = "last",
+    task: Annotated[
+        Optional[str],  # noqa: UP045 - typer reads the annotation at run time on 3.10
+        typer.Argument(help="Only this task: `0` or `setup` (task 0), `report`, `resize[3]`."),
+    ] = None,
     config: ConfigOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable, streamed.")] = False,
     show_all: Annotated[bool, typer.Option("--all", help="List every task, also on large runs.")] = False,
+    events: Annotated[
+        bool,
+        typer.Option("--events", help="Every transition with its time and cause: the run's, or TASK's."),
+    ] = False,
 ) -> int:
-    """What happened in a run, per task and attempt. Example: labrun status last"""
-    from labrun.app import find_run, open_store
-    from labrun.report import write_status_json, write_status_table
+    """What happened in a run, per task and attempt. Example: labrun status --events last 'resize[3]'"""
+    from labrun.app import find_run, find_task, open_reader
+    from labrun.views import build
+    from labrun.views.json import write_events_json, write_status_json
+    from labrun.views.text import write_events, write_status_table
 
-    store, _ = open_store(_lab(config))
-    found = find_run(store, run_ref)
-    if as_json:
-        write_status_json(store, found, sys.stdout)
-    else:
-        write_status_table(store, found, sys.stdout, show_all)
+    reader, _ = open_reader(_lab(config))
+    with reader.snapshot() as snap:  # one consistent view: counts agree with rows mid-run
+        found = find_run(snap, run_ref)
+        row = None if task is None else find_task(snap, found, task)
+        if events:
+            story = build.events_view(snap, found, row)
+            (write_events_json if as_json else write_events)(story, sys.stdout)
+        else:
+            view = (
+                build.status_view(snap, found, show_all or as_json)
+                if row is None
+                else build.one_task_status(snap, found, row)
+            )
+            (write_status_json if as_json else write_status_table)(view, sys.stdout)
     return ExitCode.OK
 
 
@@ -139,11 +210,13 @@ def runs(
     limit: Annotated[int, typer.Option("--limit", "-n", help="How many of the latest runs.")] = 20,
 ) -> int:
     """List the latest runs. Example: labrun runs -n 5"""
-    from labrun.app import open_store
-    from labrun.report import write_runs_table
+    from labrun.app import open_reader
+    from labrun.views.build import runs_view
+    from labrun.views.text import write_runs_table
 
-    store, _ = open_store(_lab(config))
-    write_runs_table(store.runs(limit), store, sys.stdout)
+    reader, _ = open_reader(_lab(config))
+    with reader.snapshot() as snap:
+        write_runs_table(runs_view(snap, limit), sys.stdout)
     return ExitCode.OK
 
 
@@ -156,7 +229,7 @@ def nodes(
     import json
 
     from labrun.app import open_store
-    from labrun.ssh.report import node_states, render_nodes
+    from labrun.backends.view import node_states, render_nodes
 
     lab = _lab(config)
     store, _ = open_store(lab)
@@ -179,20 +252,26 @@ def logs(
     config: ConfigOpt = None,
 ) -> int:
     """Print the stdout (or stderr) of an attempt. Example: labrun logs last 'resize[3]' --stderr"""
-    from labrun.app import find_run, find_task, open_store
+    from labrun.app import find_run, find_task, open_reader
     from labrun.errors import UsageError
 
-    store, paths = open_store(_lab(config))
-    found = find_run(store, run_ref)
-    row = find_task(store, found, task)
-    attempts = store.attempts(row.id)
+    reader, paths = open_reader(_lab(config))
+    with reader.snapshot() as snap:
+        found = find_run(snap, run_ref)
+        row = find_task(snap, found, task)
+        attempts = snap.attempts(row.id)
     if not attempts:
         raise UsageError(f"task {row.name} of run {found.id} has not started yet ({row.state.value})")
     chosen = attempts[-1] if attempt is None else next((a for a in attempts if a.n == attempt), None)
     if chosen is None:
         raise UsageError(f"task {row.name} has attempts 1 to {attempts[-1].n}, not {attempt}")
     path = paths.log(found.id, row.name, chosen.n, "stderr" if stderr else "stdout")
-    _print_log(path, follow, lambda: store.attempt(chosen.id).outcome is not None)
+
+    def ended() -> bool:
+        with reader.snapshot() as snap:
+            return snap.attempt(chosen.id).outcome is not None
+
+    _print_log(path, follow, ended)
     return ExitCode.OK
 
 
@@ -224,15 +303,18 @@ def why(
     """Why a task failed: the cause, the evidence, and the next step. Example: labrun why last 0"""
     import json
 
-    from labrun.app import find_run, find_task, job_of, open_store
+    from labrun.app import find_run, find_task, job_of, open_reader
     from labrun.diagnose import diagnose
+    from labrun.views.build import task_view
     from labrun.why import record_for
 
-    store, paths = open_store(_lab(config))
-    found = find_run(store, run_ref)
-    row = find_task(store, found, task)
+    reader, paths = open_reader(_lab(config))
+    with reader.snapshot() as snap:
+        found = find_run(snap, run_ref)
+        row = find_task(snap, found, task)
+        view = task_view(snap, row)
     timeout = job_of(found).task(row.spec).timeout
-    diagnosis = diagnose(record_for(store, paths, found, row, timeout, attempt))
+    diagnosis = diagnose(record_for(paths, found.id, view, timeout, attempt))
     if as_json:
         print(json.dumps({"run": found.id, "task": row.name, **diagnosis.to_json()}, indent=2))
     else:
@@ -246,8 +328,9 @@ def cancel(run_ref: RunArg, config: ConfigOpt = None) -> int:
     from labrun.app import find_run, open_store
     from labrun.cancel import cancel_run
 
-    store, paths = open_store(_lab(config))
-    print(cancel_run(store, paths, find_run(store, run_ref)))
+    lab = _lab(config)
+    store, paths = open_store(lab)
+    print(cancel_run(store, paths, lab, find_run(store, run_ref)))
     return ExitCode.OK
 
 
@@ -275,10 +358,19 @@ def gc(
 
 
 @app.command()
-def schema() -> int:
+def schema(
+    lab: Annotated[
+        bool, typer.Option("--lab", help="The schema of labrun.toml (the lab and its nodes) instead.")
+    ] = False,
+) -> int:
     """Print the JSON Schema of job files (for editors). Example: labrun schema > labrun.schema.json"""
     import json
 
+    if lab:
+        from labrun.backends.registry import lab_schema
+
+        print(json.dumps(lab_schema(), indent=2))
+        return ExitCode.OK
     from labrun.config.jsonschema import json_schema
 
     print(json.dumps(json_schema(), indent=2))

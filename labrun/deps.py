@@ -2,9 +2,11 @@
 
 Pure: no I/O. Dependencies are between specs (a `depends_on = ["resize"]` waits for every
 `resize[i]`); task 0 (`setup`), when the job has one, is an implicit upstream of every
-other spec. The runner keeps one `Tracker` per run and feeds it every task that reaches
-a terminal state; the tracker answers which specs may start now and which must be
-skipped (transitively), so nothing is ever left waiting.
+other spec. A dependency with `allow_failed` waits for every task of its upstream to end,
+whatever the outcome, instead of skipping at the first failure. The runner keeps one
+`Tracker` per run and feeds it every task that reaches a terminal state; the tracker
+answers which specs may start now and which must be skipped (transitively), so nothing
+is ever left waiting.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass, field
 
 SETUP = "setup"
+UNMADE = "so none were made"  # ends the reason of a fan-out whose task 0 never made its manifest
 
 
 def upstream_map(specs: Iterable[tuple[str, Sequence[str]]], has_setup: bool) -> dict[str, tuple[str, ...]]:
@@ -84,8 +87,12 @@ class Plan:
 class Tracker:
     """Per-spec progress of one run. `created`/`finished` return what that unblocks."""
 
-    def __init__(self, graph: Mapping[str, Sequence[str]]) -> None:
+    def __init__(
+        self, graph: Mapping[str, Sequence[str]], lenient: Mapping[str, Iterable[str]] | None = None
+    ) -> None:
         self.graph = graph
+        # spec -> the upstream specs it waits for whatever their outcome (allow_failed)
+        self.lenient = {name: frozenset(ups) for name, ups in (lenient or {}).items()}
         self.downstream: dict[str, list[str]] = {name: [] for name in graph}
         for name, ups in graph.items():
             for up in ups:
@@ -130,7 +137,15 @@ class Tracker:
             if prog.decided:
                 continue
             ups = [self.progress[u] for u in self.graph[name]]
-            failure = next((u.failed for u in ups if u.failed), None)
+            tolerated = self.lenient.get(name, frozenset())
+            failure = next(
+                (
+                    self.progress[u].failed
+                    for u in self.graph[name]
+                    if u not in tolerated and self.progress[u].failed
+                ),
+                None,
+            )
             if failure is not None:
                 prog.decided, prog.failed = True, failure
                 prog.remaining = 0

@@ -346,6 +346,14 @@ RULES: tuple[Rule, ...] = (
     Rule(Cause.NOT_FINISHED, _unfinished, _explain_unfinished),
     Rule(Cause.SUCCEEDED, _outcome("succeeded"), lambda r, _: ("it succeeded", "nothing to do")),
     Rule(
+        Cause.SUCCEEDED,
+        _outcome("superseded"),
+        lambda r, _: (
+            "another attempt of the task succeeded first; labrun stopped this one (not counted)",
+            "nothing to do: `labrun why RUN TASK --attempt N` explains the other attempts",
+        ),
+    ),
+    Rule(
         Cause.LOST_NODE,
         _outcome("lost"),
         lambda r, _: (

@@ -41,7 +41,7 @@ class Container:
     network: str | None = None  # None: the daemon's default
     privileged: bool = False
     gpus: tuple[str, ...] = ()  # device indices
-    init: bool = True  # docker-init as PID 1 so signals reach the task
+    init: bool = True  # docker-init as PID 1 so signals reach the task's process group
 
 
 def labels(run_id: int, task: str, attempt: int, attempt_id: int) -> dict[str, str]:
@@ -51,6 +51,13 @@ def labels(run_id: int, task: str, attempt: int, attempt_id: int) -> dict[str, s
         "labrun.attempt": str(attempt),
         ATTEMPT_LABEL: str(attempt_id),
     }
+
+
+def init_env(init: bool) -> dict[str, str]:
+    """docker-init (tini) forwards a signal to the task's process group, not only to the task:
+    a SIGTERM then reaches a shell's children, as it does in the process runtime (killpg),
+    so a training script under `sh -c` can checkpoint before the SIGKILL."""
+    return {"TINI_KILL_PROCESS_GROUP": "1"} if init else {}
 
 
 def describe(
@@ -75,6 +82,7 @@ def describe(
     """The container of one attempt. `user` None: the user running this code, on this machine
     (the runner's user on the head, the SSH user on a node), so files it writes are theirs."""
     mounts = [workdir] + ([shared] if shared and shared != workdir else [])
+    init = init is not False
     return Container(
         image=image,
         argv=tuple(argv),
@@ -82,13 +90,13 @@ def describe(
         user=user or f"{os.getuid()}:{os.getgid()}",
         workdir=workdir,
         mounts=tuple(mounts),
-        env=dict(env),
+        env={**env, **init_env(init)},
         memory=max(0, int(memory)),
         cpus=max(0.0, float(cpus)),
         network=network or None,
         privileged=privileged is True,
         gpus=tuple(str(g) for g in gpus),
-        init=init is not False,
+        init=init,
     )
 
 

@@ -3,6 +3,7 @@
     LabrunError (1)
     ├── ConfigError (2)        invalid job file or lab configuration; holds every problem found
     ├── UsageError (2)         a bad command-line argument (unknown run, unknown task)
+    ├── NothingToRerun (0)     `run --rerun-failed` after a run that succeeded
     ├── PreflightFailed (3)    `run` refused to start because a check failed
     ├── LockHeld (75)          another runner holds this job's lock (EX_TEMPFAIL)
     ├── StoreError (1)         the state directory or database cannot be used
@@ -63,6 +64,12 @@ class ConfigError(LabrunError):
 
 class UsageError(LabrunError):
     exit_code = ExitCode.CONFIG
+
+
+class NothingToRerun(LabrunError):
+    """`--rerun-failed` after a run that succeeded: said, and not an error."""
+
+    exit_code = ExitCode.OK
 
 
 class PreflightFailed(LabrunError):

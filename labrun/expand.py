@@ -14,8 +14,11 @@ import shlex
 from collections.abc import Iterable, Iterator, Mapping
 
 from labrun.config.job import PLACEHOLDERS, JobSpec, TaskSpec
-from labrun.config.schema import RangeItems, SetupItems
+from labrun.config.locate import locate, nearest
+from labrun.config.schema import FileItems, RangeItems, SetupItems
+from labrun.errors import ConfigError, Problem
 from labrun.isolation import launch_options
+from labrun.items_file import FileItem, ItemsFileError, fields_of, missing_fields, read_items
 from labrun.model import Launch
 from labrun.paths import StatePaths
 from labrun.rows import RunRow, TaskRow
@@ -23,7 +26,8 @@ from labrun.secrets import secret_values
 from labrun.states import TaskState
 from labrun.store import NewTask
 
-_PLACEHOLDER = re.compile(r"(?<![${])\{(" + "|".join(PLACEHOLDERS) + r")\}")
+_PLACEHOLDER = re.compile(r"(?<![${])\{(item\.[A-Za-z0-9_-]+|" + "|".join(PLACEHOLDERS) + r")\}")
+_ITEM_FIELD = re.compile(r"(?<![${])\{item\.([A-Za-z0-9_-]+)\}")
 # Anything a shell would treat specially; without it, splitting with shlex is exact.
 _SHELL_SYNTAX = re.compile(r"[|&;<>()$`\\*?\[\]#~=%!{}\n]")
 # Words only a shell understands (`exit 3`, `cd dir`, `time x`) must still go through
@@ -54,15 +58,41 @@ def instances(job: JobSpec) -> Iterator[NewTask]:
             seq += 1
             yield (seq, spec.name, spec.name, None, None, state, spec.memory)
             continue
-        values: Iterator[str] = (
-            map(str, range(spec.items.start, spec.items.stop, spec.items.step))
-            if isinstance(spec.items, RangeItems)
-            else iter(spec.items)
-        )
+        values: Iterator[str]
+        if isinstance(spec.items, RangeItems):
+            values = map(str, range(spec.items.start, spec.items.stop, spec.items.step))
+        elif isinstance(spec.items, FileItems):
+            values = (item.value for item in file_items(job, spec))
+        else:
+            values = iter(spec.items)
         for index, item in enumerate(values):
             seq += 1
             name = f"{spec.name}[{index}]"
             yield (seq, name, spec.name, item, index, state, spec.memory)
+
+
+def used_fields(spec: TaskSpec) -> set[str]:
+    """The NAMEs of `{item.NAME}` in the task's command, env values and outputs."""
+    texts = [spec.command] if isinstance(spec.command, str) else list(spec.command)
+    texts += [*spec.env.values(), *spec.outputs]
+    return {m.group(1) for text in texts for m in _ITEM_FIELD.finditer(text)}
+
+
+def file_items(job: JobSpec, spec: TaskSpec) -> list[FileItem]:
+    """The rows of a task's `items = { file = ... }`, checked against the fields it uses."""
+    assert isinstance(spec.items, FileItems)
+    path = os.path.join(job.workdir, spec.items.path)
+    try:
+        items = read_items(path)
+        problem = missing_fields(items, used_fields(spec))
+    except ItemsFileError as exc:
+        problem = str(exc)
+    if problem is not None:
+        index = job.tasks.index(spec)
+        line, column = nearest(locate(job.text), ("tasks", index, "items"))
+        message = f"items file {path}: {problem}"
+        raise ConfigError([Problem(job.file, line, column, f"tasks[{index}].items", message)])
+    return items
 
 
 def fanout_rows(spec: TaskSpec, lines: Iterable[str], after_seq: int) -> Iterator[NewTask]:
@@ -77,7 +107,7 @@ def fanout_rows(spec: TaskSpec, lines: Iterable[str], after_seq: int) -> Iterato
 
 
 def placeholder_values(paths: StatePaths, run: RunRow, task: TaskRow, attempt: int) -> dict[str, str]:
-    return {
+    values = {
         "item": task.item if task.item is not None else "",
         "index": str(task.idx) if task.idx is not None else "",
         "run": str(run.id),
@@ -85,6 +115,9 @@ def placeholder_values(paths: StatePaths, run: RunRow, task: TaskRow, attempt: i
         "shared": paths.shared_dir(run.id),
         "task": task.name,
     }
+    for name, value in fields_of(task.item).items():  # a row of an items file
+        values[f"item.{name}"] = value
+    return values
 
 
 def outputs_for(spec: TaskSpec, values: Mapping[str, str], workdir: str) -> tuple[str, ...]:
@@ -92,9 +125,16 @@ def outputs_for(spec: TaskSpec, values: Mapping[str, str], workdir: str) -> tupl
     return tuple(os.path.join(workdir, _fill(p, values, quote=False)) for p in spec.outputs)
 
 
+def _exported(key: str) -> str:
+    """LABRUN_ITEM, LABRUN_RUN, ...; a row's field `item.lr` is LABRUN_ITEM_LR."""
+    return "LABRUN_" + key.upper().replace(".", "_").replace("-", "_")
+
+
 def _fill(template: str, values: Mapping[str, str], quote: bool) -> str:
     def one(match: re.Match[str]) -> str:
-        value = values[match.group(1)]
+        value = values.get(match.group(1))
+        if value is None:  # a field this row lacks (checked when the run is made): left as written
+            return match.group(0)
         return shlex.quote(value) if quote else value
 
     return _PLACEHOLDER.sub(one, template)
@@ -126,7 +166,7 @@ def launch_for(
 ) -> Launch:
     values = placeholder_values(paths, run, task, attempt)
     env = {name: _fill(value, values, quote=False) for name, value in spec.env.items()}
-    env.update({f"LABRUN_{key.upper()}": value for key, value in values.items()})
+    env.update({_exported(key): value for key, value in values.items()})
     env.update(secret_values(spec))  # from labrun's environment; never stored
     return Launch(
         attempt_id=attempt_id,

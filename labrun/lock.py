@@ -34,7 +34,8 @@ def describe_holder(job: str, path: str) -> str:
     run_text = f"run {run}" if run else "a run being set up"
     return (
         f"job {job!r} is already running: {run_text}, pid {pid or '?'}, since {when}. "
-        "Wait for it, pass --wait to queue behind it, or stop it with `labrun cancel`."
+        "Wait for it, pass --wait to queue behind it (--if-running skip: exit 0 quietly, for cron), "
+        "or stop it with `labrun cancel`."
     )
 
 

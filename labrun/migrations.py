@@ -83,6 +83,25 @@ _SCHEMA_DEPS = """
 CREATE INDEX tasks_by_spec ON tasks(run_id, spec, state);
 """
 
+# Attempts have their own lifecycle (states.AttemptState); events say whether they are
+# about the run, a task or an attempt (states.Subject), since their states share names.
+# An attempt with no pid and no reference never got past its launch.
+_SCHEMA_ATTEMPT_STATES = """
+ALTER TABLE attempts ADD COLUMN state TEXT NOT NULL DEFAULT 'recorded';
+UPDATE attempts SET state = CASE
+    WHEN outcome IS NOT NULL THEN 'recorded'
+    WHEN pid IS NULL AND ref IS NULL THEN 'launching'
+    ELSE 'running' END;
+ALTER TABLE events ADD COLUMN subject TEXT NOT NULL DEFAULT 'task';
+UPDATE events SET subject = 'run' WHERE task_id IS NULL;
+UPDATE events SET subject = 'attempt' WHERE task_id IS NOT NULL AND from_state = to_state;
+"""
+
+# `labrun run --rerun-failed`: a run made from another's failures names it.
+_SCHEMA_RERUN = """
+ALTER TABLE runs ADD COLUMN rerun_of INTEGER;
+"""
+
 # What the executor noted (Facts.detail: Docker's State.Error, counters it could not read),
 # kept apart from `detail` (the classifier's one line); and Docker's OOMKilled flag, kept
 # apart from the kernel's counter (`oom_kills`) so `why` can say which source saw an OOM.
@@ -92,4 +111,4 @@ ALTER TABLE attempts ADD COLUMN oom_killed INTEGER;
 """
 
 # Each entry moves the schema from version i to i + 1; never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_DEPS, _SCHEMA_FACTS)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_DEPS, _SCHEMA_ATTEMPT_STATES, _SCHEMA_RERUN, _SCHEMA_FACTS)

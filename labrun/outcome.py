@@ -23,6 +23,7 @@ class Stop(str, enum.Enum):
     TIMEOUT = "timeout"
     CANCEL = "cancel"
     SHUTDOWN = "shutdown"
+    SUPERSEDE = "supersede"  # another attempt of the task succeeded first
 
 
 def signal_name(signum: int | None) -> str:
@@ -44,6 +45,11 @@ Rule = tuple[Callable[[Facts, "Stop | None"], bool], Outcome, Callable[[Facts, f
 
 _RULES: tuple[Rule, ...] = (
     (lambda f, s: bool(f.start_error), Outcome.CONFIG_ERROR, lambda f, t: f.start_error),
+    (
+        lambda f, s: s is Stop.SUPERSEDE,
+        Outcome.SUPERSEDED,
+        lambda f, t: f"stopped by labrun: another attempt succeeded first ({describe_exit(f)})",
+    ),
     (lambda f, s: f.lost, Outcome.LOST, lambda f, t: f.detail or "the attempt vanished"),
     (
         lambda f, s: s in (Stop.CANCEL, Stop.SHUTDOWN),

@@ -1,11 +1,12 @@
 """Resume: continue an unfinished run of a job after its runner stopped or was killed.
 
 What is settled stays settled: finished attempts are kept and succeeded tasks never run
-again. Attempts left open (no outcome) are looked at one by one: if the process an
-earlier runner started still exists (the same pid *and* the same start time, so a reused
-pid is not mistaken for it) the executor adopts it and the runner awaits its end like any
-other; otherwise it is recorded `lost`, which does not count against the task, and the
-task runs again.
+again. Attempts left open are looked at one by one: if the process an earlier runner
+started still exists (the same pid *and* the same start time, so a reused pid is not
+mistaken for it) the executor adopts it and the runner awaits its end like any other;
+otherwise it is abandoned as `lost`, which does not count against the task. A task runs
+again only when none of its attempts was adopted: a lost attempt beside an adopted
+sibling leaves it running. `plan` looks (and adopts); `Runner.resume` applies the plan.
 """
 
 from __future__ import annotations
@@ -14,10 +15,10 @@ import time
 from dataclasses import dataclass
 
 from labrun.expand import launch_for
-from labrun.model import Facts, Started
-from labrun.rows import AttemptRow, RunRow
-from labrun.runner import Active, Runner
-from labrun.states import Outcome, RunState, TaskState
+from labrun.model import Started
+from labrun.rows import AttemptRow, RunRow, TaskRow
+from labrun.runner import Active, ResumePlan, Runner
+from labrun.states import RunState, TaskState
 from labrun.store import Store
 
 LOST_DETAIL = "the runner stopped and this attempt's process is gone (no exit status); runs again"
@@ -38,9 +39,8 @@ def reopen(store: Store, run: RunRow, now: float) -> RunRow:
     return again
 
 
-def _adopt(runner: Runner, attempt: AttemptRow) -> Active | None:
+def _adopt(runner: Runner, task: TaskRow, attempt: AttemptRow) -> Active | None:
     """An Active record for an attempt whose process still runs, or None if it is gone."""
-    task = runner.store.task(attempt.task_id)
     spec = runner.specs.get(task.spec)
     executor = runner.executors.get((attempt.node, attempt.runtime))
     if spec is None or executor is None:
@@ -54,36 +54,46 @@ def _adopt(runner: Runner, attempt: AttemptRow) -> Active | None:
         return None
     # the timeout runs from the attempt's real start, not from the resume
     deadline = attempt.started + spec.timeout if spec.timeout else None
-    return Active(attempt.id, task, spec, executor, launch, attempt.node, deadline)
+    return Active(attempt.id, task.id, task.name, attempt.n, spec, executor, launch, attempt.node, deadline)
+
+
+def plan(runner: Runner) -> ResumePlan:
+    """Adopt the open attempts that still run; the others are lost; a running task with
+    no adopted attempt is queued again."""
+    store, run_id = runner.store, runner.run.id
+    adopted: list[tuple[TaskRow, AttemptRow, Active]] = []
+    lost: list[tuple[AttemptRow, str]] = []
+    tasks: dict[int, TaskRow] = {}
+    for attempt in store.open_attempts(run_id):
+        task = tasks.get(attempt.task_id) or tasks.setdefault(attempt.task_id, store.task(attempt.task_id))
+        act = _adopt(runner, task, attempt)
+        if act is not None:
+            adopted.append((task, attempt, act))
+        else:
+            lost.append((attempt, LOST_DETAIL))
+    kept = {task.id for task, _, _ in adopted}
+    requeue: list[tuple[TaskRow, str]] = []
+    for task in store.tasks(run_id, [TaskState.RUNNING]):
+        if task.id in kept:
+            continue
+        gone = [a.n for a, _ in lost if a.task_id == task.id]
+        if gone:
+            numbers = ", ".join(str(n) for n in gone)
+            cause = f"attempt {numbers} lost: {LOST_DETAIL}"
+        else:
+            cause = "no attempt was open; runs again"  # not expected; must not hang the run
+        requeue.append((task, cause))
+    return ResumePlan(adopted, lost, requeue)
 
 
 def reconcile(runner: Runner, now: float | None = None) -> Reconciled:
-    """Adopt the open attempts that still run; record the others lost and queue their tasks."""
+    """Plan the resume and apply it; says what was adopted and what was lost."""
     now = time.time() if now is None else now
-    store, run_id = runner.store, runner.run.id
-    adopted, lost = 0, 0
-    with store.tx():
-        for attempt in store.open_attempts(run_id):
-            act = _adopt(runner, attempt)
-            if act is not None:
-                runner.active[attempt.id] = act
-                adopted += 1
-                cause = f"attempt {attempt.n} adopted: still running after the runner restarted"
-                store.event(run_id, attempt.task_id, attempt.n, now, "running", "running", cause)
-                continue
-            lost += 1
-            facts = Facts(None, None, now, lost=True, detail=LOST_DETAIL)
-            store.finish_attempt(attempt.id, facts, Outcome.LOST, LOST_DETAIL)
-            task = store.task(attempt.task_id)
-            if task.state is TaskState.RUNNING:
-                runner._move(task, TaskState.READY, now, LOST_DETAIL, attempt.n, not_before=0)
-        # a task left running with no open attempt (not expected) must not hang the run
-        open_tasks = {a.task.id for a in runner.active.values()}
-        for task in list(store.tasks(run_id, [TaskState.RUNNING])):
-            if task.id not in open_tasks:
-                runner._move(task, TaskState.READY, now, "no attempt was open; runs again", None)
+    found = plan(runner)
+    runner.resume(found, now)
+    adopted, lost = len(found.adopted), len(found.lost)
     if adopted or lost:
         runner.reporter.message(
-            f"resumed run {run_id}: {adopted} running attempt(s) adopted, {lost} lost and queued again"
+            f"resumed run {runner.run.id}: {adopted} running attempt(s) adopted, {lost} lost and queued again"
         )
     return Reconciled(adopted, lost)

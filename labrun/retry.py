@@ -2,8 +2,9 @@
 
 Counted outcomes (the task's own fault) spend the `retries` budget and back off
 exponentially with jitter; system faults (`lost`) are retried at once and do not count;
-`config_error` is never retried because retrying cannot help. A cap on all attempts,
-counted or not, keeps a flapping node from looping forever.
+`config_error` is never retried because retrying cannot help, nor is a failure whose exit
+code the task lists in `no_retry_exit` (a deterministic error: the same input fails again).
+A cap on all attempts, counted or not, keeps a flapping node from looping forever.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ class Policy:
     retry_delay: float
     retry_delay_max: float
     attempt_cap: int
+    no_retry_exit: tuple[int, ...] = ()  # exit codes that fail at once: retrying cannot help
 
 
 @dataclass(frozen=True)
@@ -47,6 +49,7 @@ def decide(
     now: float,
     jitter: float,
     oom: OomAttempt | None = None,
+    exit_code: int | None = None,
 ) -> Decision:
     """`attempts` and `failures` include the attempt that just ended.
 
@@ -67,8 +70,14 @@ def decide(
         return Decision(False, memory=memory, reason="succeeded")
     if outcome is Outcome.CONFIG_ERROR:
         return Decision(False, memory=memory, counted=True, reason="cannot start; retrying cannot help")
+    if outcome is Outcome.FAILED and exit_code is not None and exit_code in policy.no_retry_exit:
+        return Decision(
+            False, memory=memory, counted=True, reason=f"exit {exit_code} is in no_retry_exit: not retried"
+        )
     if outcome is Outcome.KILLED:
         return Decision(False, memory=memory, reason="stopped by labrun")
+    if outcome is Outcome.SUPERSEDED:
+        return Decision(False, memory=memory, reason="another attempt succeeded first")
     if attempts >= policy.attempt_cap:
         return Decision(
             False,

@@ -6,7 +6,7 @@ import sqlite3
 from dataclasses import dataclass
 
 from labrun.model import Runtime
-from labrun.states import Outcome, RunState, TaskState
+from labrun.states import AttemptState, Outcome, RunState, Subject, TaskState
 
 
 @dataclass(frozen=True)
@@ -20,6 +20,7 @@ class RunRow:
     ended: float | None
     pid: int | None
     host: str | None
+    rerun_of: int | None = None  # the run whose failures this one runs again
 
 
 @dataclass(frozen=True)
@@ -62,8 +63,13 @@ class AttemptRow:
     oom_kills: int | None  # the kernel's counter for the attempt's cgroup
     missing_outputs: str | None
     detail: str | None  # the classifier's one line (outcome.classify)
+    state: AttemptState
     note: str | None = None  # what the executor noted (Facts.detail), e.g. Docker's State.Error
     oom_killed: bool | None = None  # the container runtime's flag (Docker's State.OOMKilled)
+
+    @property
+    def live(self) -> bool:
+        return self.state.live
 
 
 @dataclass(frozen=True)
@@ -76,16 +82,17 @@ class EventRow:
     from_state: str | None
     to_state: str | None
     cause: str
+    subject: Subject  # whose states from_state and to_state are
 
 
-RUN_COLUMNS = "id, job, job_file, job_text, state, created, ended, pid, host"
+RUN_COLUMNS = "id, job, job_file, job_text, state, created, ended, pid, host, rerun_of"
 TASK_COLUMNS = "id, run_id, seq, name, spec, item, idx, state, not_before, attempts, failures, memory, reason"
 ATTEMPT_COLUMNS = (
     "id, task_id, run_id, n, node, runtime, mechanism, pid, pid_start, ref, started, ended, "
     "outcome, exit_code, signal, memory_limit, peak_memory, cpu_seconds, oom_kills, "
-    "missing_outputs, detail, note, oom_killed"
+    "missing_outputs, detail, state, note, oom_killed"
 )
-EVENT_COLUMNS = "id, run_id, task_id, attempt, time, from_state, to_state, cause"
+EVENT_COLUMNS = "id, run_id, task_id, attempt, time, from_state, to_state, cause, subject"
 
 
 def run_row(r: sqlite3.Row | tuple[object, ...]) -> RunRow:
@@ -105,10 +112,13 @@ def attempt_row(r: sqlite3.Row | tuple[object, ...]) -> AttemptRow:
     values[5] = Runtime(values[5])
     if values[12] is not None:
         values[12] = Outcome(values[12])
-    if values[22] is not None:
-        values[22] = bool(values[22])
+    values[21] = AttemptState(values[21])
+    if values[23] is not None:
+        values[23] = bool(values[23])
     return AttemptRow(*values)
 
 
 def event_row(r: sqlite3.Row | tuple[object, ...]) -> EventRow:
-    return EventRow(*r)
+    values = list(r)
+    values[8] = Subject(values[8])
+    return EventRow(*values)

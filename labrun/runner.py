@@ -1,9 +1,11 @@
 """The loop that drives a run: one `tick(now)` collects ended attempts, decides, launches.
 
-Decisions are the pure functions of `outcome`, `retry` and `scheduler`; this module does
-the I/O around them. Each tick writes at most two transactions: one for what ended and
-what is claimed, one for what actually started (pids), so a crash between the two
-leaves attempts with no pid, which a resume treats as lost.
+Decisions are the pure functions of `outcome`, `decisions` (with `retry` and `memory`)
+and `scheduler`; every state change they call for is applied by the `Ledger`; this
+module does the I/O around them (executors, signals, the reporter). Each tick writes at
+most two transactions: one for what ended and what is claimed, one for what actually
+started (pids), so a crash between the two leaves attempts `launching` with no pid,
+which a resume adopts if they left an exit record and otherwise abandons as lost.
 """
 
 from __future__ import annotations
@@ -17,16 +19,19 @@ from dataclasses import dataclass
 
 from labrun.config.job import JobSpec, TaskSpec
 from labrun.config.lab import NodeSpec
+from labrun.decisions import Ended, Fail, Record, Retry, Supersede, on_end
 from labrun.executors.base import Executor, Waker
 from labrun.expand import launch_for
 from labrun.gpus import assign, gpu_env
+from labrun.learned import Learner, node_max
+from labrun.ledger import Ledger
 from labrun.memory import OomAttempt, OomPolicy
 from labrun.model import Facts, Launch, LaunchError, Runtime, Started
 from labrun.outcome import Stop, classify
 from labrun.paths import StatePaths
 from labrun.progress import AttemptEnd, Reporter
-from labrun.retry import Decision, Policy, decide
-from labrun.rows import RunRow, TaskRow
+from labrun.retry import Policy
+from labrun.rows import AttemptRow, RunRow, TaskRow
 from labrun.scheduler import Demand, NodeCapacity, Plan, place
 from labrun.states import Outcome, RunState, TaskState
 from labrun.store import Store
@@ -34,15 +39,17 @@ from labrun.unblock import Unblocker
 from labrun.units import format_size
 
 LOOKAHEAD = 64  # ready tasks read beyond the free slots, so small tasks can backfill
-FALLBACK_POLL = 0.05  # only where the kernel has no pidfd
 
 
 @dataclass
 class Active:
-    """A running attempt; kept in memory only while it runs."""
+    """An attempt in flight; kept in memory only while it runs. Its task's current row is
+    the ledger's (`Ledger.live`), never a copy taken here."""
 
     attempt_id: int
-    task: TaskRow  # as it is in the store now (state running)
+    task_id: int
+    name: str  # the task's, for messages
+    n: int  # the attempt's number within its task
     spec: TaskSpec
     executor: Executor
     launch: Launch
@@ -54,7 +61,16 @@ class Active:
 
 
 def policy_of(spec: TaskSpec) -> Policy:
-    return Policy(spec.retries, spec.retry_delay, spec.retry_delay_max, spec.attempt_cap)
+    return Policy(spec.retries, spec.retry_delay, spec.retry_delay_max, spec.attempt_cap, spec.no_retry_exit)
+
+
+@dataclass(frozen=True)
+class ResumePlan:
+    """What a resume found (`labrun.resume`): attempts to adopt, to abandon, tasks to requeue."""
+
+    adopted: list[tuple[TaskRow, AttemptRow, Active]]
+    lost: list[tuple[AttemptRow, str]]  # with why
+    requeue: list[tuple[TaskRow, str]]  # running tasks with nothing in flight any more
 
 
 class Runner:
@@ -76,13 +92,19 @@ class Runner:
         self.rng = rng
         self.specs = {spec.name: spec for spec in job.all_tasks}
         self.active: dict[int, Active] = {}
-        self.counts = {state: 0 for state in TaskState}
-        self.counts.update(store.counts(run.id))
+        self.ledger = Ledger(store, run.id)
         self.stop: Stop | None = None
         self.kill_now = False
-        self.deps = Unblocker(self)  # waiting → ready or skipped as upstream tasks finish
+        learner = Learner(store, job, run.id, node_max([n.memory for n in nodes]))
+        self.deps = Unblocker(store, paths, job, run, learner)  # waiting → ready or skipped
         self.node_max_failures = node_max_failures
         self.node_failures: dict[str, int] = {}  # counted failures of this run per node
+        self.extra: list[tuple[int, str]] = []  # (task id, why): another attempt asked for
+        self.excused = 0  # tasks removed from the job file (job_edits): they do not fail the run
+
+    @property
+    def counts(self) -> Mapping[TaskState, int]:
+        return self.ledger.counts
 
     # -- the loop -----------------------------------------------------------------------
 
@@ -91,6 +113,17 @@ class Runner:
         self.kill_now = self.stop is not None
         self.stop = self.stop or stop
         self.waker.wake()
+
+    def launch_extra(self, task_id: int, why: str = "another attempt while the first runs") -> bool:
+        """Ask for one more attempt of a running task, beside those in flight; the next tick
+        places and starts it when there is room. The first attempt to succeed wins and the
+        others are stopped and recorded superseded. False if the task is not running."""
+        live = self.ledger.live.get(task_id)
+        if live is None or live.task.state is not TaskState.RUNNING:
+            return False
+        self.extra.append((task_id, why))
+        self.waker.wake()
+        return True
 
     def done(self) -> bool:
         if self.active:
@@ -102,22 +135,25 @@ class Runner:
     def tick(self, now: float) -> float | None:
         """Advance the run to `now`; returns when the next tick is due (None: on an event)."""
         for ex in self.executors.values():
-            if ex.next_sample_at <= now:
-                ex.sample(now)
+            due = ex.wake_at(now)
+            if due is not None and due <= now:
+                ex.tick(now)
         ended = [item for ex in self.executors.values() for item in ex.finished()]
         claimed: list[Active] = []
-        may_launch = self.stop is None and self.counts[TaskState.READY] > 0
-        if ended or self.deps.dirty or (may_launch and self._slots() > 0):
-            with self.store.tx():
+        may_launch = self.stop is None and (self.counts[TaskState.READY] > 0 or bool(self.extra))
+        if ended or self.deps.dirty(False) or (may_launch and self._slots() > 0):
+            with self.ledger.tx():
                 for attempt_id, facts in ended:
                     self._record_end(self.active.pop(attempt_id), facts, now)
-                self.deps.settle(now)
-                # read after recording ends: the slots they held are free now
-                claimed = self._claim(self._ready(now) if self.stop is None else [], now)
-                self.deps.settle(now)  # tasks that can never be placed fail their dependents
+                self._settle(now)
+                if self.stop is None:
+                    # after recording ends: the slots they held are free now
+                    claimed = self._claim_extra(now)
+                    claimed += self._claim(self._ready(now), now)
+                self._settle(now)  # tasks that can never be placed fail their dependents
         self._enforce_stops(now)
         unblocked = self._start(claimed, now)
-        self.reporter.progress(self.counts, now)
+        self.reporter.progress(dict(self.counts), now)
         return now if unblocked else self._next_wake(now)
 
     def drive(self, clock: Callable[[], float]) -> RunState:
@@ -129,48 +165,62 @@ class Runner:
             self.waker.wait(timeout)
         return self._finish(clock())
 
+    def resume(self, plan: ResumePlan, now: float) -> None:
+        """Apply what a resume found: adopted attempts are awaited like any other (one whose
+        task already succeeded is stopped as superseded); lost ones are abandoned; a task
+        runs again only when none of its attempts was adopted."""
+        with self.ledger.tx():
+            for task, attempt, act in plan.adopted:
+                self.ledger.adopt(task, attempt, now)
+                if task.state.terminal:
+                    act.stop = Stop.SUPERSEDE if task.state is TaskState.SUCCEEDED else Stop.CANCEL
+                self.active[attempt.id] = act
+            for attempt, why in plan.lost:
+                self.ledger.abandon(attempt, Outcome.LOST, why, now)
+            for task, cause in plan.requeue:
+                self.ledger.requeue(task, cause, now)
+
+    def _settle(self, now: float) -> bool:
+        """Apply what finished tasks unblock, until nothing more does; True when some task
+        became ready."""
+        ready_before = self.counts[TaskState.READY]
+        finished = self.ledger.take_finished()
+        while self.deps.dirty(bool(finished)):
+            plan = self.deps.plan(finished)
+            self.ledger.apply_unblock(plan, now)
+            for text in plan.messages:
+                self.reporter.message(text)
+            finished = self.ledger.take_finished()
+        return self.counts[TaskState.READY] > ready_before
+
     # -- what ended ---------------------------------------------------------------------
 
     def _record_end(self, act: Active, facts: Facts, now: float) -> None:
         outcome, detail = classify(facts, act.stop, act.spec.timeout)
-        self.store.finish_attempt(act.attempt_id, facts, outcome, detail)
-        task, n = act.task, act.task.attempts
-        failures = task.failures + int(outcome.counts)
-        if outcome.counts:
+        live = self.ledger.live[act.task_id]
+        oom = self._oom_attempt(act, facts) if outcome is Outcome.OOM else None
+        ended = Ended(live.attempts[act.attempt_id], outcome, detail, act.stop, oom, facts.exit_code)
+        attempts = list(live.attempts.values())
+        instructions = on_end(live.task, attempts, ended, policy_of(act.spec), now, self.rng())
+        self.ledger.apply_end(act.task_id, act.attempt_id, facts, instructions, now)
+        record = next(ins for ins in instructions if isinstance(ins, Record))
+        if record.counted:
             self.node_failures[act.node] = self.node_failures.get(act.node, 0) + 1
-        decision: Decision | None = None
-        if outcome is Outcome.SUCCEEDED:
-            self._move(task, TaskState.SUCCEEDED, now, detail, n, reason=None)
-        elif outcome is Outcome.KILLED and act.stop is Stop.SHUTDOWN:
-            self._move(task, TaskState.READY, now, "runner stopped; runs again on resume", n, not_before=0)
-        elif outcome is Outcome.KILLED:
-            self._move(task, TaskState.CANCELLED, now, detail, n, reason="cancelled")
-        else:
-            oom = self._oom_attempt(act, facts) if outcome is Outcome.OOM else None
-            decision = decide(policy_of(act.spec), outcome, n, failures, task.memory, now, self.rng(), oom)
-            if decision.retry:
-                self._move(
-                    task,
-                    TaskState.READY,
-                    now,
-                    f"{detail}; {decision.reason}",
-                    n,
-                    not_before=decision.not_before,
-                    failures=failures,
-                    memory=decision.memory,
-                    reason=detail,
-                )
-            else:
-                self._move(
-                    task,
-                    TaskState.FAILED,
-                    now,
-                    f"{detail}; {decision.reason}",
-                    n,
-                    failures=failures,
-                    reason=f"{detail}; {decision.reason}",
-                )
-        self.reporter.attempt_ended(AttemptEnd(task.name, n, act.node, outcome, detail, decision))
+        decision = None
+        for ins in instructions:
+            if isinstance(ins, (Retry, Fail)):
+                decision = ins.decision
+            elif isinstance(ins, Supersede):
+                self._supersede(ins.attempt_ids)
+        end = AttemptEnd(act.name, act.n, act.node, record.outcome, record.detail, decision)
+        self.reporter.attempt_ended(end)
+
+    def _supersede(self, attempt_ids: Sequence[int]) -> None:
+        """Stop attempts that lost the race; `_enforce_stops` sends TERM, then KILL."""
+        for attempt_id in attempt_ids:
+            act = self.active.get(attempt_id)
+            if act is not None and act.stop is None:
+                act.stop = Stop.SUPERSEDE
 
     def _oom_attempt(self, act: Active, facts: Facts) -> OomAttempt:
         """The OOM-killed attempt's limit and peak, with the largest node it could run on."""
@@ -179,24 +229,6 @@ class Runner:
         big = max(hosts, key=lambda n: n.memory)
         policy = OomPolicy(spec.on_oom, spec.memory_growth, spec.memory_max, big.memory, big.name)
         return OomAttempt(policy, act.launch.memory, facts.peak_memory)
-
-    def _move(
-        self,
-        task: TaskRow,
-        new: TaskState,
-        now: float,
-        cause: str,
-        attempt: int | None,
-        **fields: object,
-    ) -> TaskRow:
-        self.store.transition(task, new, now, cause, attempt, **fields)
-        self.counts[task.state] -= 1
-        self.counts[new] += 1
-        self.deps.note(task, new)
-        changes = {
-            k: v for k, v in fields.items() if k in ("attempts", "failures", "memory", "not_before", "reason")
-        }
-        return dataclasses.replace(task, state=new, **changes)  # type: ignore[arg-type]
 
     # -- what starts --------------------------------------------------------------------
 
@@ -279,38 +311,49 @@ class Runner:
         for task_id in plan.never_fits:
             task = by_id[task_id]
             why = self._never_fits(task)
-            self._move(task, TaskState.FAILED, now, why, None, reason=why)
+            self.ledger.never_fits(task, why, now)
             self.reporter.message(f"{task.name}: cannot run anywhere: {why}")
         claimed = []
         for placement in plan.placements:
             task = by_id[placement.task_id]
-            spec = self.specs[task.spec]
-            n = task.attempts + 1
-            running = self._move(
-                task, TaskState.RUNNING, now, f"attempt {n} on {placement.node}", n, attempts=n
-            )
-            attempt_id = self.store.add_attempt(running, n, placement.node, spec.runtime, now, task.memory)
-            launch = launch_for(
-                self.paths, self.run, spec, running, n, attempt_id, self.job.workdir, task.memory
-            )
-            gpus = self._gpus_for(placement.node, spec.gpus)
-            if gpus:
-                env = {**launch.env, **gpu_env(gpus)}
-                launch = dataclasses.replace(launch, env=env, gpus=gpus)
-            deadline = now + spec.timeout if spec.timeout else None
-            act = Active(
-                attempt_id,
-                running,
-                spec,
-                self.executors[(placement.node, spec.runtime)],
-                launch,
-                placement.node,
-                deadline,
-                gpus=gpus,
-            )
-            self.active[attempt_id] = act
-            claimed.append(act)
+            runtime = self.specs[task.spec].runtime
+            running, attempt_id = self.ledger.claim(task, placement.node, runtime, now)
+            claimed.append(self._activate(running, attempt_id, placement.node, now))
         return claimed
+
+    def _claim_extra(self, now: float) -> list[Active]:
+        """Another attempt for each task it was asked for (`launch_extra`) that fits now;
+        the others wait for room while their task still runs."""
+        requests, self.extra = self.extra, []
+        claimed = []
+        for task_id, why in requests:
+            live = self.ledger.live.get(task_id)
+            if live is None or live.task.state is not TaskState.RUNNING:
+                continue  # it finished meanwhile: nothing to race
+            plan = self._plan([live.task])
+            if not plan.placements or self._slots() <= 0:
+                self.extra.append((task_id, why))
+                continue
+            node = plan.placements[0].node
+            runtime = self.specs[live.task.spec].runtime
+            running, attempt_id = self.ledger.claim_extra(task_id, node, runtime, now, why)
+            claimed.append(self._activate(running, attempt_id, node, now))
+        return claimed
+
+    def _activate(self, task: TaskRow, attempt_id: int, node: str, now: float) -> Active:
+        """The launch of a claimed attempt, and the slot it holds from now on."""
+        spec = self.specs[task.spec]
+        n = task.attempts
+        launch = launch_for(self.paths, self.run, spec, task, n, attempt_id, self.job.workdir, task.memory)
+        gpus = self._gpus_for(node, spec.gpus)
+        if gpus:
+            env = {**launch.env, **gpu_env(gpus)}
+            launch = dataclasses.replace(launch, env=env, gpus=gpus)
+        deadline = now + spec.timeout if spec.timeout else None
+        executor = self.executors[(node, spec.runtime)]
+        act = Active(attempt_id, task.id, task.name, n, spec, executor, launch, node, deadline, gpus=gpus)
+        self.active[attempt_id] = act
+        return act
 
     def _never_fits(self, task: TaskRow) -> str:
         spec = self.specs[task.spec]
@@ -333,30 +376,35 @@ class Runner:
 
     def _start(self, claimed: list[Active], now: float) -> bool:
         """Starts claimed attempts; True when one that could not start unblocked others."""
-        started: list[tuple[Active, Started | str]] = []
+        started: list[tuple[int, int, Started]] = []
+        failed: list[tuple[Active, str]] = []
         for act in claimed:
             try:
-                started.append((act, act.executor.start(act.launch)))
+                started.append((act.task_id, act.attempt_id, act.executor.start(act.launch)))
             except LaunchError as exc:
-                started.append((act, str(exc)))
-        if not started:
+                failed.append((act, str(exc)))
+        if not claimed:
             return False
-        with self.store.tx():
-            for act, result in started:
-                if isinstance(result, Started):
-                    self.store.attempt_started(act.attempt_id, result)
-                    self.reporter.attempt_started(act.task.name, act.task.attempts, act.node)
-                else:
-                    del self.active[act.attempt_id]
-                    self._record_end(act, Facts(None, None, now, start_error=result), now)
-            return self.deps.settle(now)
+        with self.ledger.tx():
+            self.ledger.started(started, now)
+            for act, error in failed:
+                del self.active[act.attempt_id]
+                self._record_end(act, Facts(None, None, now, start_error=error), now)
+            unblocked = self._settle(now)
+        for _, attempt_id, _ in started:
+            act = self.active[attempt_id]
+            self.reporter.attempt_started(act.name, act.n, act.node)
+        return unblocked
 
     # -- stopping -----------------------------------------------------------------------
 
     def _enforce_stops(self, now: float) -> None:
         for act in self.active.values():
-            if act.stop is None and (self.stop or (act.deadline is not None and now >= act.deadline)):
-                act.stop = self.stop or Stop.TIMEOUT
+            if act.stop is None and self.stop is not None:
+                act.stop = self.stop
+            elif act.stop is None and act.deadline is not None and now >= act.deadline:
+                act.stop = Stop.TIMEOUT
+            if act.stop is not None and act.kill_at is None:
                 act.executor.signal(act.attempt_id, signal.SIGTERM)
                 act.kill_at = now + act.spec.grace
             if act.kill_at is not None and (now >= act.kill_at or self.kill_now):
@@ -374,10 +422,7 @@ class Runner:
             ready_at = self.store.next_ready_time(self.run.id)
             if ready_at is not None and ready_at > now:
                 times.append(ready_at)
-        times += [ex.next_sample_at for ex in self.executors.values() if ex.next_sample_at != math.inf]
-        if self.active and any(ex.needs_poll for ex in self.executors.values()):
-            times.append(now + FALLBACK_POLL)
-        times.extend(t for ex in self.executors.values() if (t := ex.wake_at()) is not None)
+        times.extend(t for ex in self.executors.values() if (t := ex.wake_at(now)) is not None)
         if not self.active and self.counts[TaskState.READY] and not times:
             times.append(now + 1.0)  # never sleep for good while work is queued
         return min(times) if times else None
@@ -387,20 +432,13 @@ class Runner:
             state = RunState.INTERRUPTED
         elif self.stop is Stop.CANCEL:
             state = RunState.CANCELLED
-        elif self.counts[TaskState.SUCCEEDED] == sum(self.counts.values()):
+        elif self.counts[TaskState.SUCCEEDED] + self.excused == sum(self.counts.values()):
             state = RunState.SUCCEEDED
         else:
             state = RunState.FAILED
-        with self.store.tx():
+        with self.ledger.tx():
             if self.stop is Stop.CANCEL:
-                for task in self.store.tasks(self.run.id, [TaskState.READY, TaskState.WAITING]):
-                    self._move(
-                        task,
-                        TaskState.CANCELLED,
-                        now,
-                        "run cancelled",
-                        None,
-                        reason="run cancelled",
-                    )
+                for task in list(self.store.tasks(self.run.id, [TaskState.READY, TaskState.WAITING])):
+                    self.ledger.cancel(task, "run cancelled", now)
             self.store.set_run_state(self.run.id, state, now, f"run {state.value}")
         return state

@@ -23,7 +23,7 @@ def require_secrets(job: JobSpec, environ: Mapping[str, str] | None = None) -> N
     """Refuse to start (exit 3) when a declared secret is not set: before anything runs."""
     source = os.environ if environ is None else environ
     problems = []
-    for spec in job.tasks:
+    for spec in job.all_tasks:  # task 0's secrets too
         for name in spec.secret_env:
             if not ENV_NAME_RE.match(name):
                 problems.append(f"task {spec.name}: secret_env {name!r} is not a variable name")

@@ -1,6 +1,9 @@
-"""The lifecycle of runs, tasks and attempts, and the one table of allowed task transitions.
+"""The lifecycles of runs, tasks and attempts, and the tables of allowed transitions.
 
-A transition that is not in `TASK_TRANSITIONS` is a bug and raises; nothing falls through.
+A task and each of its attempts have their own state: a task may have several attempts
+live at once (a second one asked for while the first runs), and the first to succeed
+wins. A transition that is not in `TASK_TRANSITIONS` or `ATTEMPT_TRANSITIONS` is a bug
+and raises; nothing falls through.
 """
 
 from __future__ import annotations
@@ -46,27 +49,66 @@ class Outcome(str, enum.Enum):
     CONFIG_ERROR = "config_error"
     KILLED = "killed"
     LOST = "lost"
+    SUPERSEDED = "superseded"  # another attempt of the task succeeded first; never retried
 
     @property
     def counts(self) -> bool:
         """The task's own fault counts against its failure budget; the system's does not."""
-        return self not in (Outcome.SUCCEEDED, Outcome.KILLED, Outcome.LOST)
+        return self not in (Outcome.SUCCEEDED, Outcome.KILLED, Outcome.LOST, Outcome.SUPERSEDED)
 
 
-# (from, to) -> the causes that may drive it; the store records the cause as an event.
-TASK_TRANSITIONS: dict[tuple[TaskState, TaskState], str] = {
-    (TaskState.WAITING, TaskState.READY): "dependencies met",
-    (TaskState.WAITING, TaskState.SKIPPED): "an upstream task did not succeed",
-    (TaskState.WAITING, TaskState.CANCELLED): "cancelled",
-    (TaskState.READY, TaskState.RUNNING): "attempt started",
-    (TaskState.READY, TaskState.FAILED): "cannot be placed or retried",
-    (TaskState.READY, TaskState.CANCELLED): "cancelled",
-    (TaskState.READY, TaskState.SKIPPED): "an upstream task did not succeed",
-    (TaskState.RUNNING, TaskState.SUCCEEDED): "attempt succeeded",
-    (TaskState.RUNNING, TaskState.READY): "attempt to be retried",
-    (TaskState.RUNNING, TaskState.FAILED): "attempt failed for good",
-    (TaskState.RUNNING, TaskState.CANCELLED): "cancelled",
-}
+class AttemptState(str, enum.Enum):
+    """Where one attempt is in its life; how it ended is its `Outcome`."""
+
+    LAUNCHING = "launching"  # claimed and written; its process is being started
+    RUNNING = "running"  # started (pid or reference recorded) or adopted after a restart
+    ENDED = "ended"  # its end was observed and classified; its task has not taken it in yet
+    RECORDED = "recorded"  # its outcome was applied to its task (success, retry, failure)
+    SUPERSEDED = "superseded"  # it lost the race: another attempt of its task succeeded first
+    ABANDONED = "abandoned"  # given up without an observed end (gone after a restart, cancelled)
+
+    @property
+    def live(self) -> bool:
+        return self in (AttemptState.LAUNCHING, AttemptState.RUNNING)
+
+
+class Subject(str, enum.Enum):
+    """What an event row is about: the `from_state`/`to_state` of a run, task or attempt."""
+
+    RUN = "run"
+    TASK = "task"
+    ATTEMPT = "attempt"
+
+
+# The allowed task transitions. Each event row carries its own cause (which attempt,
+# which outcome, which upstream task), written by `labrun.ledger`.
+TASK_TRANSITIONS: frozenset[tuple[TaskState, TaskState]] = frozenset(
+    {
+        (TaskState.WAITING, TaskState.READY),  # dependencies met
+        (TaskState.WAITING, TaskState.SKIPPED),  # an upstream task did not succeed
+        (TaskState.WAITING, TaskState.CANCELLED),
+        (TaskState.READY, TaskState.RUNNING),  # its first attempt of this try was claimed
+        (TaskState.READY, TaskState.FAILED),  # no node can ever hold it
+        (TaskState.READY, TaskState.CANCELLED),
+        (TaskState.READY, TaskState.SKIPPED),
+        (TaskState.RUNNING, TaskState.SUCCEEDED),  # the first attempt to succeed
+        (TaskState.RUNNING, TaskState.READY),  # its last live attempt ended: retry, or resume later
+        (TaskState.RUNNING, TaskState.FAILED),  # its last live attempt ended and it gives up
+        (TaskState.RUNNING, TaskState.CANCELLED),
+    }
+)
+
+ATTEMPT_TRANSITIONS: frozenset[tuple[AttemptState, AttemptState]] = frozenset(
+    {
+        (AttemptState.LAUNCHING, AttemptState.RUNNING),  # started, or adopted after a restart
+        (AttemptState.LAUNCHING, AttemptState.ENDED),  # could not start (config_error)
+        (AttemptState.LAUNCHING, AttemptState.ABANDONED),  # the runner stopped before it started
+        (AttemptState.RUNNING, AttemptState.ENDED),  # the executor reported its end
+        (AttemptState.RUNNING, AttemptState.ABANDONED),  # gone after a restart; cancelled unseen
+        (AttemptState.ENDED, AttemptState.RECORDED),  # its task decided on it
+        (AttemptState.ENDED, AttemptState.SUPERSEDED),  # a sibling had succeeded first
+    }
+)
 
 
 class TransitionError(RuntimeError):
@@ -76,3 +118,8 @@ class TransitionError(RuntimeError):
 def check_transition(current: TaskState, new: TaskState) -> None:
     if (current, new) not in TASK_TRANSITIONS:
         raise TransitionError(f"task transition {current.value} -> {new.value} is not allowed")
+
+
+def check_attempt_transition(current: AttemptState, new: AttemptState) -> None:
+    if (current, new) not in ATTEMPT_TRANSITIONS:
+        raise TransitionError(f"attempt transition {current.value} -> {new.value} is not allowed")

@@ -1,10 +1,13 @@
 """The SQLite store: runs, tasks, attempts and an append-only events table.
 
-With `migrations.py` (the tables), the only SQL in labrun. Pragmas are set in one place
-(`_connect`); every write happens inside `with store.tx():`, an immediate transaction, so
-the runner writes a whole tick in at most two commits (claims before the processes start,
-their pids after). A task's state changes only through `transition`, a guarded
-`UPDATE … WHERE state = ?` whose row count is checked, plus an event row with the cause.
+With `migrations.py` (the tables), `reads.py` (the SELECTs, shared with read-only
+snapshots) and `readstore.py` (opening read-only), the only SQL in labrun. Pragmas are
+set in one place (`_connect`); every write happens inside `with store.tx():`, an
+immediate transaction, so the runner writes a whole tick in at most two commits (claims
+before the processes start, their pids after). Task and attempt rows change through
+guarded `UPDATE … WHERE state = ?` statements whose row counts are checked;
+`labrun.ledger` is their one caller and writes the event rows with their causes beside
+them. Commands that only read open `readstore.ReadStore` instead.
 """
 
 from __future__ import annotations
@@ -20,23 +23,31 @@ from typing import Any
 from labrun.errors import StoreError
 from labrun.migrations import MIGRATIONS
 from labrun.model import Facts, Runtime, Started
+from labrun.reads import Reads
 from labrun.rows import (
     ATTEMPT_COLUMNS,
-    EVENT_COLUMNS,
     RUN_COLUMNS,
     TASK_COLUMNS,
     AttemptRow,
-    EventRow,
     RunRow,
     TaskRow,
     attempt_row,
-    event_row,
     run_row,
     task_row,
 )
-from labrun.states import Outcome, RunState, TaskState, check_transition
+from labrun.states import (
+    AttemptState,
+    Outcome,
+    RunState,
+    Subject,
+    TaskState,
+    check_attempt_transition,
+    check_transition,
+)
 
 NewTask = tuple[int, str, str, str | None, int | None, TaskState, int]  # seq..memory
+# run_id, task_id, attempt, time, from_state, to_state, cause, subject
+NewEvent = tuple[int, int | None, int | None, float, str | None, str | None, str, str]
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -70,7 +81,9 @@ def _friendly(exc: sqlite3.Error, path: str) -> StoreError:
     return StoreError(f"{path}: database error: {text}")
 
 
-class Store:
+class Store(Reads):
+    """The writer; its reads are `Reads`' (shared with read-only snapshots)."""
+
     def __init__(self, path: str) -> None:
         self.path = path
         old_umask = os.umask(0o077)  # nothing in the state directory is world-readable
@@ -149,10 +162,12 @@ class Store:
 
     # -- runs ---------------------------------------------------------------------------
 
-    def create_run(self, job: str, job_file: str, job_text: str, now: float) -> int:
+    def create_run(
+        self, job: str, job_file: str, job_text: str, now: float, rerun_of: int | None = None
+    ) -> int:
         cur = self._write(
-            "INSERT INTO runs (job, job_file, job_text, state, created, pid, host)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
+            "INSERT INTO runs (job, job_file, job_text, state, created, pid, host, rerun_of)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
             (
                 job,
                 job_file,
@@ -161,11 +176,24 @@ class Store:
                 now,
                 os.getpid(),
                 os.uname().nodename,
+                rerun_of,
             ),
         )
         run_id = int(cur.lastrowid or 0)
-        self.event(run_id, None, None, now, None, RunState.RUNNING.value, "run started")
+        cause = (
+            "run started"
+            if rerun_of is None
+            else f"run started: reruns what did not succeed in run {rerun_of}"
+        )
+        self.event(run_id, None, None, now, None, RunState.RUNNING.value, cause, Subject.RUN)
         return run_id
+
+    def mark_carried(self, run_id: int, from_run: int) -> None:
+        """Tasks of a rerun that succeeded in `from_run` say so (they never run again)."""
+        self._write(
+            "UPDATE tasks SET reason = ? WHERE run_id = ? AND state = ?",
+            (f"succeeded in run {from_run}; carried over", run_id, TaskState.SUCCEEDED.value),
+        )
 
     def set_run_state(self, run_id: int, state: RunState, now: float, cause: str) -> None:
         ended = None if state is RunState.RUNNING else now
@@ -176,22 +204,10 @@ class Store:
         )
         self.event(run_id, None, None, now, None, state.value, cause)
 
-    def run(self, run_id: int) -> RunRow | None:
-        rows = self._read(f"SELECT {RUN_COLUMNS} FROM runs WHERE id = ?", (run_id,))
-        return run_row(rows[0]) if rows else None
-
-    def latest_run(self, job: str | None = None) -> RunRow | None:
-        if job is None:
-            rows = self._read(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT 1")
-        else:
-            rows = self._read(
-                f"SELECT {RUN_COLUMNS} FROM runs WHERE job = ? ORDER BY id DESC LIMIT 1", (job,)
-            )
-        return run_row(rows[0]) if rows else None
-
-    def runs(self, limit: int = 20) -> list[RunRow]:
-        rows = self._read(f"SELECT {RUN_COLUMNS} FROM runs ORDER BY id DESC LIMIT ?", (limit,))
-        return [run_row(r) for r in rows]
+    def set_run_job(self, run_id: int, job_file: str, job_text: str, now: float, cause: str) -> None:
+        """The run follows the job file as now written (a resume after an edit)."""
+        self._write("UPDATE runs SET job_file = ?, job_text = ? WHERE id = ?", (job_file, job_text, run_id))
+        self.event(run_id, None, None, now, None, None, cause)
 
     # -- tasks --------------------------------------------------------------------------
 
@@ -202,24 +218,31 @@ class Store:
             ((run_id, s, n, sp, it, ix, st.value, m) for s, n, sp, it, ix, st, m in tasks),
         )
 
-    def task(self, task_id: int) -> TaskRow:
-        rows = self._read(f"SELECT {TASK_COLUMNS} FROM tasks WHERE id = ?", (task_id,))
-        return task_row(rows[0])
+    def peaks(self, job: str, before: int, runs: int, above: int) -> list[tuple[int, str, str | None, int]]:
+        """(run id, spec, item, largest peak) of tasks in the `runs` latest runs of `job`
+        before run `before` whose attempts peaked above `above` bytes; newest run first."""
+        return self._read(
+            "SELECT t.run_id, t.spec, t.item, MAX(a.peak_memory) FROM attempts a"
+            " JOIN tasks t ON t.id = a.task_id"
+            " WHERE a.run_id IN (SELECT id FROM runs WHERE job = ? AND id < ? ORDER BY id DESC LIMIT ?)"
+            " AND a.peak_memory > ? GROUP BY a.run_id, a.task_id ORDER BY a.run_id DESC",
+            (job, before, runs, above),
+        )
 
-    def task_by_name(self, run_id: int, name: str) -> TaskRow | None:
-        rows = self._read(f"SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ? AND name = ?", (run_id, name))
-        return task_row(rows[0]) if rows else None
+    def set_reasons(self, run_id: int, reasons: Sequence[tuple[str, str]]) -> None:
+        """The reason of named tasks of the run (rows added in a final state)."""
+        self.conn.executemany(
+            "UPDATE tasks SET reason = ? WHERE run_id = ? AND name = ?",
+            ((reason, run_id, name) for name, reason in reasons),
+        )
 
-    def tasks(self, run_id: int, states: Sequence[TaskState] | None = None) -> Iterator[TaskRow]:
-        """Every task of a run in creation order, streamed (a run may hold 100,000 tasks)."""
-        sql = f"SELECT {TASK_COLUMNS} FROM tasks WHERE run_id = ?"
-        params: list[Any] = [run_id]
-        if states:
-            sql += f" AND state IN ({', '.join('?' * len(states))})"
-            params += [s.value for s in states]
-        cursor = self.conn.execute(sql + " ORDER BY id", params)
-        for row in cursor:
-            yield task_row(row)
+    def note_tasks(self, run_id: int, notes: Sequence[tuple[str, str]], now: float) -> None:
+        """An event per named task of the run, with its cause (e.g. memory learned)."""
+        self.conn.executemany(
+            "INSERT INTO events (run_id, task_id, attempt, time, from_state, to_state, cause, subject)"
+            " SELECT run_id, id, NULL, ?, NULL, state, ?, ? FROM tasks WHERE run_id = ? AND name = ?",
+            ((now, cause, Subject.TASK.value, run_id, name) for name, cause in notes),
+        )
 
     def ready_tasks(self, run_id: int, now: float, limit: int) -> list[TaskRow]:
         # INDEXED BY: walking tasks_by_state in seq order stops at LIMIT; the planner's own
@@ -234,10 +257,6 @@ class Store:
     def next_ready_time(self, run_id: int) -> float | None:
         rows = self._read("SELECT MIN(not_before) FROM tasks WHERE run_id = ? AND state = 'ready'", (run_id,))
         return rows[0][0] if rows else None
-
-    def counts(self, run_id: int) -> dict[TaskState, int]:
-        rows = self._read("SELECT state, COUNT(*) FROM tasks WHERE run_id = ? GROUP BY state", (run_id,))
-        return {TaskState(state): count for state, count in rows}
 
     # -- dependencies (labrun.deps decides; these read and feed it) ---------------------
 
@@ -261,28 +280,45 @@ class Store:
         rows = self._read("SELECT MAX(seq) FROM tasks WHERE run_id = ?", (run_id,))
         return int(rows[0][0] or 0)
 
-    def transition(
-        self,
-        task: TaskRow,
-        new: TaskState,
-        now: float,
-        cause: str,
-        attempt: int | None = None,
-        **fields: Any,
-    ) -> None:
-        """Move one task from the state it is in to `new`, recording why."""
-        check_transition(task.state, new)
-        sets = ", ".join(f"{name} = ?" for name in ("state", *fields))
+    def retarget_task(self, task: TaskRow, item: str | None, memory: int) -> None:
+        """A task not yet started takes its item and memory from the edited job file."""
         cur = self._write(
-            f"UPDATE tasks SET {sets} WHERE id = ? AND state = ?",
-            (new.value, *fields.values(), task.id, task.state.value),
+            "UPDATE tasks SET item = ?, memory = ? WHERE id = ? AND state = ?",
+            (item, memory, task.id, task.state.value),
+        )
+        if cur.rowcount != 1:
+            raise StoreError(f"task {task.name} was no longer {task.state.value}: is another runner working?")
+
+    def update_task(self, old: TaskRow, new: TaskRow) -> None:
+        """Write `new` over the task row `old`, guarded on `old`'s state; no event (the
+        ledger writes the event with its cause, batched with the rest of the tick)."""
+        check_transition(old.state, new.state)
+        values = (new.state.value, new.not_before, new.attempts, new.failures, new.memory, new.reason)
+        cur = self._write(
+            "UPDATE tasks SET state = ?, not_before = ?, attempts = ?, failures = ?, memory = ?, reason = ?"
+            " WHERE id = ? AND state = ?",
+            (*values, old.id, old.state.value),
         )
         if cur.rowcount != 1:
             raise StoreError(
-                f"task {task.name} was no longer {task.state.value} when moving it to "
-                f"{new.value}: is another runner working on run {task.run_id}?"
+                f"task {old.name} was no longer {old.state.value} when moving it to "
+                f"{new.state.value}: is another runner working on run {old.run_id}?"
             )
-        self.event(task.run_id, task.id, attempt, now, task.state.value, new.value, cause)
+
+    def update_running(self, old: TaskRow, new: TaskRow) -> None:
+        """A running task's counters (another attempt launched, a counted failure while a
+        sibling still runs), guarded on what they were."""
+        assert old.state is new.state is TaskState.RUNNING, "not a state change: see update_task"
+        cur = self._write(
+            "UPDATE tasks SET attempts = ?, failures = ? WHERE id = ? AND state = 'running'"
+            " AND attempts = ? AND failures = ?",
+            (new.attempts, new.failures, old.id, old.attempts, old.failures),
+        )
+        if cur.rowcount != 1:
+            raise StoreError(
+                f"task {old.name} was no longer running with {old.attempts} attempt(s) and "
+                f"{old.failures} failure(s): is another runner working on run {old.run_id}?"
+            )
 
     def event(
         self,
@@ -293,19 +329,22 @@ class Store:
         from_state: str | None,
         to_state: str | None,
         cause: str,
+        subject: Subject = Subject.RUN,
     ) -> None:
         self._write(
-            "INSERT INTO events (run_id, task_id, attempt, time, from_state, to_state, cause)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (run_id, task_id, attempt, now, from_state, to_state, cause),
+            "INSERT INTO events (run_id, task_id, attempt, time, from_state, to_state, cause, subject)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (run_id, task_id, attempt, now, from_state, to_state, cause, subject.value),
         )
 
-    def events(self, run_id: int, task_id: int | None = None) -> list[EventRow]:
-        if task_id is None:
-            rows = self._read(f"SELECT {EVENT_COLUMNS} FROM events WHERE run_id = ? ORDER BY id", (run_id,))
-        else:
-            rows = self._read(f"SELECT {EVENT_COLUMNS} FROM events WHERE task_id = ? ORDER BY id", (task_id,))
-        return [event_row(r) for r in rows]
+    def add_events(self, events: Sequence[NewEvent]) -> None:
+        """Many event rows in one statement: a tick's transitions are written together."""
+        assert self._in_tx, "writes happen inside store.tx()"
+        self.conn.executemany(
+            "INSERT INTO events (run_id, task_id, attempt, time, from_state, to_state, cause, subject)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            events,
+        )
 
     # -- attempts -----------------------------------------------------------------------
 
@@ -313,55 +352,83 @@ class Store:
         self, task: TaskRow, n: int, node: str, runtime: Runtime, now: float, memory_limit: int
     ) -> int:
         cur = self._write(
-            "INSERT INTO attempts (task_id, run_id, n, node, runtime, started, memory_limit)"
-            " VALUES (?, ?, ?, ?, ?, ?, ?)",
-            (task.id, task.run_id, n, node, runtime.value, now, memory_limit),
+            "INSERT INTO attempts (task_id, run_id, n, node, runtime, started, memory_limit, state)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
+            (task.id, task.run_id, n, node, runtime.value, now, memory_limit, AttemptState.LAUNCHING.value),
         )
         return int(cur.lastrowid or 0)
 
-    def attempt_started(self, attempt_id: int, started: Started) -> None:
-        self._write(
-            "UPDATE attempts SET pid = ?, pid_start = ?, ref = ?, mechanism = ? WHERE id = ?",
-            (started.pid, started.pid_start, started.ref, started.mechanism, attempt_id),
+    def attempts_started(self, started: Sequence[tuple[int, Started]]) -> None:
+        """launching -> running for each (attempt id, how to find it again), in one statement."""
+        assert self._in_tx, "writes happen inside store.tx()"
+        cur = self.conn.executemany(
+            "UPDATE attempts SET pid = ?, pid_start = ?, ref = ?, mechanism = ?, state = 'running'"
+            " WHERE id = ? AND state = 'launching'",
+            ((s.pid, s.pid_start, s.ref, s.mechanism, attempt_id) for attempt_id, s in started),
         )
+        if cur.rowcount != len(started):
+            ids = ", ".join(str(attempt_id) for attempt_id, _ in started)
+            raise StoreError(
+                f"attempts {ids}: {len(started) - cur.rowcount} were no longer launching when "
+                "recording their start: is another runner working on this run?"
+            )
 
-    def finish_attempt(self, attempt_id: int, facts: Facts, outcome: Outcome, detail: str) -> None:
-        self._write(
-            "UPDATE attempts SET ended = ?, outcome = ?, exit_code = ?, signal = ?,"
-            " peak_memory = ?, cpu_seconds = ?, oom_kills = ?, missing_outputs = ?, detail = ?,"
-            " note = ?, oom_killed = ? WHERE id = ? AND outcome IS NULL",
-            (
-                facts.ended,
-                outcome.value,
-                facts.exit_code,
-                facts.signal,
-                facts.peak_memory,
-                facts.cpu_seconds,
-                facts.oom_kills,  # the kernel's counter only; Docker's flag is its own column
-                json.dumps(list(facts.missing_outputs)) if facts.missing_outputs else None,
-                detail,
-                facts.detail or None,
-                int(facts.oom_killed),
-                attempt_id,
-            ),
+    def adopt_attempt(self, attempt_id: int, old: AttemptState) -> None:
+        """An attempt a new runner took over; one that never recorded its start is running now."""
+        if old is AttemptState.RUNNING:
+            return
+        check_attempt_transition(old, AttemptState.RUNNING)
+        self._guarded_attempt("UPDATE attempts SET state = 'running'", (), attempt_id, old, "adopting it")
+
+    def finish_attempt(
+        self,
+        attempt_id: int,
+        facts: Facts,
+        outcome: Outcome,
+        detail: str,
+        old: AttemptState,
+        new: AttemptState,
+    ) -> None:
+        """Record how an attempt ended and the state it ends in, guarded on the state it
+        was in: an attempt is finished once; a second time is a bug and raises."""
+        if new is AttemptState.ABANDONED:  # given up without an observed end
+            check_attempt_transition(old, new)
+        else:  # ended, and (usually in the same tick) taken in by its task
+            check_attempt_transition(old, AttemptState.ENDED)
+            if new is not AttemptState.ENDED:
+                check_attempt_transition(AttemptState.ENDED, new)
+        sql = (
+            "UPDATE attempts SET ended = ?, outcome = ?, exit_code = ?, signal = ?, peak_memory = ?,"
+            " cpu_seconds = ?, oom_kills = ?, missing_outputs = ?, detail = ?, note = ?,"
+            " oom_killed = ?, state = ?"
         )
-
-    def attempt(self, attempt_id: int) -> AttemptRow:
-        rows = self._read(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE id = ?", (attempt_id,))
-        return attempt_row(rows[0])
-
-    def attempts(self, task_id: int) -> list[AttemptRow]:
-        rows = self._read(f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE task_id = ? ORDER BY n", (task_id,))
-        return [attempt_row(r) for r in rows]
-
-    def run_attempts(self, run_id: int) -> Iterator[AttemptRow]:
-        """Every attempt of a run grouped by task, streamed."""
-        cursor = self.conn.execute(
-            f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? ORDER BY task_id, n",
-            (run_id,),
+        values = (
+            facts.ended,
+            outcome.value,
+            facts.exit_code,
+            facts.signal,
+            facts.peak_memory,
+            facts.cpu_seconds,
+            facts.oom_kills,  # the kernel's counter only; Docker's flag is its own column
+            json.dumps(list(facts.missing_outputs)) if facts.missing_outputs else None,
+            detail,
+            facts.detail or None,
+            int(facts.oom_killed),
+            new.value,
         )
-        for row in cursor:
-            yield attempt_row(row)
+        self._guarded_attempt(sql, values, attempt_id, old, f"recording it {outcome.value}")
+
+    def _guarded_attempt(
+        self, sql: str, values: tuple[Any, ...], attempt_id: int, old: AttemptState, doing: str
+    ) -> None:
+        cur = self._write(sql + " WHERE id = ? AND state = ?", (*values, attempt_id, old.value))
+        if cur.rowcount != 1:
+            rows = self._read("SELECT state FROM attempts WHERE id = ?", (attempt_id,))
+            now = rows[0][0] if rows else "missing"
+            raise StoreError(
+                f"attempt {attempt_id} was {now}, not {old.value}, when {doing}: "
+                "is another runner working on this run?"
+            )
 
     def open_attempts(self, run_id: int) -> list[AttemptRow]:
         rows = self._read(

@@ -1,48 +1,72 @@
-"""The runner's side of dependencies: feed finished tasks to `deps.Tracker`, apply its plan.
+"""Dependencies, the runner's side: turn finished tasks into a plan of rows to change.
 
-`labrun.deps` decides (pure); this module does the store work around it: it promotes
-waiting tasks to ready, skips them with the upstream task's name and why, and creates
-the fan-out over task 0's manifest when task 0 succeeds. Every state change goes
-through the runner's `_move`, so the runner's in-memory counts stay right.
+`labrun.deps` decides per spec (pure); this module reads the rows that decision touches
+and returns an `UnblockPlan` (plain data): waiting tasks to promote to ready, to skip
+(with the upstream task's name and why), and the fan-out rows over task 0's manifest
+when task 0 succeeds. The ledger applies it; nothing here changes state.
 """
 
 from __future__ import annotations
 
-from collections.abc import Callable
-from typing import TYPE_CHECKING
+import json
+import os
+from dataclasses import dataclass, field
 
+from labrun.config.job import JobSpec
 from labrun.config.schema import SetupItems
-from labrun.deps import SETUP, Plan, Tracker, skip_reason, upstream_map
+from labrun.deps import SETUP, UNMADE, Plan, Tracker, skip_reason, upstream_map
 from labrun.expand import fanout_rows, outputs_for, placeholder_values
-from labrun.rows import TaskRow
+from labrun.learned import Learner
+from labrun.paths import StatePaths
+from labrun.rows import RunRow, TaskRow
 from labrun.states import TaskState
-
-if TYPE_CHECKING:
-    from labrun.runner import Runner
+from labrun.store import NewTask, Store
 
 MANIFEST_MAX = 256 * 1024 * 1024  # a manifest larger than this is a mistake, not a job
 
 _FAILED = (TaskState.FAILED, TaskState.CANCELLED, TaskState.SKIPPED)
 
 
+@dataclass
+class UnblockPlan:
+    """What finished tasks unblock: apply `add` first, then `promote` and `skip`."""
+
+    add: list[NewTask] = field(default_factory=list)
+    promote: list[TaskRow] = field(default_factory=list)
+    skip: list[tuple[TaskRow, str]] = field(default_factory=list)
+    messages: list[str] = field(default_factory=list)
+    notes: list[tuple[str, str]] = field(default_factory=list)  # (task, cause) of added rows: learned memory
+    # a fan-out over task 0's manifest that was never made (task 0 failed): one row named
+    # for the task, added skipped with its reason, so status, the summary and why show it
+    unmade: list[tuple[NewTask, str]] = field(default_factory=list)
+
+    @property
+    def empty(self) -> bool:
+        return not (self.add or self.promote or self.skip or self.messages or self.unmade)
+
+
 class Unblocker:
-    def __init__(self, runner: Runner) -> None:
-        self.runner = runner
-        job = runner.job
+    def __init__(
+        self, store: Store, paths: StatePaths, job: JobSpec, run: RunRow, learner: Learner | None = None
+    ) -> None:
+        self.store, self.paths, self.job, self.run = store, paths, job, run
+        self.learner = learner  # memory learned from earlier runs, for fan-out rows made here
         specs = ((s.name, s.depends_on) for s in job.all_tasks)
-        self.tracker = Tracker(upstream_map(specs, has_setup=job.setup is not None))
-        self.pending: list[tuple[TaskRow, TaskState]] = []
+        lenient = {s.name: s.allow_failed for s in job.all_tasks if s.allow_failed}
+        self.tracker = Tracker(upstream_map(specs, has_setup=job.setup is not None), lenient)
         self.first = True
-        self._applying = False
+        self._created: list[tuple[str, int]] = []  # fan-out rows added by the last plan
+        self._held: list[TaskRow] = []  # task 0, until its fan-out rows are in the store
+        self._made: set[str] = set()  # fan-out specs with rows, or whose unmade row was planned
         self._load()
 
     def _load(self) -> None:
         """Per-spec progress from the store: a new run, or one being resumed."""
         by_spec: dict[str, dict[TaskState, tuple[int, str]]] = {}
-        for spec, state, n, name in self.runner.store.spec_counts(self.runner.run.id):
+        for spec, state, n, name in self.store.spec_counts(self.run.id):
             by_spec.setdefault(spec, {})[state] = (n, name)
         setup_done = TaskState.SUCCEEDED in by_spec.get(SETUP, {})
-        for task_spec in self.runner.job.all_tasks:
+        for task_spec in self.job.all_tasks:
             states = by_spec.get(task_spec.name, {})
             if not states and isinstance(task_spec.items, SetupItems) and not setup_done:
                 continue  # its rows come with task 0's success
@@ -52,73 +76,123 @@ class Unblocker:
             started = TaskState.WAITING not in states
             self.tracker.load(task_spec.name, remaining, failed, started)
 
-    @property
-    def dirty(self) -> bool:
-        return self.first or bool(self.pending)
+    def dirty(self, finished: bool) -> bool:
+        """Whether `plan` may have work: on the first call, or after tasks finished."""
+        return self.first or finished or bool(self._created or self._held)
 
-    def note(self, task: TaskRow, new: TaskState) -> None:
-        """Called by the runner for every task that reaches a terminal state."""
-        if new.terminal and not self._applying:
-            self.pending.append((task, new))
-
-    def settle(self, now: float) -> bool:
-        """Apply everything finished tasks unblock; inside the caller's transaction.
-        True when some task became ready."""
-        ready_before = self.runner.counts[TaskState.READY]
+    def plan(self, finished: list[TaskRow]) -> UnblockPlan:
+        """What `finished` (tasks that reached a terminal state, as they are now) unblock.
+        Skips this module planned itself are passed back and ignored: the tracker knows.
+        Task 0's success is taken in once its fan-out rows are in the store (next call)."""
+        out = UnblockPlan()
         if self.first:
             self.first = False
-            self._apply(self.tracker.initial(), now)
-        while self.pending:
-            task, state = self.pending.pop(0)
-            ok = state is TaskState.SUCCEEDED
-            if ok and task.spec == SETUP:
-                self._fan_out(task, now)
-            how = "was cancelled" if state is TaskState.CANCELLED else f"{state.value}"
-            reason = self.runner.store.task(task.id).reason if not ok else None
-            how += f": {reason}" if reason else ""
-            self._apply(self.tracker.finished(task.spec, task.name, ok, how), now)
-        return self.runner.counts[TaskState.READY] > ready_before
+            self._rows(self.tracker.initial(), out)
+        for spec, count in self._created:  # their rows are in the store now
+            self._rows(self.tracker.created(spec, count), out)
+        held, self._created, self._held = self._held, [], []
+        for task in held:
+            self._finished(task, out)
+        for task in finished:
+            if task.state is TaskState.SKIPPED:
+                continue
+            if task.state is TaskState.SUCCEEDED and task.spec == SETUP and self._fan_out(task, out):
+                self._held.append(task)
+                continue
+            self._finished(task, out)
+        return out
 
-    def _fan_out(self, setup: TaskRow, now: float) -> None:
-        runner = self.runner
-        fanned = [s for s in runner.job.tasks if isinstance(s.items, SetupItems)]
-        if not fanned or runner.job.setup is None:
-            return
-        values = placeholder_values(runner.paths, runner.run, setup, setup.attempts)
-        manifest = outputs_for(runner.job.setup, values, runner.job.workdir)[:1]
-        try:
-            lines = _read_lines(manifest[0]) if manifest else None
-        except OSError as exc:
-            lines, error = None, exc.strerror or str(exc)
-        else:
-            error = "task 0 declares no outputs"
+    def _finished(self, task: TaskRow, out: UnblockPlan) -> None:
+        ok = task.state is TaskState.SUCCEEDED
+        how = "was cancelled" if task.state is TaskState.CANCELLED else task.state.value
+        how += f": {task.reason}" if task.reason and not ok else ""
+        self._rows(self.tracker.finished(task.spec, task.name, ok, how), out)
+
+    def _fan_out(self, setup: TaskRow, out: UnblockPlan) -> bool:
+        """Rows over task 0's manifest (or a skip of the specs when it cannot be read);
+        True when rows were planned."""
+        fanned = [s for s in self.job.tasks if isinstance(s.items, SetupItems)]
+        if not fanned or self.job.setup is None:
+            return False
+        lines, manifest, error = manifest_lines(self.paths, self.run, self.job, setup)
+        seq = self.store.max_seq(self.run.id)
         for spec in fanned:
             if lines is None:
-                why = f"task 0's manifest {manifest[0] if manifest else ''} cannot be read: {error}"
-                runner.reporter.message(f"{spec.name}: {why}")
-                self._apply(self.tracker.failed_spec(spec.name, why), now)
+                why = f"task 0's manifest {manifest} cannot be read: {error}"
+                out.messages.append(f"{spec.name}: {why}")
+                self._rows(self.tracker.failed_spec(spec.name, why), out)
                 continue
-            rows = list(fanout_rows(spec, lines, runner.store.max_seq(runner.run.id)))
-            runner.store.add_tasks(runner.run.id, rows)
-            runner.counts[TaskState.WAITING] += len(rows)
-            self._apply(self.tracker.created(spec.name, len(rows)), now)
+            rows = list(fanout_rows(spec, lines, seq))
+            self._made.add(spec.name)
+            if self.learner is not None:
+                rows, notes = self.learner.apply(rows)
+                out.notes.extend(notes)
+            seq = max([seq, *(row[0] for row in rows)])
+            out.add.extend(rows)
+            self._created.append((spec.name, len(rows)))
+        return bool(self._created)
 
-    def _apply(self, plan: Plan, now: float) -> None:
-        move: Callable[..., TaskRow] = self.runner._move
-        store, run_id = self.runner.store, self.runner.run.id
-        self._applying = True
-        try:
-            for spec in plan.promote:
-                for task in store.waiting_of_spec(run_id, spec):
-                    move(task, TaskState.READY, now, "dependencies met", None)
-            for spec, reason in plan.skip.items():
-                skipped = store.waiting_of_spec(run_id, spec)
-                for task in skipped:
-                    move(task, TaskState.SKIPPED, now, reason, None, reason=reason)
-                if skipped:
-                    self.runner.reporter.message(f"{spec}: {len(skipped)} skipped: {reason}")
-        finally:
-            self._applying = False
+    def _rows(self, plan: Plan, out: UnblockPlan) -> None:
+        run_id = self.run.id
+        for spec in plan.promote:
+            self._write_upstream(spec)
+            out.promote.extend(self.store.waiting_of_spec(run_id, spec))
+        for spec, reason in plan.skip.items():
+            skipped = self.store.waiting_of_spec(run_id, spec)
+            out.skip.extend((task, reason) for task in skipped)
+            if skipped:
+                out.messages.append(f"{spec}: {len(skipped)} skipped: {reason}")
+            elif self._never_made(spec):
+                why = f"{reason}; its items come from task 0's manifest, {UNMADE}"
+                seq = self.store.max_seq(run_id) + 1 + len(out.unmade)
+                memory = self.job.task(spec).memory
+                out.unmade.append(((seq, spec, spec, None, None, TaskState.SKIPPED, memory), why))
+                out.messages.append(f"{spec}: skipped: {why}")
+
+    def _never_made(self, spec: str) -> bool:
+        """A fan-out over task 0's manifest whose rows do not exist (task 0 did not succeed)."""
+        task = self.job.task(spec)
+        if not isinstance(task.items, SetupItems) or spec in self._made:
+            return False
+        self._made.add(spec)  # one row per spec, once
+        return self.store.task_by_name(self.run.id, spec) is None and not self.store.waiting_of_spec(
+            self.run.id, spec
+        )
+
+    def _write_upstream(self, spec: str) -> None:
+        """For each upstream it tolerates failures of, tell the dependent how every task
+        ended: {shared}/upstream/UPSTREAM.jsonl, one JSON object per task."""
+        tolerated = self.job.task(spec).allow_failed
+        if not tolerated:
+            return
+        directory = os.path.join(self.paths.shared_dir(self.run.id), "upstream")
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        lines: dict[str, list[str]] = {up: [] for up in tolerated}
+        for task in self.store.tasks(self.run.id):
+            if task.spec in lines:
+                row = {"task": task.name, "item": task.item, "state": task.state.value, "reason": task.reason}
+                lines[task.spec].append(json.dumps(row) + "\n")
+        for up, rows in lines.items():
+            path = os.path.join(directory, f"{up}.jsonl")
+            fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+            with os.fdopen(fd, "w", encoding="utf-8") as handle:
+                handle.writelines(rows)
+            os.replace(path + ".tmp", path)
+
+
+def manifest_lines(
+    paths: StatePaths, run: RunRow, job: JobSpec, setup: TaskRow
+) -> tuple[list[str] | None, str, str]:
+    """The lines of task 0's first output (its manifest), its path, and why it cannot be read."""
+    assert job.setup is not None
+    values = placeholder_values(paths, run, setup, setup.attempts)
+    manifest = outputs_for(job.setup, values, job.workdir)[:1]
+    if not manifest:
+        return None, "", "task 0 declares no outputs"
+    try:
+        return _read_lines(manifest[0]), manifest[0], ""
+    except OSError as exc:
+        return None, manifest[0], exc.strerror or str(exc)
 
 
 def _read_lines(path: str) -> list[str]:

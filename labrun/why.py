@@ -1,12 +1,12 @@
-"""`labrun why`: gather what the store knows about a task into a `diagnose.AttemptRecord`.
+"""`labrun why`: gather what is known about a task into a `diagnose.AttemptRecord`.
 
-The classification itself is `labrun.diagnose`'s (pure); this module reads the store,
-the job as it was when the run started, and the tail of the attempt's stderr.
+The classification itself is `labrun.diagnose`'s (pure); this module takes the task's
+view (read from one snapshot of the store), the job's timeout as it was when the run
+started, and the tail of the attempt's stderr.
 """
 
 from __future__ import annotations
 
-import json
 import os
 
 from labrun.deps import upstream_of
@@ -14,8 +14,7 @@ from labrun.diagnose import STDERR_LINES, AttemptRecord
 from labrun.errors import UsageError
 from labrun.model import Runtime
 from labrun.paths import StatePaths
-from labrun.rows import AttemptRow, RunRow, TaskRow
-from labrun.store import Store
+from labrun.views.model import AttemptView, TaskView
 
 TAIL_BYTES = 64 * 1024  # 20 lines of stderr are in the last 64 KiB, or are too long to show anyway
 
@@ -35,26 +34,25 @@ def stderr_tail(path: str, lines: int = STDERR_LINES) -> list[str]:
     return text[-lines:]
 
 
-def _choose(store: Store, task: TaskRow, attempt: int | None) -> AttemptRow | None:
-    attempts = store.attempts(task.id)
+def _choose(task: TaskView, attempt: int | None) -> AttemptView | None:
     if attempt is None:
-        return attempts[-1] if attempts else None
-    found = next((a for a in attempts if a.n == attempt), None)
+        return task.last
+    found = next((a for a in task.attempts if a.n == attempt), None)
     if found is None:
-        have = f"attempts 1 to {attempts[-1].n}" if attempts else "no attempts"
+        have = f"attempts 1 to {task.attempts[-1].n}" if task.attempts else "no attempts"
         raise UsageError(f"task {task.name} has {have}, not attempt {attempt}")
     return found
 
 
 def record_for(
-    store: Store, paths: StatePaths, run: RunRow, task: TaskRow, timeout: float | None, attempt: int | None
+    paths: StatePaths, run_id: int, task: TaskView, timeout: float | None, attempt: int | None
 ) -> AttemptRecord:
     """Everything `diagnose` needs about `task` and its last attempt (or attempt `attempt`)."""
-    chosen = _choose(store, task, attempt)
+    chosen = _choose(task, attempt)
     upstream = upstream_of(task.reason)
     if chosen is None:
         return AttemptRecord(task.name, task.state.value, task.reason or "", upstream_failed=upstream)
-    last = chosen.n == task.attempts
+    last = chosen is task.last
     reason = (task.reason if last else chosen.detail) or chosen.detail or ""
     # Only a cgroup keeps the kernel's OOM counter: elsewhere a 0 is "not measured", not "none".
     measured = chosen.runtime is Runtime.CGROUP or bool(chosen.oom_kills)
@@ -68,14 +66,16 @@ def record_for(
         exit_code=chosen.exit_code,
         signal=chosen.signal,
         oom_kills=chosen.oom_kills if measured else None,
-        container_oom_killed=bool(chosen.oom_killed) if container and chosen.ended is not None else None,
+        container_oom_killed=bool(chosen.container_oom_killed)
+        if container and chosen.ended is not None
+        else None,
         note=chosen.note or "",
         peak_memory=chosen.peak_memory,
         memory_limit=chosen.memory_limit,
         timeout=timeout,
-        runtime=(chosen.ended - chosen.started) if chosen.ended is not None else None,
-        missing_outputs=tuple(json.loads(chosen.missing_outputs or "[]")),
-        stderr_tail=stderr_tail(paths.log(run.id, task.name, chosen.n, "stderr")),
+        runtime=chosen.duration,
+        missing_outputs=chosen.missing_outputs,
+        stderr_tail=stderr_tail(paths.log(run_id, task.name, chosen.n, "stderr")),
         upstream_failed=upstream,
         node=chosen.node,
     )

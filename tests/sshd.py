@@ -180,8 +180,11 @@ def _unavailable() -> str | None:
     return None
 
 
-@pytest.fixture
-def sshd_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdLab]:
+def new_lab(tmp_path_factory: pytest.TempPathFactory) -> SshdLab:
+    """A lab with a fresh user key and no server yet; skips the test when sshd cannot run here.
+
+    For fixtures of any scope (the contract suite shares one node per module); the caller
+    calls `stop_all()` when done."""
     reason = _unavailable()
     if reason:
         pytest.skip(reason)
@@ -191,6 +194,12 @@ def sshd_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdLab]:
     lab.user_key = os.path.join(root, "id_ed25519")
     lab.user_public_key = _keygen(lab.user_key)
     open(lab.known_hosts, "w").close()
+    return lab
+
+
+@pytest.fixture
+def sshd_lab(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SshdLab]:
+    lab = new_lab(tmp_path_factory)
     try:
         yield lab
     finally:

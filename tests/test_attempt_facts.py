@@ -144,3 +144,14 @@ def test_empty_outputs_are_no_output_locally_and_on_an_ssh_node_alike(
     assert (local["node"], remote["node"]) == ("local", "node-a")
     assert local["outcome"] == remote["outcome"] == "no_output"
     assert local_missing == remote_missing == MISSING
+
+
+def test_a_containers_128_plus_n_exit_is_signal_n_only_when_n_was_sent() -> None:
+    """Docker reports its init's exit code; the head and the agent read it by this one rule."""
+    assert attempt_facts.container_signal(143, False, [15]) == 15  # labrun's SIGTERM
+    assert attempt_facts.container_signal(137, False, [15, 9]) == 9  # the KILL after the grace
+    assert attempt_facts.container_signal(137, True, []) == 9  # the OOM killer's
+    assert attempt_facts.container_signal(143, False, []) is None  # the task chose to exit 143
+    assert attempt_facts.container_signal(137, False, [15]) is None
+    assert attempt_facts.container_signal(0, False, [15]) is None
+    assert attempt_facts.container_signal(None, False, [9]) is None

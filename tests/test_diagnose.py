@@ -342,3 +342,17 @@ def test_json_and_text_forms() -> None:
 )
 def test_nice_size(n: float, text: str) -> None:
     assert nice_size(n) == text
+
+
+def test_a_superseded_attempt_is_not_an_application_error() -> None:
+    """Killed by labrun's SIGTERM because a sibling attempt succeeded first."""
+    record = AttemptRecord(
+        "t[0]",
+        "succeeded",
+        "stopped by labrun: another attempt succeeded first (killed by SIGTERM)",
+        attempt=1,
+        outcome="superseded",
+        signal=signal.SIGTERM,
+    )
+    d = diagnose(record)
+    assert d.cause is Cause.SUCCEEDED and "another attempt of the task succeeded first" in d.title

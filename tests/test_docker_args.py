@@ -93,7 +93,12 @@ def test_the_sdk_kwargs_and_the_cli_argv_say_the_same(tmp_path: Path) -> None:
     assert flags["--network"] == [host["network_mode"]] and ("--init" in flags) is host["init"] is True
     assert flags["--gpus"] == ["device=0,2"] and host["device_requests"][0]["DeviceIDs"] == ["0", "2"]
     # values stay off the command line (`ps` on the node would show them); the CLI reads its env
-    assert sorted(flags["--env"]) == sorted(create["environment"]) == ["PLAIN", "SECRET"]
+    # (and docker-init is told to signal the task's whole process group, on both paths)
+    assert (
+        sorted(flags["--env"])
+        == sorted(create["environment"])
+        == ["PLAIN", "SECRET", "TINI_KILL_PROCESS_GROUP"]
+    )
     assert "s3cret value" not in " ".join(argv)
     assert docker_args.cli_environment(container, {"PATH": "/bin"})["SECRET"] == "s3cret value"
 

@@ -7,12 +7,13 @@ import time
 from pathlib import Path
 
 from labrun.app import open_store
+from labrun.backends.local import LocalNode
 from labrun.config.job import load_job
 from labrun.config.lab import LabConfig, NodeSpec
 from labrun.executors.base import Waker
 from labrun.executors.process import ProcessExecutor
 from labrun.expand import instances
-from labrun.model import Launch, Started
+from labrun.model import Launch, Runtime, Started
 from labrun.progress import QuietReporter
 from labrun.runner import Runner
 from labrun.states import Outcome, RunState
@@ -26,7 +27,7 @@ class BrokenNode(ProcessExecutor):
 
 
 def test_after_node_max_failures_the_node_is_not_used_again(tmp_path: Path) -> None:
-    lab = LabConfig(None, str(tmp_path / "state"), NodeSpec("local", 1, 1 << 30))
+    lab = LabConfig(None, str(tmp_path / "state"), (LocalNode("local", cpus=1, memory=1 << 30),))
     job_file = tmp_path / "job.toml"
     job_file.write_text(
         '[job]\nname = "nf"\n[[tasks]]\nname = "t"\nitems = { range = [0, 10] }\n'
@@ -42,7 +43,10 @@ def test_after_node_max_failures_the_node_is_not_used_again(tmp_path: Path) -> N
     waker = Waker()
     # the broken node is bigger, so placement prefers it until it is avoided
     nodes = [NodeSpec("local", 1, 1 << 30), NodeSpec("broken", 1, 1 << 32)]
-    executors = {("local", "process"): ProcessExecutor(waker), ("broken", "process"): BrokenNode(waker)}
+    executors = {
+        ("local", Runtime.PROCESS): ProcessExecutor(waker),
+        ("broken", Runtime.PROCESS): BrokenNode(waker),
+    }
     runner = Runner(store, paths, job, run, nodes, executors, waker, QuietReporter(), node_max_failures=3)
     assert runner.drive(time.time) is RunState.SUCCEEDED
     on_broken = [a for a in store.run_attempts(run_id) if a.node == "broken"]

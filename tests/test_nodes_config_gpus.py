@@ -16,6 +16,7 @@ from labrun.errors import ConfigError
 from labrun.gpus import Gpu, assign, nvml_inventory, use_inventory
 from labrun.model import Runtime
 from labrun.scheduler import Demand, NodeCapacity, place
+from labrun.ssh.config import SshNodeSpec
 from labrun.ssh.transport import SshTarget
 from labrun.states import RunState
 
@@ -36,12 +37,17 @@ def test_ssh_nodes_are_read_with_their_defaults(tmp_path: Path) -> None:
             '[nodes.ws2]\nssh = "ws2"\nssh_config = "cfg/ssh_config"\n',
         )
     )
-    box, ws2 = lab.ssh_nodes
+    local, box, ws2 = lab.nodes
+    assert isinstance(box, SshNodeSpec) and isinstance(ws2, SshNodeSpec) and local.backend == "local"
     assert (box.cpus, box.memory, box.gpus, box.lost_after) == (8.0, 32 * 1024**3, (0, 1), 90.0)
     assert box.ssh_options == ("Port=2222",) and not box.accept_new_host_keys
     assert (ws2.cpus, ws2.memory, ws2.gpus) == (None, None, None)  # "auto": from the probe
     assert ws2.ssh_config == str(tmp_path / "cfg/ssh_config") and ws2.workdir == "~/.cache/labrun"
     assert [n.name for n in lab.nodes] == ["local", "gpu-box", "ws2"]
+    # runtimes are Runtime members from the registry on (a str enum: == would pass for strings)
+    declared = [r for spec in lab.declared for r in spec.runtimes]
+    assert declared and all(type(r) is Runtime for r in declared)
+    assert box.runtimes[0] is Runtime.PROCESS and local.declared().runtimes == tuple(Runtime)
 
 
 def test_bad_node_settings_are_reported_with_lines(tmp_path: Path) -> None:
@@ -86,7 +92,7 @@ def two_fake_gpus() -> Iterator[None]:
 
 def test_gpu_tasks_never_share_a_device(tmp_path: Path, two_fake_gpus: None) -> None:
     lab = load_lab(lab_file(tmp_path, '[nodes.local]\ncpus = 8\ngpus = "auto"\n'))
-    assert lab.local.gpus == (0, 1)
+    assert lab.declared[0].gpus == (0, 1)
     log = tmp_path / "gpu.log"
     script = (
         f'echo "start $CUDA_VISIBLE_DEVICES $(date +%s.%N)" >> {log}; sleep 0.4; '

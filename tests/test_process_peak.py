@@ -42,9 +42,10 @@ def test_executor_schedules_its_next_sample(tmp_path: Path) -> None:
     try:
         ex.start(launch)
         assert started + 0.9 <= ex.next_sample_at <= time.time() + 1.1
-        ex.sample(started + 0.5)  # not due yet: nothing read, next stays at its first second
+        assert ex.wake_at(started + 0.5) == ex.next_sample_at  # the runner wakes for it
+        ex.tick(started + 0.5)  # not due yet: nothing read, next stays at its first second
         assert ex.children[1].peak is None
-        ex.sample(started + 1.5)
+        ex.tick(started + 1.5)
         assert ex.children[1].peak and ex.children[1].peak > 0
         assert ex.next_sample_at == started + 2.5
     finally:

@@ -12,13 +12,15 @@ import pytest
 from sshd import SshdLab
 
 from labrun.app import RunOptions, open_store, run_job
+from labrun.backends.view import node_states
 from labrun.cli import main
 from labrun.config.lab import LabConfig, load_lab
 from labrun.executors.ssh import SshExecutor
 from labrun.model import Launch
 from labrun.preflight.core import run_checks
+from labrun.ssh.config import SshNodeSpec
 from labrun.ssh.nodes import target_of
-from labrun.ssh.report import node_checks, node_states
+from labrun.ssh.report import node_checks
 from labrun.ssh.session import AgentSession
 from labrun.ssh.transport import SshError
 from labrun.states import Outcome, RunState, TaskState
@@ -36,6 +38,11 @@ def write_lab(tmp_path: Path, sshd: SshdLab, nodes: dict[str, str], local_cpus: 
     path.write_text(text)
     os.environ.pop("LABRUN_STATE_DIR", None)
     return load_lab(str(path))
+
+
+def ssh_node(lab: LabConfig) -> SshNodeSpec:
+    """The lab's first ssh node."""
+    return next(n for n in lab.nodes if isinstance(n, SshNodeSpec))
 
 
 def write_job(tmp_path: Path, body: str) -> str:
@@ -73,7 +80,7 @@ def wait_for(executor: SshExecutor, count: int, limit: float = 30.0) -> dict[int
 def test_an_attempt_runs_on_the_node_and_its_logs_come_back(tmp_path: Path, sshd_lab: SshdLab) -> None:
     sshd_lab.start("node-a")
     lab = write_lab(tmp_path, sshd_lab, {"node-a": ""})
-    session = AgentSession(target_of(lab, lab.ssh_nodes[0]), lab.ssh_nodes[0].workdir)
+    session = AgentSession(target_of(lab, ssh_node(lab)), ssh_node(lab).workdir)
     probe = session.connect()
     assert probe["cpus"] >= 1 and probe["python"].startswith("3.")
     executor = SshExecutor(session, poll_interval=0.1)
@@ -97,7 +104,7 @@ def test_logs_arrive_live_and_a_dropped_connection_does_not_kill_the_attempt(
 ) -> None:
     sshd_lab.start("node-a")
     lab = write_lab(tmp_path, sshd_lab, {"node-a": ""})
-    session = AgentSession(target_of(lab, lab.ssh_nodes[0]), lab.ssh_nodes[0].workdir)
+    session = AgentSession(target_of(lab, ssh_node(lab)), ssh_node(lab).workdir)
     session.connect()
     executor = SshExecutor(session, poll_interval=0.1)
     out = tmp_path / "logs/1/stdout"
@@ -179,7 +186,7 @@ def test_a_node_that_goes_away_loses_its_attempts_and_they_finish_elsewhere(
 def test_an_unknown_host_key_is_refused_with_a_clear_message(tmp_path: Path, sshd_lab: SshdLab) -> None:
     sshd_lab.start("stranger", trust=False)
     lab = write_lab(tmp_path, sshd_lab, {"stranger": ""})
-    session = AgentSession(target_of(lab, lab.ssh_nodes[0]), lab.ssh_nodes[0].workdir)
+    session = AgentSession(target_of(lab, ssh_node(lab)), ssh_node(lab).workdir)
     with pytest.raises(SshError) as info:
         session.connect()
     message = str(info.value)
@@ -187,7 +194,7 @@ def test_an_unknown_host_key_is_refused_with_a_clear_message(tmp_path: Path, ssh
     assert "accept_new_host_keys = true" in message
     # opting in for that node trusts the first key, and records it
     lab = write_lab(tmp_path, sshd_lab, {"stranger": "accept_new_host_keys = true"})
-    session = AgentSession(target_of(lab, lab.ssh_nodes[0]), lab.ssh_nodes[0].workdir)
+    session = AgentSession(target_of(lab, ssh_node(lab)), ssh_node(lab).workdir)
     assert session.connect()["cpus"] >= 1
     session.close()
     assert "127.0.0.1" in Path(sshd_lab.known_hosts).read_text()
@@ -198,7 +205,12 @@ def test_an_unreachable_node_fails_its_check_naming_it(tmp_path: Path, sshd_lab:
     gone = sshd_lab.start("node-gone")
     gone.stop()
     lab = write_lab(tmp_path, sshd_lab, {"node-a": "", "node-gone": ""})
-    results = {r.name: r for r in run_checks(node_checks(lab), timeout=30)}
+    results = {
+        r.name: r
+        for r in run_checks(
+            node_checks(lab, [n for n in lab.nodes if isinstance(n, SshNodeSpec)]), timeout=30
+        )
+    }
     assert results["node node-a reachable"].ok
     assert results["node node-a python"].ok
     assert results["node node-a free disk"].ok
@@ -231,7 +243,7 @@ def test_a_node_that_returns_is_used_again_and_its_given_up_attempts_are_killed(
 ) -> None:
     server = sshd_lab.start("node-a")
     lab = write_lab(tmp_path, sshd_lab, {"node-a": ""})
-    session = AgentSession(target_of(lab, lab.ssh_nodes[0]), lab.ssh_nodes[0].workdir)
+    session = AgentSession(target_of(lab, ssh_node(lab)), ssh_node(lab).workdir)
     session.connect()
     executor = SshExecutor(session, lost_after=1.0, poll_interval=0.1)
     try:

@@ -15,7 +15,7 @@ from pathlib import Path
 import pytest
 from e2e import MiB, attempts, labrun
 from sshd import SshdLab
-from test_ssh_nodes import launch, wait_for, write_lab
+from test_ssh_nodes import launch, ssh_node, wait_for, write_lab
 
 from labrun.cgroup import detect, open_existing
 from labrun.executors.ssh import SshExecutor
@@ -52,7 +52,7 @@ def test_a_remote_cgroup_task_is_oom_then_its_grown_retry_succeeds(tmp_path: Pat
 def test_a_remote_attempts_cgroup_is_removed_after_it_ends(tmp_path: Path, sshd_lab: SshdLab) -> None:
     sshd_lab.start("node-a")
     lab = write_lab(tmp_path, sshd_lab, {"node-a": 'runtimes = ["cgroup"]'})
-    session = AgentSession(target_of(lab, lab.ssh_nodes[0]), lab.ssh_nodes[0].workdir)
+    session = AgentSession(target_of(lab, ssh_node(lab)), ssh_node(lab).workdir)
     assert "cgroup" in session.connect()["runtimes"]
     executor = SshExecutor(session, poll_interval=0.1, runtime=Runtime.CGROUP)
     try:
@@ -73,7 +73,7 @@ def docker_executor(tmp_path: Path, sshd_lab: SshdLab, docker_url: str) -> SshEx
     """node-a, whose sessions get DOCKER_HOST from its sshd (as a node's environment would)."""
     sshd_lab.start("node-a", env={"DOCKER_HOST": docker_url})
     lab = write_lab(tmp_path, sshd_lab, {"node-a": 'runtimes = ["docker"]'})
-    session = AgentSession(target_of(lab, lab.ssh_nodes[0]), lab.ssh_nodes[0].workdir)
+    session = AgentSession(target_of(lab, ssh_node(lab)), ssh_node(lab).workdir)
     session.connect()
     return SshExecutor(session, poll_interval=0.1, runtime=Runtime.DOCKER)
 

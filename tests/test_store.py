@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sqlite3
 from pathlib import Path
@@ -9,7 +10,9 @@ from pathlib import Path
 import pytest
 
 from labrun.errors import StoreError
-from labrun.states import TaskState, TransitionError
+from labrun.ledger import Ledger
+from labrun.model import Runtime
+from labrun.states import Subject, TaskState, TransitionError
 from labrun.store import MIGRATIONS, Store
 
 
@@ -46,24 +49,30 @@ def test_transition_is_guarded_and_recorded(store: Store) -> None:
     run_id = make_run(store)
     task = store.task_by_name(run_id, "t[1]")
     assert task is not None
-    with store.tx():
-        store.transition(task, TaskState.RUNNING, 101.0, "attempt 1", 1, attempts=1)
+    ledger = Ledger(store, run_id)
+    with ledger.tx():
+        ledger.claim(task, "local", Runtime.PROCESS, 101.0)
     # the same (now stale) row cannot move again: the guard sees it is no longer ready
-    with pytest.raises(StoreError, match="no longer ready"), store.tx():
-        store.transition(task, TaskState.RUNNING, 102.0, "again", 1)
+    with pytest.raises(StoreError, match="no longer ready"), ledger.tx():
+        ledger.claim(task, "local", Runtime.PROCESS, 102.0)
     with pytest.raises(TransitionError):
-        store.transition(store.task(task.id), TaskState.WAITING, 103.0, "bad")
+        current = store.task(task.id)
+        store.update_task(current, dataclasses.replace(current, state=TaskState.WAITING))
     events = store.events(run_id, task.id)
-    assert [(e.from_state, e.to_state, e.cause) for e in events] == [("ready", "running", "attempt 1")]
+    assert [(e.subject, e.from_state, e.to_state, e.cause) for e in events] == [
+        (Subject.TASK, "ready", "running", "attempt 1 on local")
+    ]
     assert store.task(task.id).attempts == 1
+    assert ledger.counts[TaskState.RUNNING] == 1 and ledger.counts[TaskState.READY] == 2
 
 
 def test_failed_transaction_rolls_back(store: Store) -> None:
     run_id = make_run(store)
     task = store.task_by_name(run_id, "t[2]")
     assert task is not None
-    with pytest.raises(RuntimeError), store.tx():
-        store.transition(task, TaskState.RUNNING, 101.0, "attempt 1", 1)
+    ledger = Ledger(store, run_id)
+    with pytest.raises(RuntimeError), ledger.tx():
+        ledger.claim(task, "local", Runtime.PROCESS, 101.0)
         raise RuntimeError("crash mid-tick")
     assert store.task(task.id).state is TaskState.READY
     assert store.events(run_id, task.id) == []

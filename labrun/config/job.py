@@ -12,14 +12,17 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labrun.config.locate import Path, Positions, locate, nearest
-from labrun.config.preflight import PreflightSpec
+from labrun.config.preflight import NotifySpec, PreflightSpec
 from labrun.config.schema import (
     JOB_KEYS_BY_NAME,
+    NOTIFY_KEYS_BY_NAME,
     PREFLIGHT_KEYS_BY_NAME,
     SETUP_NAME,
     TASK_KEYS,
     TASK_KEYS_BY_NAME,
     TOP_LEVEL,
+    Dependency,
+    FileItems,
     Items,
     Key,
     SetupItems,
@@ -54,10 +57,12 @@ class TaskSpec:
     retry_delay: float = 10.0
     retry_delay_max: float = 600.0
     max_attempts: int | None = None
+    no_retry_exit: tuple[int, ...] = ()  # exit codes that fail at once
     grace: float = 10.0
     env: Mapping[str, str] = field(default_factory=dict)
     outputs: tuple[str, ...] = ()  # placeholders allowed; relative paths: against the workdir
     depends_on: tuple[str, ...] = ()  # spec names
+    allow_failed: tuple[str, ...] = ()  # those of depends_on it waits for whatever their outcome
     nodes: tuple[str, ...] = ()
     gpus: int = 0
     image: str | None = None
@@ -68,6 +73,7 @@ class TaskSpec:
     memory_max: int | None = None
     memory_growth: float = 2.0
     on_oom: str = "grow"
+    learn_memory: bool = True  # start at the peak of earlier runs (labrun/learned.py)
     secret_env: tuple[str, ...] = ()  # names only: values come from the runner's environment
 
     @property
@@ -86,6 +92,7 @@ class JobSpec:
     text: str = ""  # the job file as read, kept with the run so a resume sees the same job
     setup: TaskSpec | None = None  # task 0, named "setup"; runs first, alone
     preflight: PreflightSpec = field(default_factory=PreflightSpec)
+    notify: NotifySpec | None = None  # [notify]: who hears how a run ended
 
     @property
     def all_tasks(self) -> tuple[TaskSpec, ...]:
@@ -161,6 +168,21 @@ def _check_placeholders(c: _Collector, path: Path, command: str | tuple[str, ...
                 c.add(path, f"unknown placeholder {{{word}}}", f"did you mean {{{close[0]}}}?")
 
 
+def _check_item_fields(c: _Collector, path: Path, values: Mapping[str, Any]) -> None:
+    """`{item.NAME}` names a field of a row: only items from a CSV or JSON Lines file have rows."""
+    command = values.get("command")
+    texts = [command] if isinstance(command, str) else list(command or ())
+    texts += [*values.get("env", {}).values(), *values.get("outputs", ())]
+    used = next((m.group(0) for t in texts if (m := _ITEM_FIELD_RE.search(t))), None)
+    if used is not None and not isinstance(values.get("items"), FileItems):
+        c.add(
+            (*path, "items") if "items" in values else path,
+            f"{used} names a field of an item, but this task's items are not rows of a file",
+            'use items = { file = "grid.csv" } (a header row names the fields), or {item}',
+        )
+
+
+_ITEM_FIELD_RE = re.compile(r"(?<![${])\{item\.[A-Za-z0-9_-]+\}")
 _CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
 
@@ -209,8 +231,12 @@ def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
             continue
         seen.add(name)
         _check_placeholders(c, (*path, "command"), command)
+        _check_item_fields(c, path, values)
         _check_isolation(c, path, values)
         fields = {k.name: values[k.name] for k in TASK_KEYS if k.name in values}
+        dependencies: tuple[Dependency, ...] = fields.pop("depends_on", ())
+        fields["depends_on"] = tuple(dict.fromkeys(d.task for d in dependencies))
+        fields["allow_failed"] = tuple(d.task for d in dependencies if d.allow_failed)
         specs.append(TaskSpec(**{**fields, "env": env}))
     return specs
 
@@ -263,6 +289,7 @@ def _parse_job(text: str, file: str) -> JobSpec:
     setup = _setup(c, data, defaults)
     _check_dependencies(c, data, tasks, setup)
     preflight = _preflight(c, _table(c, data, "preflight"))
+    notify = _notify(c, _table(c, data, "notify")) if "notify" in data else None
     if c.problems:
         raise ConfigError(c.problems)
     base = os.path.dirname(os.path.abspath(file))
@@ -275,6 +302,7 @@ def _parse_job(text: str, file: str) -> JobSpec:
         text=text,
         setup=setup,
         preflight=preflight,
+        notify=notify,
         resume=job_values.get("resume", False),
     )
 
@@ -339,6 +367,26 @@ def _preflight(c: _Collector, table: Mapping[str, Any]) -> PreflightSpec:
         except ValueError as exc:
             c.add(("preflight", "tcp", i), str(exc))
     return PreflightSpec(**values)
+
+
+_MAIL_ADDRESS = re.compile(r"[^@\s,;<>\"']+@[^@\s,;<>\"']+")
+
+
+def _notify(c: _Collector, table: Mapping[str, Any]) -> NotifySpec:
+    values: dict[str, Any] = {}
+    for key, raw in table.items():
+        spec = NOTIFY_KEYS_BY_NAME.get(key)
+        if spec is None:
+            c.unknown(("notify",), key, tuple(NOTIFY_KEYS_BY_NAME), "[notify]")
+        elif (converted := c.value(("notify", key), spec, raw)) is not None:
+            values[key] = converted
+    if "command" not in table and "email" not in table:
+        hint = 'add command = "..." or email = "..."'
+        c.add(("notify",), "[notify] says neither how nor whom to tell", hint)
+    email = values.get("email")
+    if isinstance(email, str) and not _MAIL_ADDRESS.fullmatch(email):
+        c.add(("notify", "email"), f"{email[:80]!r} is not one mail address", 'e.g. email = "me@lab.org"')
+    return NotifySpec(**values)
 
 
 def _syntax_problem(file: str, exc: Exception) -> Problem:

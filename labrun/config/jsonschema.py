@@ -8,10 +8,18 @@ from __future__ import annotations
 
 from typing import Any
 
-from labrun.config.schema import ENV_NAME_RE, JOB_KEYS, NAME_RE, PREFLIGHT_KEYS, TASK_KEYS, Key
+from labrun.config.schema import (
+    ENV_NAME_RE,
+    JOB_KEYS,
+    NAME_RE,
+    NOTIFY_KEYS,
+    PREFLIGHT_KEYS,
+    TASK_KEYS,
+    Key,
+)
 
 
-def _key_schema(key: Key) -> dict[str, Any]:
+def key_schema(key: Key) -> dict[str, Any]:
     duration: dict[str, Any] = {
         "oneOf": [
             {"type": "number", "minimum": 0},
@@ -40,6 +48,12 @@ def _key_schema(key: Key) -> dict[str, Any]:
                     }
                 },
             },
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["file"],
+                "properties": {"file": {"type": "string", "minLength": 1}},
+            },
             {"const": "setup"},
         ]
     }
@@ -65,6 +79,22 @@ def _key_schema(key: Key) -> dict[str, Any]:
             "additionalProperties": {"type": ["string", "number", "boolean"]},
         },
         "str_list": {"type": "array", "items": {"type": "string"}},
+        "deps": {
+            "type": "array",
+            "items": {
+                "oneOf": [
+                    {"type": "string"},
+                    {
+                        "type": "object",
+                        "additionalProperties": False,
+                        "required": ["task"],
+                        "properties": {"task": {"type": "string"}, "allow_failed": {"type": "boolean"}},
+                    },
+                ]
+            },
+        },
+        "choice_list": {"type": "array", "items": {"type": "string", "enum": list(key.choices)}},
+        "exit_codes": {"type": "array", "items": {"type": "integer", "minimum": 1, "maximum": 255}},
         "size_map": {"type": "object", "additionalProperties": size},
         "check_list": {
             "type": "array",
@@ -87,7 +117,7 @@ def _key_schema(key: Key) -> dict[str, Any]:
 
 def json_schema() -> dict[str, Any]:
     """A JSON Schema (draft 2020-12) of the job file."""
-    task_props = {k.name: _key_schema(k) for k in TASK_KEYS}
+    task_props = {k.name: key_schema(k) for k in TASK_KEYS}
     defaults_props = {k: v for k, v in task_props.items() if k != "name"}
     setup_props = {k: v for k, v in task_props.items() if k not in ("name", "items")}
     return {
@@ -101,7 +131,7 @@ def json_schema() -> dict[str, Any]:
                 "type": "object",
                 "additionalProperties": False,
                 "required": ["name"],
-                "properties": {k.name: _key_schema(k) for k in JOB_KEYS},
+                "properties": {k.name: key_schema(k) for k in JOB_KEYS},
             },
             "defaults": {
                 "type": "object",
@@ -122,7 +152,12 @@ def json_schema() -> dict[str, Any]:
             "preflight": {
                 "type": "object",
                 "additionalProperties": False,
-                "properties": {k.name: _key_schema(k) for k in PREFLIGHT_KEYS},
+                "properties": {k.name: key_schema(k) for k in PREFLIGHT_KEYS},
+            },
+            "notify": {
+                "type": "object",
+                "additionalProperties": False,
+                "properties": {k.name: key_schema(k) for k in NOTIFY_KEYS},
             },
         },
     }

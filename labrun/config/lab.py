@@ -1,8 +1,9 @@
-"""The lab configuration, labrun.toml: where state lives and what the local node offers.
+"""The lab configuration, labrun.toml: where state lives and which nodes run attempts.
 
 Looked up in order: --config, $LABRUN_CONFIG, ./labrun.toml, ~/.config/labrun/labrun.toml.
 None of them existing is fine: every value has a default. $LABRUN_STATE_DIR overrides
-`state_dir` (tests and one-off runs use it).
+`state_dir` (tests and one-off runs use it). Each `[nodes.NAME]` table belongs to one
+backend (labrun/backends/registry.py), which declares its keys and parses it.
 """
 
 from __future__ import annotations
@@ -10,13 +11,12 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, ClassVar
 
+from labrun.config.labschema import LAB_KEYS, validate_table
 from labrun.config.locate import locate, nearest
-from labrun.config.nodes import SshNodeSpec, parse_gpus, parse_ssh_node
 from labrun.errors import ConfigError, Problem
 from labrun.model import Runtime
-from labrun.units import parse_size
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -26,6 +26,8 @@ else:  # pragma: no cover
 
 @dataclass(frozen=True)
 class NodeSpec:
+    """A node as the scheduler sees it: its capacity, runtimes and GPUs."""
+
     name: str
     cpus: float
     memory: int
@@ -33,30 +35,34 @@ class NodeSpec:
     gpus: tuple[int, ...] = ()  # device indices attempts may be given
 
 
-# What the local machine offers; cgroup and docker report at launch (and in `labrun check`)
-# when this machine cannot provide them.
-LOCAL_RUNTIMES = tuple(Runtime)
+@dataclass(frozen=True)
+class NodeConfig:
+    """One `[nodes.NAME]` table of labrun.toml, owned by the backend named `backend`.
+
+    Each backend subclasses it with its own typed keys (labrun/backends/)."""
+
+    backend: ClassVar[str] = ""
+    name: str
+
+    def declared(self) -> NodeSpec:
+        """The capacity labrun.toml declares; values left "auto" are 0 until the node is asked."""
+        return NodeSpec(self.name, 0.0, 0)
 
 
 @dataclass(frozen=True)
 class LabConfig:
     file: str | None  # None: built-in defaults
     state_dir: str
-    local: NodeSpec
-    ssh_nodes: tuple[SshNodeSpec, ...] = ()
+    nodes: tuple[NodeConfig, ...] = ()  # the local node first: task 0 runs on it
     node_max_failures: int = 5  # counted failures of a run on one node before it is avoided
 
-    @property
-    def nodes(self) -> tuple[NodeSpec, ...]:
-        """Every node a job may use; the local machine first.
+    def node(self, name: str) -> NodeConfig | None:
+        return next((n for n in self.nodes if n.name == name), None)
 
-        An ssh node's "auto" values are 0 here: `labrun.ssh.nodes` fills them in from the
-        node's probe when it connects.
-        """
-        remote = tuple(
-            NodeSpec(n.name, n.cpus or 0.0, n.memory or 0, n.runtimes, n.gpus or ()) for n in self.ssh_nodes
-        )
-        return (self.local, *remote)
+    @property
+    def declared(self) -> tuple[NodeSpec, ...]:
+        """Every node's declared capacity (without asking any node)."""
+        return tuple(n.declared() for n in self.nodes)
 
 
 def default_state_dir() -> str:
@@ -82,87 +88,47 @@ def find_config(explicit: str | None) -> str | None:
     return None
 
 
+def read_lab(path: str | None) -> tuple[dict[str, Any], str]:
+    """The parsed table and the text of labrun.toml (empty when there is none)."""
+    if path is None:
+        return {}, ""
+    try:
+        with open(path, encoding="utf-8") as handle:
+            text = handle.read()
+        return tomllib.loads(text), text
+    except (OSError, UnicodeDecodeError) as exc:
+        raise ConfigError([Problem(path, None, None, "", f"cannot read: {exc}")]) from None
+    except tomllib.TOMLDecodeError as exc:
+        raise ConfigError([Problem(path, None, None, "", f"invalid TOML: {exc}")]) from None
+
+
 def load_lab(explicit: str | None = None) -> LabConfig:
+    # The registry knows every backend and imports their executors: imported here so that
+    # backends may import this module for NodeSpec and LabConfig.
+    from labrun.backends.registry import parse_nodes
+
     path = find_config(explicit)
-    data: dict[str, Any] = {}
-    problems: list[Problem] = []
-    text = ""
-    if path is not None:
-        try:
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read()
-            data = tomllib.loads(text)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise ConfigError([Problem(path, None, None, "", f"cannot read: {exc}")]) from None
-        except tomllib.TOMLDecodeError as exc:
-            raise ConfigError([Problem(path, None, None, "", f"invalid TOML: {exc}")]) from None
+    data, text = read_lab(path)
     positions = locate(text)
+    problems: list[Problem] = []
 
     def problem(keys: tuple[str, ...], message: str, hint: str = "") -> None:
         line, col = nearest(positions, keys)
         problems.append(Problem(path or "labrun.toml", line, col, ".".join(keys), message, hint))
 
-    for key in data:
-        if key not in ("state_dir", "nodes", "node_max_failures"):
-            problem((key,), f"unknown key {key!r}", "known keys: state_dir, nodes, node_max_failures")
-    state_dir = data.get("state_dir", default_state_dir())
-    if not isinstance(state_dir, str) or not state_dir:
-        problem(("state_dir",), "expected a directory path (a string)")
-        state_dir = default_state_dir()
-    state_dir = os.environ.get("LABRUN_STATE_DIR") or os.path.expanduser(state_dir)
+    base = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
+    values = validate_table(LAB_KEYS, data, (), problem, base, ignore=("nodes",))
+    state_dir = os.environ.get("LABRUN_STATE_DIR") or os.path.expanduser(
+        values["state_dir"] or default_state_dir()
+    )
     if path is not None and not os.path.isabs(state_dir):
-        state_dir = os.path.join(os.path.dirname(os.path.abspath(path)), state_dir)
-    local = _local_node(data.get("nodes", {}), problem)
-    ssh_nodes = _ssh_nodes(data.get("nodes", {}), path, problem)
-    max_failures = data.get("node_max_failures", 5)
-    if isinstance(max_failures, bool) or not isinstance(max_failures, int) or max_failures < 1:
-        problem(("node_max_failures",), f"expected a positive integer, got {max_failures!r}")
+        state_dir = os.path.join(base, state_dir)
+    nodes = parse_nodes(data.get("nodes", {}), base, problem)
     if problems:
         raise ConfigError(problems)
     return LabConfig(
         file=path,
         state_dir=os.path.abspath(state_dir),
-        local=local,
-        ssh_nodes=ssh_nodes,
-        node_max_failures=max_failures,
+        nodes=nodes,
+        node_max_failures=values["node_max_failures"],
     )
-
-
-def _ssh_nodes(nodes: object, path: str | None, problem: Any) -> tuple[SshNodeSpec, ...]:
-    if not isinstance(nodes, dict):
-        return ()
-    base = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
-    found = (parse_ssh_node(name, table, base, problem) for name, table in nodes.items() if name != "local")
-    return tuple(node for node in found if node is not None)
-
-
-def _local_node(nodes: object, problem: Any) -> NodeSpec:
-    cpus, memory = local_capacity()
-    if not isinstance(nodes, dict):
-        problem(("nodes",), "expected tables [nodes.NAME]")
-        return NodeSpec("local", cpus, memory, LOCAL_RUNTIMES)
-    table = nodes.get("local", {})
-    for key in table:
-        if key not in ("cpus", "memory", "gpus"):
-            problem(("nodes", "local", key), f"unknown key {key!r}", "known keys: cpus, memory, gpus")
-    raw_cpus = table.get("cpus", "auto")
-    if raw_cpus != "auto":
-        if isinstance(raw_cpus, bool) or not isinstance(raw_cpus, (int, float)) or raw_cpus <= 0:
-            problem(
-                ("nodes", "local", "cpus"),
-                f'expected "auto" or a positive number, got {raw_cpus!r}',
-            )
-        else:
-            cpus = float(raw_cpus)
-    raw_memory = table.get("memory", "auto")
-    if raw_memory != "auto":
-        try:
-            memory = parse_size(raw_memory)
-        except ValueError as exc:
-            problem(("nodes", "local", "memory"), str(exc))
-    gpus = parse_gpus(table.get("gpus", "auto"), ("nodes", "local", "gpus"), problem)
-    if gpus is None:
-        from labrun.gpus import local_gpu_indices
-
-        gpus = local_gpu_indices()
-    return NodeSpec("local", cpus, memory, LOCAL_RUNTIMES, gpus=gpus)

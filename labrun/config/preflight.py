@@ -1,4 +1,5 @@
-"""The `[preflight]` table of a job file: what must be true of the world before a run."""
+"""The `[preflight]` and `[notify]` tables of a job file: what must hold before a run, and who
+hears about it after."""
 
 from __future__ import annotations
 
@@ -16,3 +17,11 @@ class PreflightSpec:
     disk_free: Mapping[str, int] = field(default_factory=dict)  # path -> bytes
     checks: tuple[tuple[str, str], ...] = ()  # (name, shell command)
     timeout: float = 5.0  # seconds, per check
+
+
+@dataclass(frozen=True)
+class NotifySpec:
+    command: str | None = None  # sh -c, in the job's workdir, the summary JSON on stdin
+    email: str | None = None  # through the local sendmail
+    on: tuple[str, ...] = ("failure", "recovery")
+    timeout: float = 60.0

@@ -39,7 +39,22 @@ class SetupItems:
     """`items = "setup"`: one task per non-empty line of task 0's first output."""
 
 
-Items = tuple[str, ...] | RangeItems | SetupItems
+@dataclass(frozen=True)
+class FileItems:
+    """`items = { file = "grid.csv" }`: rows of a file, relative to the workdir (`items_file`)."""
+
+    path: str
+
+
+Items = tuple[str, ...] | RangeItems | SetupItems | FileItems
+
+
+@dataclass(frozen=True)
+class Dependency:
+    """One `depends_on` entry: a task name, or `{ task = NAME, allow_failed = true }`."""
+
+    task: str
+    allow_failed: bool = False  # wait for it to finish, whatever its outcome
 
 
 @dataclass(frozen=True)
@@ -125,6 +140,11 @@ def _items(value: object) -> Items:
         if len(out) > MAX_TASKS:
             raise ValueError(f"at most {MAX_TASKS} items")
         return tuple(out)
+    if isinstance(value, dict) and set(value) == {"file"}:
+        path = value["file"]
+        if not isinstance(path, str) or not path.strip() or "\0" in path:
+            raise ValueError('expected items = { file = "grid.csv" } with the path of a file')
+        return FileItems(path)
     if isinstance(value, dict) and set(value) == {"range"}:
         bounds = value["range"]
         ok = isinstance(bounds, list) and len(bounds) in (2, 3)
@@ -139,9 +159,12 @@ def _items(value: object) -> Items:
             if len(items) > MAX_TASKS:
                 raise ValueError(f"range {bounds} makes {len(items)} tasks; at most {MAX_TASKS}")
             return items
-        raise ValueError("expected { range = [start, stop] } or [start, stop, step] of integers")
+        raise ValueError(
+            'expected { range = [start, stop] } or [start, stop, step] of integers, or { file = "grid.csv" }'
+        )
     raise ValueError(
-        f'expected an array of strings or numbers, {{ range = [0, 100] }} or "setup", got {_describe(value)}'
+        'expected an array of strings or numbers, { range = [0, 100] }, { file = "grid.csv" } or '
+        f'"setup", got {_describe(value)}'
     )
 
 
@@ -205,7 +228,58 @@ def convert(key: Key, value: object) -> Any:
         if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
             raise ValueError(f"expected an array of strings, got {_describe(value)}")
         return tuple(value)
+    if key.kind == "deps":
+        return _dependencies(value)
+    if key.kind == "exit_codes":
+        return _exit_codes(value)
+    if key.kind == "choice_list":
+        if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+            choices = ", ".join(map(repr, key.choices))
+            raise ValueError(f"expected an array of {choices}, got {_describe(value)}")
+        wrong = [v for v in value if v not in key.choices]
+        if wrong:
+            raise ValueError(f"{wrong[0]!r} is not one of {', '.join(key.choices)}")
+        return tuple(dict.fromkeys(value))
     raise AssertionError(f"unknown key kind {key.kind}")
+
+
+def _dependencies(value: object) -> tuple[Dependency, ...]:
+    if not isinstance(value, list):
+        raise ValueError(
+            f'expected an array of task names or {{ task = "NAME", allow_failed = true }}, '
+            f"got {_describe(value)}"
+        )
+    out = []
+    for i, entry in enumerate(value):
+        if isinstance(entry, str):
+            out.append(Dependency(entry))
+            continue
+        if (
+            isinstance(entry, dict)
+            and isinstance(entry.get("task"), str)
+            and set(entry) <= {"task", "allow_failed"}
+        ):
+            allow = entry.get("allow_failed", False)
+            if not isinstance(allow, bool):
+                raise ValueError(f"entry {i + 1}: allow_failed must be true or false, got {_describe(allow)}")
+            out.append(Dependency(entry["task"], allow))
+            continue
+        raise ValueError(
+            f'entry {i + 1} must be a task name or {{ task = "NAME", allow_failed = true }}, '
+            f"got {_describe(entry)}"
+        )
+    return tuple(out)
+
+
+def _exit_codes(value: object) -> tuple[int, ...]:
+    ok = isinstance(value, list) and all(isinstance(v, int) and not isinstance(v, bool) for v in value)
+    if not ok:
+        raise ValueError(f"expected an array of exit codes (integers 1 to 255), got {_describe(value)}")
+    assert isinstance(value, list)
+    wrong = [v for v in value if not 1 <= v <= 255]
+    if wrong:
+        raise ValueError(f"exit codes are 1 to 255 (0 is success), got {wrong[0]}")
+    return tuple(sorted(set(value)))
 
 
 def _preflight_value(kind: str, value: object) -> Any:
@@ -252,6 +326,12 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("retry_delay", "duration", 10.0, "First backoff; doubles with jitter."),
     Key("retry_delay_max", "duration", 600.0, "Longest backoff between attempts."),
     Key("max_attempts", "int", None, "Cap on all attempts, counted or not.", minimum=1),
+    Key(
+        "no_retry_exit",
+        "exit_codes",
+        (),
+        "Exit codes that fail the task at once, without retry (e.g. [1, 2] for a deterministic error).",
+    ),
     Key("grace", "duration", 10.0, "Between SIGTERM and SIGKILL when stopping an attempt."),
     Key("env", "env", {}, "Environment variables added for the task."),
     Key(
@@ -260,7 +340,12 @@ TASK_KEYS: tuple[Key, ...] = (
         (),
         "Must be present after exit 0: a non-empty file, or a directory with an entry.",
     ),
-    Key("depends_on", "str_list", (), "Task names that must all succeed before this one starts."),
+    Key(
+        "depends_on",
+        "deps",
+        (),
+        'Tasks that must succeed first; { task = "NAME", allow_failed = true } only waits for them to end.',
+    ),
     Key("nodes", "str_list", (), "Nodes the task may run on (names from labrun.toml); empty: any."),
     Key("gpus", "int", 0, "GPUs an attempt needs, each its own (CUDA_VISIBLE_DEVICES).", minimum=0),
     # -- isolation and OOM (runtime cgroup / docker) --
@@ -271,6 +356,12 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("network", "str", None, 'Docker network mode, e.g. "none" (default: the daemon\'s).'),
     Key("memory_max", "size", None, "Never grow memory past this on OOM: " + SIZE_HELP + ".", minimum=1),
     Key("memory_growth", "number", 2.0, "Memory factor for the retry after an OOM kill.", minimum=1),
+    Key(
+        "learn_memory",
+        "bool",
+        True,
+        "Start at the peak measured in the job's earlier runs + 20% (capped) when that is more.",
+    ),
     Key("on_oom", "choice", "grow", "After an OOM kill: grow memory, retry as is, or fail.", choices=ON_OOM),
     Key(
         "secret_env",
@@ -289,7 +380,7 @@ JOB_KEYS: tuple[Key, ...] = (
     Key("resume", "bool", False, "`labrun run` continues the latest unfinished run (as --resume)."),
 )
 JOB_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in JOB_KEYS}
-TOP_LEVEL = ("job", "defaults", "tasks", "setup", "preflight")
+TOP_LEVEL = ("job", "defaults", "tasks", "setup", "preflight", "notify")
 SETUP_NAME = "setup"  # task 0's name; `0` addresses it too
 
 PREFLIGHT_KEYS: tuple[Key, ...] = (
@@ -303,3 +394,18 @@ PREFLIGHT_KEYS: tuple[Key, ...] = (
     Key("timeout", "duration", 5.0, "Time limit of each check: " + DURATION_HELP + "."),
 )
 PREFLIGHT_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in PREFLIGHT_KEYS}
+
+NOTIFY_EVENTS = ("failure", "recovery", "success")
+NOTIFY_KEYS: tuple[Key, ...] = (
+    Key("command", "str", None, "Run (sh -c, in the workdir) with the run's summary JSON on stdin."),
+    Key("email", "str", None, "Mail the summary to this address through the local sendmail."),
+    Key(
+        "on",
+        "choice_list",
+        ("failure", "recovery"),
+        "When to notify: failure, recovery (a success after a failed run), success.",
+        choices=NOTIFY_EVENTS,
+    ),
+    Key("timeout", "duration", 60.0, "Time limit of the notifier: " + DURATION_HELP + "."),
+)
+NOTIFY_KEYS_BY_NAME: Mapping[str, Key] = {k.name: k for k in NOTIFY_KEYS}

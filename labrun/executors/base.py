@@ -15,7 +15,6 @@ reports as facts.
 from __future__ import annotations
 
 import abc
-import math
 import os
 import selectors
 
@@ -75,12 +74,18 @@ class Executor(abc.ABC):
     """Runs attempts of one runtime on one node."""
 
     runtime: Runtime
-    needs_poll: bool = False  # True when ends cannot wake the Waker (the runner then polls)
     online: bool = True  # False while the node does not answer: the runner places nothing there
-    next_sample_at: float = math.inf  # when `sample` wants to run next; the runner wakes for it
 
-    def sample(self, now: float) -> None:  # noqa: B027 - optional: most executors measure at the end
-        """Measure running attempts (e.g. peak memory where no kernel counter keeps it)."""
+    def wake_at(self, now: float) -> float | None:
+        """The one way an executor asks for the runner's attention without an event on the
+        Waker: the time it wants `tick` and `finished()` called next (a sample due, a poll
+        where an end cannot wake the Waker, a remote answer's deadline). None: only on an
+        event. A time at or before `now` means now."""
+        return None
+
+    def tick(self, now: float) -> None:  # noqa: B027 - optional: most executors wait for events
+        """Work that was due by `now` (the runner calls it when `wake_at(now) <= now`):
+        sampling running attempts, polling. Never blocks."""
 
     @abc.abstractmethod
     def start(self, launch: Launch) -> Started:
@@ -97,10 +102,6 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def running(self) -> list[int]:
         """Attempt ids still running here."""
-
-    def wake_at(self) -> float | None:
-        """When the executor wants `finished()` called next without an event (None: never)."""
-        return None
 
     def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
         """Watch an attempt started by an earlier runner; False if it is gone."""

@@ -25,9 +25,9 @@ import secrets
 import signal
 
 from labrun import attempt_facts
-from labrun.cgroup import AttemptCgroup, CgroupError, Limits, Support, create, detect
+from labrun.cgroup import AttemptCgroup, CgroupError, Limits, Support, create, detect, open_existing
 from labrun.executors.base import Waker
-from labrun.executors.process import ProcessExecutor, _Child, process_start_time
+from labrun.executors.process import ProcessExecutor, _Child, process_start_time, with_exit_trap
 from labrun.model import CgroupOptions, Facts, Launch, LaunchError, Runtime, Started, options_for
 
 POOL_MAX = 32  # idle cgroups kept for reuse; more than the attempts that ever run at once
@@ -49,6 +49,10 @@ def limits_for(launch: Launch) -> Limits:
         cpus=launch.cpus if launch.cpus > 0 else None,
         cpuset=cpuset or None,
     )
+
+
+def usage_path(launch: Launch) -> str:
+    return os.path.join(os.path.dirname(launch.stdout_path), "cgroup-usage")
 
 
 def unsupported_message(support: Support) -> str:
@@ -83,13 +87,15 @@ class CgroupExecutor(ProcessExecutor):
         support = self.support
         if not support.ok:
             raise LaunchError(unsupported_message(support))
-        usage_path = os.path.join(os.path.dirname(launch.stdout_path), "cgroup-usage")
         try:
-            cg = self._cgroup_for(support, limits_for(launch), usage_path)
+            cg = self._cgroup_for(support, limits_for(launch), usage_path(launch))
         except CgroupError as exc:
             raise LaunchError(f"runtime cgroup: cannot make the attempt's cgroup: {exc}") from None
         try:
-            proc = self.spawn(launch, tuple(cg.command(launch.argv)), around=cg.entered)
+            # the shell's exit record (as in the process runtime): a later runner that adopts
+            # the attempt reads its real exit status
+            argv = with_exit_trap(launch)[0]
+            proc = self.spawn(launch, tuple(cg.command(argv)), around=cg.entered)
         except (LaunchError, CgroupError) as exc:
             self._discard(cg)
             if isinstance(exc, LaunchError):
@@ -135,7 +141,20 @@ class CgroupExecutor(ProcessExecutor):
             self._discard(cg)
         super().close()
 
-    def _ended(self, attempt_id: int, child: _Child, facts: Facts) -> Facts:
+    def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
+        """The process's adoption, plus its cgroup: signals reach all of it, and its counters
+        and its removal (or reuse) come at the end as for an attempt started here."""
+        if not super().adopt(attempt_id, launch, started):
+            return False
+        try:
+            cg = open_existing(self.support, started.ref, usage_path(launch)) if started.ref else None
+        except CgroupError:
+            cg = None  # the process group is still signalled; the end is still reported
+        if cg is not None:
+            self.cgroups[attempt_id] = cg
+        return True
+
+    def _ended(self, attempt_id: int, child: _Child | None, facts: Facts) -> Facts:
         cg = self.cgroups.pop(attempt_id, None)
         if cg is None:
             return facts
@@ -159,6 +178,7 @@ class CgroupExecutor(ProcessExecutor):
         """Every process in the attempt's cgroup, also those that left its process group."""
         cg = self.cgroups.get(attempt_id)
         if cg is None:
+            super().signal(attempt_id, signum)
             return
         try:
             cg.kill(signum)

@@ -15,7 +15,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal as signals
 import threading
 import time
 import uuid
@@ -258,7 +257,9 @@ class DockerExecutor(Executor):
         usage = self._usage(tracked.cgroup_parent)
         return Facts(
             exit_code=code,
-            signal=_signal_of(code, oom, tracked.signalled),
+            signal=attempt_facts.container_signal(
+                code, oom, [tracked.signalled] if tracked.signalled else []
+            ),
             ended=time.time(),
             oom_killed=oom,
             peak_memory=usage.peak_memory,
@@ -366,12 +367,3 @@ def _still_running(state: dict[str, Any]) -> bool:
     if state.get("Running") or state.get("Status") == "restarting":
         return True
     return state.get("Status") == "created" and not state.get("Error")
-
-
-def _signal_of(code: int, oom: bool, signalled: int | None) -> int | None:
-    """The signal behind a 128+N exit, when we know one was sent: by us, or the OOM killer."""
-    if oom and code == 128 + signals.SIGKILL:
-        return int(signals.SIGKILL)
-    if signalled is not None and code == 128 + signalled:
-        return signalled
-    return None

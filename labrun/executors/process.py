@@ -4,7 +4,7 @@ Ends are noticed through a pidfd per attempt registered with the runner's `Waker
 runner sleeps until a child exits instead of polling. `wait4` gives the exit status and
 the child's CPU time. Without a cgroup there is no kernel OOM counter and no peak to read:
 attempts that run longer than a second have their process tree's RSS sampled about once
-a second (`sample`, which the runner calls at `next_sample_at`) for a best-effort peak.
+a second (`tick`, which the runner calls when `wake_at` says) for a best-effort peak.
 """
 
 from __future__ import annotations
@@ -124,12 +124,17 @@ def facts_from_status(launch: Launch, status: int, usage: object | None) -> Fact
     return Facts(exit_code, signum, ended, cpu_seconds=cpu, missing_outputs=missing)
 
 
+FALLBACK_POLL = 0.05  # how often ends are looked for where the kernel has no pidfd
+
+
 class ProcessExecutor(Executor):
     runtime = Runtime.PROCESS
     samples_memory = True  # no kernel high-water mark here: sample the tree's RSS
 
     def __init__(self, waker: Waker) -> None:
         self.waker = waker
+        self.polling = False  # True when an end cannot wake the Waker (no pidfd): poll
+        self.next_sample_at = math.inf  # when the next RSS sample is due
         self.children: dict[int, _Child] = {}
         self.adopted: dict[int, _Adopted] = {}
         self._base_env = dict(os.environ)
@@ -189,14 +194,24 @@ class ProcessExecutor(Executor):
         try:
             pidfd: int | None = os.pidfd_open(proc.pid)
         except (AttributeError, OSError):
-            pidfd = None  # old kernel: the runner's fallback poll notices the exit
-            self.needs_poll = True
+            pidfd = None  # old kernel: a fallback poll (`wake_at`) notices the exit
+            self.polling = True
         if pidfd is not None:
             self.waker.watch(pidfd)
         started = time.time()
         self.children[launch.attempt_id] = _Child(launch, proc, pidfd, started)
         if self.samples_memory:
             self.next_sample_at = min(self.next_sample_at, started + SAMPLE_AFTER)
+
+    def wake_at(self, now: float) -> float | None:
+        times = [self.next_sample_at] if self.next_sample_at != math.inf else []
+        if self.polling and (self.children or self.adopted):
+            times.append(now + FALLBACK_POLL)
+        return min(times) if times else None
+
+    def tick(self, now: float) -> None:
+        if self.next_sample_at <= now:
+            self.sample(now)
 
     def sample(self, now: float) -> None:
         """Sample the RSS of attempts that ran SAMPLE_AFTER or more, about once a second.
@@ -228,7 +243,7 @@ class ProcessExecutor(Executor):
             pidfd: int | None = os.pidfd_open(started.pid)
         except (AttributeError, OSError):
             pidfd = None
-            self.needs_poll = True
+            self.polling = True
         if pidfd is not None:
             self.waker.watch(pidfd)
         self.adopted[attempt_id] = _Adopted(launch, started.pid, started.pid_start, pidfd, True)
@@ -251,7 +266,7 @@ class ProcessExecutor(Executor):
             else:
                 missing = attempt_facts.missing_outputs(child.launch.outputs) if code == 0 else ()
                 facts = Facts(code, None, time.time(), missing_outputs=missing)
-            done.append((attempt_id, facts))
+            done.append((attempt_id, self._ended(attempt_id, None, facts)))
         return done
 
     def finished(self) -> list[tuple[int, Facts]]:
@@ -270,9 +285,11 @@ class ProcessExecutor(Executor):
             done.append((attempt_id, self._ended(attempt_id, child, facts)))
         return done
 
-    def _ended(self, attempt_id: int, child: _Child, facts: Facts) -> Facts:
-        """Facts completed with what this runtime measured; subclasses add their own."""
-        if child.peak is None:
+    def _ended(self, attempt_id: int, child: _Child | None, facts: Facts) -> Facts:
+        """Facts completed with what this runtime measured; subclasses add their own.
+
+        `child` is None for an adopted attempt: nothing was sampled here."""
+        if child is None or child.peak is None:
             return facts
         return dataclasses.replace(facts, peak_memory=child.peak)
 

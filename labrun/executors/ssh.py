@@ -22,7 +22,6 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from labrun.config.lab import NodeSpec
 from labrun.executors.base import Executor, Waker
 from labrun.model import Facts, Launch, LaunchError, Runtime, Started, options_wire
 from labrun.ssh.session import AgentSession
@@ -41,8 +40,13 @@ class _Remote:
     confirmed: bool = True  # False when the start request got no answer
 
 
+def remote_key(run_id: int, attempt_id: int) -> str:
+    """The attempt's name on the node: its directory under the agent's `attempts/`."""
+    return f"r{run_id}-a{attempt_id}"
+
+
 def attempt_key(launch: Launch) -> str:
-    return f"r{launch.run_id}-a{launch.attempt_id}"
+    return remote_key(launch.run_id, launch.attempt_id)
 
 
 class SshExecutor(Executor):
@@ -74,7 +78,6 @@ class SshExecutor(Executor):
         self.next_connect = 0.0
         self.online = True
         self.error = ""
-        self.capacity: NodeSpec | None = None  # what the node offers (set by labrun.ssh.nodes)
         self._watched: int | None = None
         self._watch()
 
@@ -150,13 +153,14 @@ class SshExecutor(Executor):
         self.attempts[launch.attempt_id] = remote
         return Started(ref=ref, mechanism=mechanism)
 
-    def wake_at(self) -> float | None:
+    def wake_at(self, now: float) -> float | None:
+        """Polling and reconnecting happen in `finished()`, which the runner calls each tick."""
         if not self.attempts and self.online:
             return None
         if self.pending is not None:  # the answer wakes the Waker; this is the give-up time
             return self.pending + self.poll_interval + ANSWER_TIMEOUT
         if self.session.connected:
-            return self.clock()
+            return now
         if self.attempts:  # not connected: reconnect, or give the attempts up as lost
             return min(self.next_connect, self.last_ok + self.lost_after)
         return self.next_connect
@@ -195,7 +199,9 @@ class SshExecutor(Executor):
     def _absorb_all(self, answer: Any, now: float) -> list[tuple[int, Facts]]:
         done = []
         for attempt_id, remote in list(self.attempts.items()):
-            facts = self._absorb(remote, answer["attempts"].get(remote.key) or {}, now)
+            if remote.key not in answer["attempts"]:
+                continue  # not asked about in this answer (adopt asks about one attempt)
+            facts = self._absorb(remote, answer["attempts"][remote.key] or {}, now)
             if facts is not None:
                 del self.attempts[attempt_id]
                 done.append((attempt_id, facts))
@@ -243,6 +249,26 @@ class SshExecutor(Executor):
     def running(self) -> list[int]:
         return list(self.attempts)
 
+    def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
+        """Follow an attempt an earlier runner started on this node; False if the node has no
+        record of it. One that ended while no runner watched is reported by the next poll,
+        with its real exit. Its logs continue after what the head already has."""
+        if not (started.ref or "").startswith(f"{self.node}:"):
+            return False
+        sizes = [_size(launch.stdout_path), _size(launch.stderr_path)]
+        remote = _Remote(launch, attempt_key(launch), sizes)
+        if self._ensure(self.clock()):
+            try:
+                answer = self._call("poll", attempts={remote.key: sizes})
+            except SshError as exc:
+                self._broken(exc)  # unknown: followed, and loss handling covers a node that stays away
+            else:
+                if (answer["attempts"].get(remote.key) or {}).get("status") is None:
+                    return False
+                self.stash.append(answer)  # its log bytes and status, absorbed by `finished`
+        self.attempts[attempt_id] = remote
+        return True
+
     def close(self) -> None:
         self.session.close()
         self.session.target.close()
@@ -266,6 +292,9 @@ class SshRuntime(Executor):
 
     def signal(self, attempt_id: int, signum: int) -> None:
         self.node_executor.signal(attempt_id, signum)
+
+    def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
+        return self.node_executor.adopt(attempt_id, launch, started)
 
     def running(self) -> list[int]:
         return []
@@ -307,6 +336,13 @@ def _facts(status: dict[str, Any], node: str) -> Facts:
         missing_outputs=missing,
         detail=str(status.get("detail") or ""),
     )
+
+
+def _size(path: str) -> int:
+    try:
+        return os.path.getsize(path)
+    except OSError:
+        return 0
 
 
 def _truncate(launch: Launch) -> None:

@@ -2,19 +2,25 @@
 
 Declared checks come from `[preflight]`; implied ones from the job itself: every task
 fits on some node, the workdir exists, the directories of declared outputs are
-writable. `checks_for` also asks the other parts of labrun for theirs, named there
-one by one: isolation (a cgroup can be made, the Docker daemon answers, images are
-present) and SSH nodes (reachable, Python, disk, runtimes, GPUs).
+writable. `checks_for` also asks every backend for its checks on its nodes (local: a
+cgroup can be made, the Docker daemon answers, images are present; ssh: reachable,
+Python, disk, runtimes, GPUs).
 """
 
 from __future__ import annotations
 
+import functools
 import os
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
-from labrun.config.job import JobSpec
+from labrun.config.envvars import UnsetVariable, common_env, expand, references
+from labrun.config.job import JobSpec, TaskSpec
 from labrun.config.lab import LabConfig
+from labrun.config.schema import FileItems
+from labrun.expand import used_fields
+from labrun.items_file import ItemsFileError, missing_fields, read_items
 from labrun.preflight.checks import (
     NodeCapacity,
     command_on_path,
@@ -48,6 +54,53 @@ def _in_workdir(job: JobSpec, path: str) -> str:
     return os.path.normpath(os.path.join(job.workdir, os.path.expanduser(path)))
 
 
+def _path_check(job: JobSpec, key: str, path: str, make: Callable[[str], Check]) -> Check:
+    """`make`'s check of `path` with its ${VAR}s expanded, or a failing one naming the unset one."""
+    try:
+        expanded = expand(path, os.environ)
+    except UnsetVariable as exc:
+        name = str(exc)
+
+        def probe(_timeout: float) -> Verdict:
+            return failed(
+                f"uses ${{{name}}}, which is not set in labrun's environment",
+                f"export {name}=... before running (or write $$ for a literal $)",
+            )
+
+        return Check(f"{key} {path}", probe)
+    return make(_in_workdir(job, expanded))
+
+
+def _env_references(job: JobSpec) -> list[Check]:
+    """An `env` value's ${VAR} and a `secret_env` name must be set in labrun's environment
+    when the run starts (`labrun run` refuses otherwise)."""
+    checks, seen = [], set()
+    for spec in job.all_tasks:
+        for key, value in spec.env.items():
+            for name in references(value):
+                if name not in seen:
+                    seen.add(name)
+                    check = env_set(name, os.environ)
+                    checks.append(Check(f"env {name} (used by task {spec.name} env {key})", check.probe))
+        for name in spec.secret_env:  # task 0's too: `run` refuses when one is unset
+            if name not in seen:
+                seen.add(name)
+                check = env_set(name, os.environ)
+                checks.append(Check(f"secret_env {name} (task {spec.name})", check.probe))
+    return checks
+
+
+def job_environment(job: JobSpec) -> dict[str, str]:
+    """labrun's environment plus what every task gets from the job ([defaults] env), expanded."""
+    environ = dict(os.environ)
+    for key, value in common_env(job.all_tasks).items():
+        try:
+            environ[key] = expand(value, os.environ)
+        except UnsetVariable:
+            continue  # its own check says so
+    return environ
+
+
 def workdir_exists(workdir: str) -> Check:
     def probe(_timeout: float) -> Verdict:
         if os.path.isdir(workdir):
@@ -60,20 +113,25 @@ def workdir_exists(workdir: str) -> Check:
 def declared_checks(job: JobSpec) -> list[Check]:
     """What [preflight] asks for, in the order of its keys."""
     spec = job.preflight
+    environ = job_environment(job)  # a variable set in [defaults] env satisfies `env`
     checks = [command_on_path(c) for c in spec.commands]
-    checks += [path_readable(_in_workdir(job, p)) for p in spec.paths]
-    checks += [path_writable(_in_workdir(job, p)) for p in spec.writable]
-    checks += [env_set(name, os.environ) for name in spec.env]
+    checks += [_path_check(job, "path", p, path_readable) for p in spec.paths]
+    checks += [_path_check(job, "writable", p, path_writable) for p in spec.writable]
+    checks += [env_set(name, environ) for name in spec.env]
+    checks += _env_references(job)
     checks += [tcp_reachable(address) for address in spec.tcp]
-    checks += [disk_free(_in_workdir(job, p), size) for p, size in spec.disk_free.items()]
+    checks += [
+        _path_check(job, "disk_free", p, functools.partial(disk_free, needed=size))
+        for p, size in spec.disk_free.items()
+    ]
     if os.path.isdir(job.workdir):  # else the workdir check says so, once
-        checks += [custom_command(name, command, job.workdir) for name, command in spec.checks]
+        checks += [custom_command(name, command, job.workdir, environ) for name, command in spec.checks]
     return checks
 
 
 def implied_checks(job: JobSpec, lab: LabConfig) -> list[Check]:
     """What the job itself needs: a workdir, room for every task, writable output dirs."""
-    nodes = [NodeCapacity(n.name, n.cpus, n.memory) for n in lab.nodes]
+    nodes = [NodeCapacity(n.name, n.cpus, n.memory) for n in lab.declared]
     checks = [workdir_exists(job.workdir)]
     checks += [resources_fit(t.name, t.cpus, t.memory, nodes) for t in job.all_tasks]
     seen: set[str] = set()
@@ -90,14 +148,30 @@ def implied_checks(job: JobSpec, lab: LabConfig) -> list[Check]:
     return checks
 
 
+def items_file_check(job: JobSpec, spec: TaskSpec) -> Check:
+    """The task's items file gives rows with every field its command uses."""
+    assert isinstance(spec.items, FileItems)
+    path = os.path.join(job.workdir, spec.items.path)
+
+    def probe(_timeout: float) -> Verdict:
+        try:
+            items = read_items(path)
+        except ItemsFileError as exc:
+            return failed(str(exc), f"fix {path}, or point items = {{ file = ... }} at the right file")
+        problem = missing_fields(items, used_fields(spec))
+        if problem is not None:
+            return failed(problem, f"add the field to {path}, or fix the {{item.NAME}} in task {spec.name}")
+        fields = f"; fields {', '.join(items[0].fields)}" if items[0].fields else ""
+        return passed(f"{len(items)} items{fields}")
+
+    return Check(f"items file {spec.items.path} (task {spec.name})", probe)
+
+
 def checks_for(job: JobSpec, lab: LabConfig) -> list[Check]:
-    from labrun.isolation import isolation_checks
+    from labrun.backends import registry
 
-    checks = implied_checks(job, lab) + declared_checks(job) + isolation_checks(job)
-    if lab.ssh_nodes:
-        from labrun.ssh.report import node_checks
-
-        checks += node_checks(lab)
+    checks = implied_checks(job, lab) + declared_checks(job) + registry.checks(lab, job)
+    checks += [items_file_check(job, t) for t in job.tasks if isinstance(t.items, FileItems)]
     return checks
 
 

@@ -9,7 +9,8 @@ stdin and a JSON answer on stdout:
     start            launch one attempt detached from the SSH session (double fork, setsid)
     poll             status of many attempts, plus log bytes after given offsets; with
                      "wait", it first waits up to that long for one of them to end
-    kill             signal an attempt's process group (and its cgroup)
+    kill             signal an attempt's process group (and its cgroup); one still launching
+                     gets the signal from its monitor as soon as its task runs
     serve            many requests, one JSON line each, over one long-lived session
 
 Each attempt has a directory `<workdir>/attempts/<key>/` holding `stdout`, `stderr` and
@@ -41,6 +42,7 @@ import signal
 import subprocess
 import sys
 import time
+from collections.abc import Callable
 from typing import Any
 
 from labrun import attempt_facts  # shipped in the zipapp: the head's rules for an ended attempt
@@ -196,6 +198,7 @@ def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
         return
     status["pid"] = proc.pid
     _write_status(directory, status)
+    _deliver_pending(directory, lambda signum: os.killpg(proc.pid, signum))
     _, code, usage = os.wait4(proc.pid, 0)
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # what the attempt left behind ends with it
@@ -222,9 +225,16 @@ def _monitor_container(directory: str, spec: dict[str, Any], container: str) -> 
     status: dict[str, Any] = {"started": time.time(), "container": container, "mechanism": "docker"}
     status["pid"] = os.getpid()  # the monitor: what a lost head's reconnect finds alive
     _write_status(directory, status)
+    _deliver_pending(directory, lambda signum: _signal_container(directory, container, signum))
     out = os.open(os.path.join(directory, "stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     err = os.open(os.path.join(directory, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     status.update(remote_docker.monitor(container, out, err))
+    # Docker gives its init's exit code: 128+N is signal N only if N was sent (the head's rule)
+    signum = attempt_facts.container_signal(
+        status.get("exit"), bool(status.get("oom_killed")), _sent(directory)
+    )
+    if signum is not None:
+        status["signal"] = signum
     status["ended"] = time.time()
     _record_outputs(status, spec)
     _write_status(directory, status)
@@ -326,15 +336,63 @@ def poll(request: dict[str, Any]) -> dict[str, Any]:
     return {"attempts": answer, "now": time.time()}
 
 
-def kill(request: dict[str, Any]) -> dict[str, Any]:
-    status = _read_status(_attempt_dir(request["workdir"], request["key"])) or {}
-    pid = status.get("pid")
-    if not pid or "ended" in status:
-        return {"sent": False}
-    if status.get("container"):
-        from labrun.ssh import remote_docker
+def _pending(directory: str) -> str:
+    return os.path.join(directory, "pending-signal")
 
-        return {"sent": remote_docker.kill(status["container"], request["signal"])}
+
+def _sent_path(directory: str) -> str:
+    return os.path.join(directory, "signals-sent")
+
+
+def _sent(directory: str) -> list[int]:
+    """The signals labrun sent to the attempt's container, as `_signal_container` recorded them."""
+    try:
+        with open(_sent_path(directory)) as handle:
+            return [int(line) for line in handle.read().split() if line.isdigit()]
+    except OSError:
+        return []
+
+
+def _signal_container(directory: str, container: str, signum: int) -> bool:
+    """Record the signal, then send it: the monitor reads the record once the container ended."""
+    from labrun.ssh import remote_docker
+
+    with open(_sent_path(directory), "a") as handle:
+        handle.write(f"{int(signum)}\n")
+    return remote_docker.kill(container, signum)
+
+
+def _deliver_pending(directory: str, send: Callable[[int], object]) -> None:
+    """In the monitor, once the task's pid is recorded: a signal `kill` left while it launched.
+
+    `kill` writes the file, then reads the status; the monitor writes the status, then reads
+    the file: whichever comes second sends it, so a signal right after `start` is never lost
+    (at worst it is sent twice)."""
+    try:
+        with open(_pending(directory)) as handle:
+            signum = int(handle.read().strip())
+    except (OSError, ValueError):
+        return
+    try:
+        send(signum)
+    except OSError:
+        pass  # ended already
+
+
+def kill(request: dict[str, Any]) -> dict[str, Any]:
+    directory = _attempt_dir(request["workdir"], request["key"])
+    status = _read_status(directory)
+    if status is None or "ended" in status:
+        return {"sent": False}
+    if not status.get("pid"):  # still launching: the monitor sends it once the task runs
+        with open(_pending(directory), "w") as handle:
+            handle.write(str(int(request["signal"])))
+        status = _read_status(directory) or {}
+        if not status.get("pid") or "ended" in status:
+            return {"sent": True}
+    pid = status["pid"]
+    if status.get("container"):
+        return {"sent": _signal_container(directory, status["container"], request["signal"])}
     if status.get("cgroup"):  # also what left the process group
         from labrun.cgroup import open_existing
 

@@ -1,6 +1,6 @@
-"""The lab's ssh nodes as the runner sees them: connected executors and resolved capacity.
+"""The lab's ssh nodes: connecting their agents, and their capacity with "auto" resolved.
 
-`connect_all` connects every `[nodes.NAME]` in parallel (each connect is an SSH handshake
+`connect_all` connects the given `[nodes.NAME]`s in parallel (each connect is an SSH handshake
 and a probe). A node that cannot be reached when a run starts is left out of that run,
 with the reason; one that goes away later is handled by its executor (lost attempts,
 offline until it answers again). "auto" cpus, memory and GPUs come from the probe.
@@ -9,15 +9,13 @@ offline until it answers again). "auto" cpus, memory and GPUs come from the prob
 from __future__ import annotations
 
 import os
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from labrun.config.lab import LabConfig, NodeSpec
-from labrun.config.nodes import SshNodeSpec
-from labrun.executors.base import Executor, Waker
-from labrun.executors.ssh import SshExecutor, SshRuntime
-from labrun.model import Runtime
+from labrun.ssh.config import SshNodeSpec
 from labrun.ssh.session import AgentSession
 from labrun.ssh.transport import SshError, SshTarget
 
@@ -50,11 +48,11 @@ def _connect(lab: LabConfig, node: SshNodeSpec) -> Connected:
     return Connected(node, session)
 
 
-def connect_all(lab: LabConfig) -> list[Connected]:
-    if not lab.ssh_nodes:
+def connect_all(lab: LabConfig, nodes: Sequence[SshNodeSpec]) -> list[Connected]:
+    if not nodes:
         return []
-    with ThreadPoolExecutor(max_workers=min(8, len(lab.ssh_nodes))) as pool:
-        return list(pool.map(lambda node: _connect(lab, node), lab.ssh_nodes))
+    with ThreadPoolExecutor(max_workers=min(8, len(nodes))) as pool:
+        return list(pool.map(lambda node: _connect(lab, node), nodes))
 
 
 def node_spec(spec: SshNodeSpec, probe: dict[str, Any]) -> NodeSpec:
@@ -67,31 +65,3 @@ def node_spec(spec: SshNodeSpec, probe: dict[str, Any]) -> NodeSpec:
         spec.runtimes,
         gpus,
     )
-
-
-def ssh_executors(
-    lab: LabConfig, waker: Waker | None = None
-) -> tuple[dict[tuple[str, Runtime], Executor], list[str]]:
-    """Executors for the nodes that answered, and one message per node that did not.
-
-    Each node's first runtime gets its SshExecutor (the one that polls the node); each
-    further runtime an SshRuntime that starts attempts through it."""
-    executors: dict[tuple[str, Runtime], Executor] = {}
-    problems = []
-    for found in connect_all(lab):
-        if found.session is None:
-            problems.append(f"node {found.spec.name} is left out of this run: {found.error}")
-            continue
-        first, *others = found.spec.runtimes
-        executor = SshExecutor(found.session, lost_after=found.spec.lost_after, waker=waker, runtime=first)
-        executor.capacity = node_spec(found.spec, found.session.probe)
-        executors[(found.spec.name, first)] = executor
-        for runtime in others:  # one agent session per node; the SshExecutor polls for all
-            executors[(found.spec.name, runtime)] = SshRuntime(executor, runtime)
-    return executors, problems
-
-
-def resolved_nodes(lab: LabConfig, executors: dict[tuple[str, Runtime], Any]) -> tuple[NodeSpec, ...]:
-    """The local node and each connected ssh node with its probed capacity."""
-    remote = [ex.capacity for (name, _), ex in executors.items() if isinstance(ex, SshExecutor)]
-    return (lab.local, *[spec for spec in remote if spec is not None])

@@ -1,27 +1,26 @@
-"""What `labrun check` and `labrun nodes` say about the lab's nodes.
+"""What `labrun check` and `labrun nodes` say about the lab's ssh nodes.
 
-`node_checks(lab)` gives preflight `Check`s per ssh node: reachable, Python version, free
+`node_checks(lab, nodes)` gives preflight `Check`s per ssh node: reachable, Python version, free
 disk in its work directory, the runtimes it claims, its GPUs. The node is connected and
-probed once; the five checks share that probe. `node_states(lab, store)` describes every
-node (local included) for `labrun nodes`: state, resources total and in use, GPUs,
-runtimes, running attempts.
+probed once; the five checks share that probe. `node_row(lab, node)` is the node's row
+of `labrun nodes`: online with its probed capacity, or offline with the reason.
 """
 
 from __future__ import annotations
 
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from functools import partial
 from typing import Any
 
+from labrun.backends.base import NodeRow
 from labrun.config.lab import LabConfig
-from labrun.config.nodes import SshNodeSpec
 from labrun.preflight.core import Check, Verdict, failed, passed
+from labrun.ssh.config import SshNodeSpec
 from labrun.ssh.nodes import node_spec, target_of
 from labrun.ssh.session import AgentSession
 from labrun.ssh.transport import SshError
-from labrun.states import RunState
-from labrun.store import Store
 from labrun.units import format_size
 
 MIN_PYTHON = (3, 8)
@@ -53,9 +52,9 @@ class _Probe:
             return self.result
 
 
-def node_checks(lab: LabConfig) -> list[Check]:
+def node_checks(lab: LabConfig, nodes: Sequence[SshNodeSpec]) -> list[Check]:
     checks = []
-    for node in lab.ssh_nodes:
+    for node in nodes:
         probe = _Probe(lab, node)
         checks += [
             Check(f"node {node.name} reachable", partial(_reachable, probe)),
@@ -131,79 +130,12 @@ def _gpus(probe: _Probe, timeout: float) -> Verdict:
     return passed(names or "none")
 
 
-def node_states(lab: LabConfig, store: Store | None) -> list[dict[str, Any]]:
-    """Every node: state, resources (total and in use), GPUs, runtimes, running attempts."""
-    running = _running_attempts(store)
-    rows = [_row("local", "online", lab.local.cpus, lab.local.memory, lab.local.gpus, lab.local.runtimes)]
-    for node in lab.ssh_nodes:
-        probe = _Probe(lab, node)
-        found = probe.get(15.0)
-        if found is None:
-            gpus = node.gpus or ()
-            rows.append(_row(node.name, "offline", node.cpus, node.memory, gpus, node.runtimes, probe.error))
-            continue
-        spec = node_spec(node, found)
-        rows.append(_row(node.name, "online", spec.cpus, spec.memory, spec.gpus, spec.runtimes))
-    for row in rows:
-        mine = running.get(row["name"], [])
-        row["running"] = [f"run {a['run']} {a['task']} #{a['attempt']}" for a in mine]
-        row["cpus_used"] = sum(a["cpus"] for a in mine)
-        row["memory_used"] = sum(a["memory"] for a in mine)
-    return rows
-
-
-def _row(
-    name: str,
-    state: str,
-    cpus: float | None,
-    memory: int | None,
-    gpus: tuple[int, ...],
-    runtimes: tuple[str, ...],
-    error: str = "",
-) -> dict[str, Any]:
-    return {
-        "name": name,
-        "state": state,
-        "cpus": cpus,
-        "memory": memory,
-        "gpus": list(gpus),
-        "runtimes": list(runtimes),
-        "error": error,
-    }
-
-
-def _running_attempts(store: Store | None) -> dict[str, list[dict[str, Any]]]:
-    out: dict[str, list[dict[str, Any]]] = {}
-    if store is None:
-        return out
-    for run in store.runs(limit=50):
-        if run.state is not RunState.RUNNING:
-            continue
-        for attempt in store.open_attempts(run.id):
-            task = store.task(attempt.task_id)
-            out.setdefault(attempt.node, []).append(
-                {
-                    "run": run.id,
-                    "task": task.name,
-                    "attempt": attempt.n,
-                    "cpus": 0.0,
-                    "memory": attempt.memory_limit or 0,
-                }
-            )
-    return out
-
-
-def render_nodes(rows: list[dict[str, Any]]) -> str:
-    lines = []
-    for row in rows:
-        total = f"{row['cpus'] or 'auto'} cpus, {format_size(row['memory']) if row['memory'] else 'auto'}"
-        used = f"{len(row['running'])} running, {format_size(row['memory_used'])} reserved"
-        gpus = ",".join(map(str, row["gpus"])) or "none"
-        lines.append(
-            f"{row['name']:<12} {row['state']:<8} {total}; {used}; gpus {gpus}; "
-            f"runtimes {', '.join(row['runtimes'])}"
-        )
-        if row["error"]:
-            lines.append(f"{'':<12} {row['error']}")
-        lines += [f"{'':<12} {item}" for item in row["running"]]
-    return "\n".join(lines)
+def node_row(lab: LabConfig, node: SshNodeSpec, timeout: float = 15.0) -> NodeRow:
+    """The node as `labrun nodes` shows it: probed when it answers, as configured when not."""
+    probe = _Probe(lab, node)
+    found = probe.get(timeout)
+    if found is None:
+        declared = (node.cpus, node.memory, node.gpus or (), node.runtimes)
+        return NodeRow(node.name, "ssh", "offline", *declared, error=probe.error)
+    spec = node_spec(node, found)
+    return NodeRow(node.name, "ssh", "online", spec.cpus, spec.memory, spec.gpus, spec.runtimes)

@@ -1,0 +1,218 @@
+"""This machine as a node: `[nodes.local]`, its process, cgroup and docker runtimes.
+
+    [nodes.local]
+    cpus = "auto"          # or a number
+    memory = "auto"        # or a size
+    gpus = "auto"          # or a list of device indices; "auto" asks NVML
+    runtimes = ["process", "cgroup", "docker"]
+
+The node exists without a table. Executors are cheap to build: the cgroup executor
+detects its mechanism on its first start, the Docker executor connects on its first
+start. Without a runner, attempts are found by what the store recorded: a process group
+by pid and start time (so a reused pid is not mistaken), a cgroup by name, a container
+by its attempt label.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import signal
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, ClassVar
+
+from labrun.backends.base import Backend, Connection, NodeControl, NodeRow
+from labrun.config.job import JobSpec
+from labrun.config.lab import LabConfig, NodeConfig, NodeSpec, local_capacity
+from labrun.config.schema import Key
+from labrun.executors.base import Executor, Waker
+from labrun.executors.cgroup import CgroupExecutor
+from labrun.executors.docker import DockerExecutor
+from labrun.executors.docker_daemon import ATTEMPT_LABEL
+from labrun.executors.process import ProcessExecutor, alive
+from labrun.model import Runtime
+from labrun.preflight.core import Check
+from labrun.rows import AttemptRow
+from labrun.units import SIZE_HELP
+
+LOCAL_RUNTIMES = tuple(runtime.value for runtime in Runtime)
+
+LOCAL_KEYS: tuple[Key, ...] = (
+    Key(
+        "cpus",
+        "auto_cpus",
+        None,
+        'CPUs attempts may use here: "auto" (all this process may use) or a number.',
+    ),
+    Key(
+        "memory", "auto_size", None, 'Memory attempts may use here: "auto" (all of it) or ' + SIZE_HELP + "."
+    ),
+    Key(
+        "gpus",
+        "gpus",
+        None,
+        'GPU indices attempts may be given: "auto" (what NVML sees) or a list like [0, 1].',
+    ),
+    Key(
+        "runtimes",
+        "runtimes",
+        LOCAL_RUNTIMES,
+        "Runtimes offered here (cgroup and docker say at launch and in `labrun check` if they cannot work).",
+        choices=LOCAL_RUNTIMES,
+    ),
+)
+
+
+@dataclass(frozen=True)
+class LocalNode(NodeConfig):
+    backend: ClassVar[str] = "local"
+    cpus: float = 1.0
+    memory: int = 0
+    gpus: tuple[int, ...] = ()
+    runtimes: tuple[Runtime, ...] = tuple(Runtime)
+
+    def declared(self) -> NodeSpec:
+        return NodeSpec(self.name, self.cpus, self.memory, self.runtimes, self.gpus)
+
+
+def _makers(waker: Waker) -> Mapping[Runtime, Callable[[], Executor]]:
+    return {
+        Runtime.PROCESS: lambda: ProcessExecutor(waker),
+        Runtime.CGROUP: lambda: CgroupExecutor(waker),
+        Runtime.DOCKER: lambda: DockerExecutor(waker),
+    }
+
+
+class LocalBackend(Backend):
+    name = "local"
+    help = "This machine: attempts run as process groups, in cgroups, or in Docker containers."
+    keys = LOCAL_KEYS
+    implicit = ("local",)
+    names = ("local",)
+
+    def node(self, name: str, values: Mapping[str, Any]) -> NodeConfig:
+        cpus, memory = local_capacity()
+        gpus = values["gpus"]
+        if gpus is None:
+            from labrun.gpus import local_gpu_indices
+
+            gpus = local_gpu_indices()
+        return LocalNode(
+            name,
+            cpus=values["cpus"] if values["cpus"] is not None else cpus,
+            memory=values["memory"] if values["memory"] is not None else memory,
+            gpus=gpus,
+            runtimes=values["runtimes"],
+        )
+
+    def connect(self, lab: LabConfig, nodes: Sequence[NodeConfig], waker: Waker) -> Connection:
+        makers = _makers(waker)
+        connection = Connection()
+        for node in nodes:
+            spec = node.declared()
+            connection.nodes.append(spec)
+            connection.executors.update({(node.name, rt): makers[rt]() for rt in spec.runtimes})
+        return connection
+
+    def checks(self, lab: LabConfig, nodes: Sequence[NodeConfig], job: JobSpec) -> list[Check]:
+        from labrun.isolation import isolation_checks
+
+        return isolation_checks(job)
+
+    def rows(self, lab: LabConfig, nodes: Sequence[NodeConfig]) -> list[NodeRow]:
+        specs = [n.declared() for n in nodes]
+        return [NodeRow(s.name, self.name, "online", s.cpus, s.memory, s.gpus, s.runtimes) for s in specs]
+
+    def control(self, lab: LabConfig, node: NodeConfig) -> NodeControl:
+        return LocalControl()
+
+
+def _group_alive(attempt: AttemptRow) -> bool:
+    return bool(attempt.pid) and alive(attempt.pid or 0, attempt.pid_start)
+
+
+class LocalControl(NodeControl):
+    """This machine's attempts: process groups (and their cgroups) and Docker containers."""
+
+    def __init__(self, base_url: str | None = None) -> None:
+        self._base_url = base_url
+        self._api: Any = None
+
+    def _docker(self) -> Any:
+        if self._api is None:
+            from labrun.executors.docker_daemon import connect
+
+            self._api = connect(self._base_url, timeout=30.0)
+        return self._api
+
+    def _containers(self, attempt: AttemptRow, everything: bool) -> list[str]:
+        """Containers labelled with the attempt's id (running ones only unless `everything`)."""
+        found = self._docker().containers(all=everything, filters={"label": f"{ATTEMPT_LABEL}={attempt.id}"})
+        return [str(c["Id"]) for c in found]
+
+    def running(self, attempts: Sequence[AttemptRow]) -> list[int]:
+        out = []
+        for attempt in attempts:
+            if attempt.runtime is Runtime.DOCKER:
+                if self._containers(attempt, everything=False):
+                    out.append(attempt.id)
+            elif _group_alive(attempt):
+                out.append(attempt.id)
+        return out
+
+    def signal(self, attempts: Sequence[AttemptRow], signum: int) -> None:
+        for attempt in attempts:
+            if attempt.runtime is Runtime.DOCKER:
+                self._kill_containers(attempt, signum)
+            elif _group_alive(attempt):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(attempt.pid or 0, signum)
+
+    def _kill_containers(self, attempt: AttemptRow, signum: int) -> None:
+        import docker.errors
+
+        for container in self._containers(attempt, everything=False):
+            with contextlib.suppress(docker.errors.APIError):  # it ended meanwhile
+                self._docker().kill(container, signal=int(signum))
+
+    def _remove_containers(self, attempt: AttemptRow) -> list[str]:
+        import docker.errors
+
+        found = self._containers(attempt, everything=True)
+        for container in found:
+            with contextlib.suppress(docker.errors.NotFound):
+                self._docker().remove_container(container, force=True)
+        return [f"container {c[:12]} of attempt {attempt.id}" for c in found]
+
+    def sweep(self, attempts: Sequence[AttemptRow]) -> list[str]:
+        found = []
+        for attempt in attempts:
+            if attempt.runtime is Runtime.DOCKER:
+                found += self._remove_containers(attempt)
+                continue
+            if _group_alive(attempt):
+                with contextlib.suppress(ProcessLookupError, PermissionError):
+                    os.killpg(attempt.pid or 0, signal.SIGKILL)
+                found.append(f"process group {attempt.pid} of attempt {attempt.id}")
+            if attempt.runtime is Runtime.CGROUP and attempt.ref:
+                found += _remove_cgroup(attempt)
+        return found
+
+    def close(self) -> None:
+        if self._api is not None:
+            self._api.close()
+
+
+def _remove_cgroup(attempt: AttemptRow) -> list[str]:
+    """The attempt's cgroup, with anything still in it killed; a cgroup already gone is fine."""
+    from labrun.cgroup import CgroupError, detect, open_existing
+
+    try:
+        cg = open_existing(detect(), attempt.ref or "")
+        if cg is None:
+            return []
+        cg.remove()
+    except CgroupError:
+        return []
+    return [f"cgroup {attempt.ref} of attempt {attempt.id}"]
