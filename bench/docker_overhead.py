@@ -29,7 +29,7 @@ import dockerd  # test infrastructure, found through the path above
 
 from labrun.executors.base import Waker
 from labrun.executors.docker import DockerExecutor
-from labrun.model import Launch
+from labrun.model import DockerOptions, Launch
 
 
 def one_executor_task(ex: DockerExecutor, waker: Waker, launch: Launch) -> float:
@@ -51,7 +51,7 @@ def launch_for(i: int, workdir: str, image: str, init: bool) -> Launch:
     return Launch(
         attempt_id=i, run_id=1, task_name="true", attempt=1, argv=("true",), env={},
         workdir=workdir, stdout_path=f"{workdir}/out", stderr_path=f"{workdir}/err",
-        cpus=0, memory=0, options={"image": image, "init": init},
+        cpus=0, memory=0, options=DockerOptions(image=image, init=init),
     )  # fmt: skip
 
 

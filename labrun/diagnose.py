@@ -58,7 +58,8 @@ class AttemptRecord:
     outcome: str | None = None  # a labrun.states.Outcome value; None while running
     exit_code: int | None = None
     signal: int | None = None
-    oom_kills: int | None = None  # None: not measured by this runtime
+    oom_kills: int | None = None  # the kernel's counter; None: not measured by this runtime
+    container_oom_killed: bool | None = None  # Docker's State.OOMKilled; None: not a container
     peak_memory: int | None = None
     memory_limit: int | None = None
     timeout: float | None = None  # seconds
@@ -74,6 +75,8 @@ class AttemptRecord:
     @property
     def run_ref(self) -> str:
         return str(self.run) if self.run is not None else "RUN"
+
+    note: str = ""  # what the executor noted: Docker's State.Error, counters it could not read
 
 
 @dataclass(frozen=True)
@@ -188,6 +191,17 @@ def _explain_unfinished(r: AttemptRecord, what: str) -> tuple[str, str]:
     return f"{waits}; no attempt has run", "wait for the run to reach it"
 
 
+def oom_sources(r: AttemptRecord) -> list[str]:
+    """Which sources said the attempt was OOM-killed; each is a separate fact."""
+    sources = []
+    if r.oom_kills:
+        kills = "1 OOM kill" if r.oom_kills == 1 else f"{r.oom_kills} OOM kills"
+        sources.append(f"the kernel counted {kills}")
+    if r.container_oom_killed:
+        sources.append("Docker reported OOMKilled")
+    return sources
+
+
 def _memory_advice(r: AttemptRecord, _detail: str) -> tuple[str, str]:
     peak, limit = r.peak_memory, r.memory_limit
     spec = r.task.split("[", 1)[0]
@@ -203,10 +217,12 @@ def _memory_advice(r: AttemptRecord, _detail: str) -> tuple[str, str]:
             f'; memory applies to every item of {spec}: on_oom = "grow" (the default) retries '
             "just the item that ran out, with more"
         )
+    said = " and ".join(oom_sources(r))
+    said = f" ({said})" if said else ""
     if limit is None:
-        return "killed by the kernel's OOM killer: the machine ran out of memory", step
+        return f"killed by the kernel's OOM killer: the machine ran out of memory{said}", step
     used = f"peak {format_size(peak)} reached" if peak else "it hit"
-    return f"out of memory: {used} the limit of {format_size(limit)}", step
+    return f"out of memory: {used} the limit of {format_size(limit)}{said}", step
 
 
 def _timeout_advice(r: AttemptRecord, _detail: str) -> tuple[str, str]:
@@ -263,6 +279,23 @@ def _exec_advice(_r: AttemptRecord, path: str) -> tuple[str, str]:
     return (
         f"cannot execute {what} (exit 126)",
         f"chmod +x {what}, or run it through its interpreter",
+    )
+
+
+DOCKER_ERROR = "Docker State.Error: "  # how the Docker runtimes note the daemon's own error
+
+
+def _docker_error(r: AttemptRecord) -> str | None:
+    """Docker's error for the container (a mount, the network, the runtime): the exit code
+    that comes with it is Docker's, not the task's, so it explains the end better."""
+    _, found, error = r.note.partition(DOCKER_ERROR)
+    return error.split("; ")[0] if found else None
+
+
+def _docker_advice(_r: AttemptRecord, error: str) -> tuple[str, str]:
+    return f"Docker could not run the container: {error}", (
+        "fix what Docker reports (a mounted path, the network, the image) and rerun; "
+        "`labrun check` tests the daemon and the image"
     )
 
 
@@ -372,10 +405,11 @@ RULES: tuple[Rule, ...] = (
     ),
     Rule(
         Cause.RESOURCE_EXHAUSTION,
-        lambda r: "oom" if r.outcome == "oom" or (r.oom_kills or 0) > 0 else None,
+        lambda r: "oom" if r.outcome == "oom" or (r.oom_kills or 0) > 0 or r.container_oom_killed else None,
         _memory_advice,
     ),
     Rule(Cause.RESOURCE_EXHAUSTION, _outcome("timeout"), _timeout_advice),
+    Rule(Cause.MISCONFIGURATION, _docker_error, _docker_advice),
     Rule(Cause.RESOURCE_EXHAUSTION, lambda r: _search(r, DISK_FULL), _disk_advice),
     Rule(Cause.MISCONFIGURATION, _env_var, _env_advice),
     Rule(Cause.MISCONFIGURATION, _command_found, _command_advice),
@@ -415,7 +449,12 @@ def evidence(r: AttemptRecord) -> list[str]:
     if r.timeout is not None:
         out.append(f"time limit: {format_duration(r.timeout)}")
     if r.oom_kills is not None:
-        out.append(f"OOM kills: {r.oom_kills}")
+        out.append(f"OOM kills (kernel counter): {r.oom_kills}")
+    if r.container_oom_killed is not None:
+        said = "reported OOMKilled" if r.container_oom_killed else "did not report OOMKilled"
+        out.append(f"Docker {said}")
+    if r.note and r.note not in r.reason:
+        out.append(f"noted by the executor: {r.note}")
     if r.peak_memory is not None or r.memory_limit is not None:
         limit = format_size(r.memory_limit) if r.memory_limit is not None else "none"
         out.append(f"peak memory: {format_size(r.peak_memory)}, limit: {limit}")

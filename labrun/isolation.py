@@ -1,10 +1,10 @@
 """What the isolating runtimes need from a task spec: launch options and preflight checks.
 
-`launch_options` fills `Launch.options` (read by the docker executor; the cgroup executor
-reads `cpuset`). `isolation_checks` says, before a run, whether each runtime a job uses
-can work here: a cgroup can be made, the Docker daemon answers, the image is present or
-its tarball exists. The process runtime always works; its check says plainly what it
-cannot do.
+`launch_options` fills `Launch.options` with the typed options of the task's runtime
+(`model.CgroupOptions`, `model.DockerOptions`). `isolation_checks` says, before a run,
+whether each runtime a job uses can work here: a cgroup can be made, the Docker daemon
+answers, the image is present or its tarball exists. The process runtime always works;
+its check says plainly what it cannot do.
 """
 
 from __future__ import annotations
@@ -14,24 +14,23 @@ from collections.abc import Callable
 from typing import Any
 
 from labrun.config.job import JobSpec, TaskSpec
+from labrun.model import CgroupOptions, DockerOptions, ProcessOptions, Runtime, RuntimeOptions
 from labrun.preflight.core import Check, Verdict, failed, passed
 
 
-def launch_options(spec: TaskSpec, shared: str) -> dict[str, object]:
-    """Runtime-specific launch options; empty for the process runtime (nothing to read)."""
-    if spec.runtime == "process":
-        return {}
-    options: dict[str, object] = {}
-    if spec.runtime == "cgroup":
-        if spec.cpuset:
-            options["cpuset"] = spec.cpuset.replace(" ", "")
-        return options
-    options.update(image=spec.image, shared=shared, privileged=spec.privileged)
-    if spec.image_tar:
-        options["image_tar"] = spec.image_tar
-    if spec.network:
-        options["network"] = spec.network
-    return options
+def launch_options(spec: TaskSpec, shared: str) -> RuntimeOptions:
+    """The options of the task's runtime, from its spec and the run's shared directory."""
+    if spec.runtime is Runtime.CGROUP:
+        return CgroupOptions(cpuset=spec.cpuset.replace(" ", "") if spec.cpuset else None)
+    if spec.runtime is Runtime.DOCKER:
+        return DockerOptions(
+            image=spec.image or "",
+            image_tar=spec.image_tar or None,
+            shared=shared,
+            privileged=spec.privileged,
+            network=spec.network or None,
+        )
+    return ProcessOptions()
 
 
 def cgroup_check(detect: Callable[[], Any] | None = None) -> Check:
@@ -116,15 +115,15 @@ def isolation_checks(job: JobSpec, base_url: str | None = None) -> list[Check]:
     """One check per runtime the job uses, and one per Docker image (each once)."""
     runtimes = {spec.runtime for spec in job.all_tasks}
     checks: list[Check] = []
-    if "process" in runtimes:
+    if Runtime.PROCESS in runtimes:
         checks.append(process_check())
-    if "cgroup" in runtimes:
+    if Runtime.CGROUP in runtimes:
         checks.append(cgroup_check())
-    if "docker" in runtimes:
+    if Runtime.DOCKER in runtimes:
         checks.append(docker_daemon_check(base_url))
         images: dict[str, str | None] = {}
         for spec in job.all_tasks:
-            if spec.runtime == "docker" and spec.image:
+            if spec.runtime is Runtime.DOCKER and spec.image:
                 images.setdefault(spec.image, spec.image_tar)
         checks += [docker_image_check(image, tar, base_url) for image, tar in images.items()]
     return checks

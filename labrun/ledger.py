@@ -31,7 +31,7 @@ from labrun.decisions import (
     Supersede,
     Wait,
 )
-from labrun.model import Facts, Started
+from labrun.model import Facts, Runtime, Started
 from labrun.rows import AttemptRow, TaskRow
 from labrun.states import AttemptState, Outcome, Subject, TaskState
 from labrun.store import NewEvent, Store
@@ -138,7 +138,7 @@ class Ledger:
 
     # -- attempts -------------------------------------------------------------------------
 
-    def claim(self, task: TaskRow, node: str, runtime: str, now: float) -> tuple[TaskRow, int]:
+    def claim(self, task: TaskRow, node: str, runtime: Runtime, now: float) -> tuple[TaskRow, int]:
         """ready -> running with a new attempt, launching; its memory is the task's now."""
         n = task.attempts + 1
         running = dataclasses.replace(task, state=TaskState.RUNNING, attempts=n)
@@ -149,7 +149,9 @@ class Ledger:
         )
         return running, attempt_id
 
-    def claim_extra(self, task_id: int, node: str, runtime: str, now: float, why: str) -> tuple[TaskRow, int]:
+    def claim_extra(
+        self, task_id: int, node: str, runtime: Runtime, now: float, why: str
+    ) -> tuple[TaskRow, int]:
         """Another attempt of a task that is running, beside the ones in flight."""
         live = self.live[task_id]
         old = live.task

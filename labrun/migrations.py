@@ -102,5 +102,13 @@ _SCHEMA_RERUN = """
 ALTER TABLE runs ADD COLUMN rerun_of INTEGER;
 """
 
+# What the executor noted (Facts.detail: Docker's State.Error, counters it could not read),
+# kept apart from `detail` (the classifier's one line); and Docker's OOMKilled flag, kept
+# apart from the kernel's counter (`oom_kills`) so `why` can say which source saw an OOM.
+_SCHEMA_FACTS = """
+ALTER TABLE attempts ADD COLUMN note TEXT;
+ALTER TABLE attempts ADD COLUMN oom_killed INTEGER;
+"""
+
 # Each entry moves the schema from version i to i + 1; never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_DEPS, _SCHEMA_ATTEMPT_STATES, _SCHEMA_RERUN)
+MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_DEPS, _SCHEMA_ATTEMPT_STATES, _SCHEMA_RERUN, _SCHEMA_FACTS)

@@ -1,14 +1,21 @@
 """The plain data that crosses the executor seam: what to start, what was started, what was observed.
 
 No internal imports: the store, the decisions and every executor depend on this module,
-never the other way round.
+never the other way round. Runtime names are `Runtime` members everywhere inside labrun;
+they become strings only at the boundary (TOML in, SQLite and JSON out).
+
+`Launch.options` holds one typed options dataclass per runtime (`ProcessOptions`,
+`CgroupOptions`, `DockerOptions`), built from the task spec by `isolation.launch_options`.
+An executor reads the one its runtime takes (`options_for`); an SSH node gets them as a
+plain dict (`options_wire`), since its agent is standard library only.
 """
 
 from __future__ import annotations
 
 import enum
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
+from typing import ClassVar, TypeVar
 
 
 class Runtime(str, enum.Enum):
@@ -17,6 +24,58 @@ class Runtime(str, enum.Enum):
     PROCESS = "process"
     CGROUP = "cgroup"
     DOCKER = "docker"
+
+    def __str__(self) -> str:  # in messages and f-strings: "docker", not "Runtime.DOCKER"
+        return self.value
+
+
+@dataclass(frozen=True)
+class ProcessOptions:
+    """The process runtime takes no options: isolation is what it lacks."""
+
+    runtime: ClassVar[Runtime] = Runtime.PROCESS
+
+
+@dataclass(frozen=True)
+class CgroupOptions:
+    runtime: ClassVar[Runtime] = Runtime.CGROUP
+
+    cpuset: str | None = None  # CPUs to pin to, "0-3,6" (spaces removed)
+
+
+@dataclass(frozen=True)
+class DockerOptions:
+    runtime: ClassVar[Runtime] = Runtime.DOCKER
+
+    image: str = ""  # required: config/job.py refuses a docker task without one
+    image_tar: str | None = None  # a `docker save` tarball loaded once when the image is missing
+    shared: str | None = None  # the run's shared directory, mounted at the same path
+    user: str | None = None  # "uid:gid" inside; None: the user labrun runs as, on that machine
+    privileged: bool = False
+    network: str | None = None  # network mode; None: the daemon's default
+    init: bool = True  # docker-init as PID 1, so signals reach the task
+
+
+RuntimeOptions = ProcessOptions | CgroupOptions | DockerOptions
+_O = TypeVar("_O", ProcessOptions, CgroupOptions, DockerOptions)
+
+
+def options_for(launch: Launch, kind: type[_O]) -> _O:
+    """The launch's options as the runtime `kind` takes them. A launch with none (the default,
+    `ProcessOptions`) gets the runtime's defaults; one built for another runtime is a bug in
+    labrun (the runner picks the executor by the same runtime the options came from)."""
+    if isinstance(launch.options, kind):
+        return launch.options
+    if isinstance(launch.options, ProcessOptions):
+        return kind()
+    raise TypeError(
+        f"attempt {launch.attempt_id}: a {kind.runtime} executor was given {launch.options.runtime} options"
+    )
+
+
+def options_wire(options: RuntimeOptions) -> dict[str, object]:
+    """The options as the agent on an SSH node reads them: a plain JSON object."""
+    return {"runtime": options.runtime.value, **asdict(options)}
 
 
 @dataclass(frozen=True)
@@ -34,8 +93,9 @@ class Launch:
     stderr_path: str
     cpus: float
     memory: int  # bytes; the limit where the runtime can enforce one
-    outputs: tuple[str, ...] = ()  # absolute paths that must exist and be non-empty after exit 0
-    options: Mapping[str, object] = field(default_factory=dict)  # runtime-specific keys
+    outputs: tuple[str, ...] = ()  # absolute paths that must be present after exit 0 (attempt_facts)
+    options: RuntimeOptions = field(default_factory=ProcessOptions)
+    gpus: tuple[int, ...] = ()  # device indices this attempt holds alone (assigned at claim time)
 
 
 @dataclass(frozen=True)
@@ -56,13 +116,13 @@ class Facts:
     signal: int | None
     ended: float
     oom_kills: int = 0  # the kernel's counter for the attempt's cgroup
-    oom_killed: bool = False  # the container runtime says so (Docker's State.OOMKilled)
+    oom_killed: bool = False  # the container runtime says so (Docker's State.OOMKilled); kept apart
     peak_memory: int | None = None
     cpu_seconds: float | None = None
     missing_outputs: tuple[str, ...] = ()
     lost: bool = False  # vanished without an exit record
     start_error: str = ""  # could not start at all (LaunchError's message)
-    detail: str = ""
+    detail: str = ""  # the executor's note (Docker's State.Error, unreadable counters, ...)
 
 
 class LaunchError(Exception):

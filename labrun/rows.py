@@ -5,6 +5,7 @@ from __future__ import annotations
 import sqlite3
 from dataclasses import dataclass
 
+from labrun.model import Runtime
 from labrun.states import AttemptState, Outcome, RunState, Subject, TaskState
 
 
@@ -46,7 +47,7 @@ class AttemptRow:
     run_id: int
     n: int
     node: str
-    runtime: str
+    runtime: Runtime
     mechanism: str | None
     pid: int | None
     pid_start: float | None
@@ -59,10 +60,12 @@ class AttemptRow:
     memory_limit: int | None
     peak_memory: int | None
     cpu_seconds: float | None
-    oom_kills: int | None
+    oom_kills: int | None  # the kernel's counter for the attempt's cgroup
     missing_outputs: str | None
-    detail: str | None
+    detail: str | None  # the classifier's one line (outcome.classify)
     state: AttemptState
+    note: str | None = None  # what the executor noted (Facts.detail), e.g. Docker's State.Error
+    oom_killed: bool | None = None  # the container runtime's flag (Docker's State.OOMKilled)
 
     @property
     def live(self) -> bool:
@@ -87,7 +90,7 @@ TASK_COLUMNS = "id, run_id, seq, name, spec, item, idx, state, not_before, attem
 ATTEMPT_COLUMNS = (
     "id, task_id, run_id, n, node, runtime, mechanism, pid, pid_start, ref, started, ended, "
     "outcome, exit_code, signal, memory_limit, peak_memory, cpu_seconds, oom_kills, "
-    "missing_outputs, detail, state"
+    "missing_outputs, detail, state, note, oom_killed"
 )
 EVENT_COLUMNS = "id, run_id, task_id, attempt, time, from_state, to_state, cause, subject"
 
@@ -106,9 +109,12 @@ def task_row(r: sqlite3.Row | tuple[object, ...]) -> TaskRow:
 
 def attempt_row(r: sqlite3.Row | tuple[object, ...]) -> AttemptRow:
     values = list(r)
+    values[5] = Runtime(values[5])
     if values[12] is not None:
         values[12] = Outcome(values[12])
     values[21] = AttemptState(values[21])
+    if values[23] is not None:
+        values[23] = bool(values[23])
     return AttemptRow(*values)
 
 

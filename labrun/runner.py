@@ -26,7 +26,7 @@ from labrun.gpus import assign, gpu_env
 from labrun.learned import Learner, node_max
 from labrun.ledger import Ledger
 from labrun.memory import OomAttempt, OomPolicy
-from labrun.model import Facts, Launch, LaunchError, Started
+from labrun.model import Facts, Launch, LaunchError, Runtime, Started
 from labrun.outcome import Stop, classify
 from labrun.paths import StatePaths
 from labrun.progress import AttemptEnd, Reporter
@@ -81,7 +81,7 @@ class Runner:
         job: JobSpec,
         run: RunRow,
         nodes: Sequence[NodeSpec],
-        executors: Mapping[tuple[str, str], Executor],
+        executors: Mapping[tuple[str, Runtime], Executor],
         waker: Waker,
         reporter: Reporter,
         rng: Callable[[], float] = random.random,
@@ -348,7 +348,7 @@ class Runner:
         gpus = self._gpus_for(node, spec.gpus)
         if gpus:
             env = {**launch.env, **gpu_env(gpus)}
-            launch = dataclasses.replace(launch, env=env, options={**launch.options, "gpus": list(gpus)})
+            launch = dataclasses.replace(launch, env=env, gpus=gpus)
         deadline = now + spec.timeout if spec.timeout else None
         executor = self.executors[(node, spec.runtime)]
         act = Active(attempt_id, task.id, task.name, n, spec, executor, launch, node, deadline, gpus=gpus)

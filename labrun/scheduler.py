@@ -12,13 +12,15 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+from labrun.model import Runtime
+
 
 @dataclass(frozen=True)
 class Demand:
     task_id: int
     cpus: float
     memory: int
-    runtime: str = "process"
+    runtime: Runtime = Runtime.PROCESS
     nodes: tuple[str, ...] = ()  # allowed nodes; empty: any
     gpus: int = 0
 
@@ -30,7 +32,7 @@ class NodeCapacity:
     memory: int  # total
     cpus_used: float = 0.0
     memory_used: int = 0
-    runtimes: frozenset[str] = frozenset({"process"})
+    runtimes: frozenset[Runtime] = frozenset({Runtime.PROCESS})
     gpus: int = 0  # total
     gpus_used: int = 0
 

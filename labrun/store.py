@@ -22,7 +22,7 @@ from typing import Any
 
 from labrun.errors import StoreError
 from labrun.migrations import MIGRATIONS
-from labrun.model import Facts, Started
+from labrun.model import Facts, Runtime, Started
 from labrun.reads import Reads
 from labrun.rows import (
     ATTEMPT_COLUMNS,
@@ -349,12 +349,12 @@ class Store(Reads):
     # -- attempts -----------------------------------------------------------------------
 
     def add_attempt(
-        self, task: TaskRow, n: int, node: str, runtime: str, now: float, memory_limit: int
+        self, task: TaskRow, n: int, node: str, runtime: Runtime, now: float, memory_limit: int
     ) -> int:
         cur = self._write(
             "INSERT INTO attempts (task_id, run_id, n, node, runtime, started, memory_limit, state)"
             " VALUES (?, ?, ?, ?, ?, ?, ?, ?)",
-            (task.id, task.run_id, n, node, runtime, now, memory_limit, AttemptState.LAUNCHING.value),
+            (task.id, task.run_id, n, node, runtime.value, now, memory_limit, AttemptState.LAUNCHING.value),
         )
         return int(cur.lastrowid or 0)
 
@@ -399,7 +399,8 @@ class Store(Reads):
                 check_attempt_transition(AttemptState.ENDED, new)
         sql = (
             "UPDATE attempts SET ended = ?, outcome = ?, exit_code = ?, signal = ?, peak_memory = ?,"
-            " cpu_seconds = ?, oom_kills = ?, missing_outputs = ?, detail = ?, state = ?"
+            " cpu_seconds = ?, oom_kills = ?, missing_outputs = ?, detail = ?, note = ?,"
+            " oom_killed = ?, state = ?"
         )
         values = (
             facts.ended,
@@ -408,10 +409,11 @@ class Store(Reads):
             facts.signal,
             facts.peak_memory,
             facts.cpu_seconds,
-            # Docker reports a boolean, not the kernel's counter: count it as one kill
-            max(facts.oom_kills, int(facts.oom_killed)),
+            facts.oom_kills,  # the kernel's counter only; Docker's flag is its own column
             json.dumps(list(facts.missing_outputs)) if facts.missing_outputs else None,
             detail,
+            facts.detail or None,
+            int(facts.oom_killed),
             new.value,
         )
         self._guarded_attempt(sql, values, attempt_id, old, f"recording it {outcome.value}")

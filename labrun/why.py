@@ -12,6 +12,7 @@ import os
 from labrun.deps import upstream_of
 from labrun.diagnose import STDERR_LINES, AttemptRecord
 from labrun.errors import UsageError
+from labrun.model import Runtime
 from labrun.paths import StatePaths
 from labrun.rows import RunRow
 from labrun.views.model import AttemptView, TaskView
@@ -61,8 +62,9 @@ def record_for(
         )
     last = chosen is task.last
     reason = (task.reason if last else chosen.detail) or chosen.detail or ""
-    # The process runtime cannot see OOM kills: a 0 there is "not measured", not "none".
-    measured = chosen.runtime != "process" or chosen.oom_killed
+    # Only a cgroup keeps the kernel's OOM counter: elsewhere a 0 is "not measured", not "none".
+    measured = chosen.runtime is Runtime.CGROUP or bool(chosen.oom_kills)
+    container = chosen.runtime is Runtime.DOCKER
     return AttemptRecord(
         task=task.name,
         state=task.state.value,
@@ -72,6 +74,10 @@ def record_for(
         exit_code=chosen.exit_code,
         signal=chosen.signal,
         oom_kills=chosen.oom_kills if measured else None,
+        container_oom_killed=bool(chosen.container_oom_killed)
+        if container and chosen.ended is not None
+        else None,
+        note=chosen.note or "",
         peak_memory=chosen.peak_memory,
         memory_limit=chosen.memory_limit,
         timeout=timeout,

@@ -39,7 +39,7 @@ from labrun.executors.cgroup import CgroupExecutor
 from labrun.executors.docker import DockerExecutor
 from labrun.executors.process import ProcessExecutor
 from labrun.executors.ssh import SshExecutor
-from labrun.model import Facts, Launch, Started
+from labrun.model import DockerOptions, Facts, Launch, ProcessOptions, Runtime, RuntimeOptions, Started
 from labrun.ssh.nodes import target_of
 from labrun.ssh.session import AgentSession
 from labrun.ssh.transport import SshTarget
@@ -58,7 +58,7 @@ _MADE: list[Launch] = []  # launches of the current test, for kill_leftover_proc
 class Backend:
     name: str
     new_executor: Callable[[Waker], Executor]
-    options: dict[str, object] = field(default_factory=dict)
+    options: RuntimeOptions = field(default_factory=ProcessOptions)
     enforces_memory: bool = False
     # what of a started attempt is left besides its processes (cgroups, containers);
     # `closed`: the executor that ran it was closed since
@@ -93,7 +93,7 @@ def make_launch(
         cpus=1.0,
         memory=memory,
         outputs=outputs,
-        options=dict(backend.options),
+        options=backend.options,
     )
     _MADE.append(launch)
     return launch
@@ -234,10 +234,6 @@ DOCKER_EXIT_ONLY = (
     "issue 12: Docker gives only the exit code of the container's init (137); which signal "
     "ended the task needs the exit record issue 12 adds on every runtime"
 )
-REMOTE_DOCKER_SIGNAL = (
-    "facts: on a node, a container stopped by labrun's signal reads `exited 143`, with no signal "
-    "(the local executor reports the signal it sent); one 'ended attempt -> facts' fixes both"
-)
 
 
 def _container_left(url: str, container: str | None) -> list[str]:
@@ -262,7 +258,7 @@ def _docker(request: pytest.FixtureRequest) -> Backend:
     return Backend(
         "docker",
         lambda waker: DockerExecutor(waker, base_url=url),
-        options={"image": image},
+        options=DockerOptions(image=image),
         enforces_memory=True,
         leftovers=lambda started, closed: _container_left(url, started.ref),
         known_failures={"test_a_signal_labrun_did_not_send_is_a_signal_not_an_exit_code": DOCKER_EXIT_ONLY},
@@ -274,7 +270,7 @@ def _ssh(request: pytest.FixtureRequest) -> Backend:
     node: Node = request.getfixturevalue("ssh_node")
     return Backend(
         "ssh",
-        lambda waker: node(waker, "process"),
+        lambda waker: node(waker, Runtime.PROCESS),
         known_failures={"test_a_child_that_leaves_the_process_group_ends_with_the_attempt": SETSID_ESCAPES},
     )
 
@@ -297,7 +293,7 @@ def _ssh_cgroup(request: pytest.FixtureRequest) -> Backend:
         return [f"cgroup {name} outlived its attempt"] if name and open_existing(CGROUP_SUPPORT, name) else []
 
     return Backend(
-        "ssh-cgroup", lambda waker: node(waker, "cgroup"), enforces_memory=True, leftovers=leftovers
+        "ssh-cgroup", lambda waker: node(waker, Runtime.CGROUP), enforces_memory=True, leftovers=leftovers
     )
 
 
@@ -307,21 +303,11 @@ def _ssh_docker(request: pytest.FixtureRequest) -> Backend:
     node: Node = request.getfixturevalue("ssh_docker_node")
     return Backend(
         "ssh-docker",
-        lambda waker: node(waker, "docker"),
-        options={"image": image},
+        lambda waker: node(waker, Runtime.DOCKER),
+        options=DockerOptions(image=image),
         enforces_memory=True,
         leftovers=lambda started, closed: _container_left(url, _remote_status(started).get("container")),
-        known_failures={
-            "test_a_signal_labrun_did_not_send_is_a_signal_not_an_exit_code": DOCKER_EXIT_ONLY,
-            **dict.fromkeys(
-                (
-                    "test_a_timeout_ends_an_attempt_that_obeys_sigterm",
-                    "test_a_timeout_kills_after_the_grace_when_sigterm_is_ignored",
-                    "test_cancel_leaves_nothing_of_the_attempt",
-                ),
-                REMOTE_DOCKER_SIGNAL,
-            ),
-        },
+        known_failures={"test_a_signal_labrun_did_not_send_is_a_signal_not_an_exit_code": DOCKER_EXIT_ONLY},
         lacks=("setsid",),
     )
 
@@ -354,7 +340,7 @@ def waker() -> Iterator[Waker]:
     w.close()
 
 
-Node = Callable[[Waker, str], SshExecutor]  # (waker, runtime) -> an executor on a fresh session
+Node = Callable[[Waker, Runtime], SshExecutor]  # (waker, runtime) -> an executor on a fresh session
 
 
 def _node(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str] | None) -> Iterator[Node]:
@@ -366,7 +352,7 @@ def _node(tmp_path_factory: pytest.TempPathFactory, env: dict[str, str] | None) 
     target = target_of(lab, spec)
     kept = _KeptMaster(**{f.name: getattr(target, f.name) for f in dataclasses.fields(target)})
 
-    def connect(waker: Waker, runtime: str) -> SshExecutor:
+    def connect(waker: Waker, runtime: Runtime) -> SshExecutor:
         session = AgentSession(kept, spec.workdir)
         session.connect()
         return SshExecutor(session, poll_interval=0.1, waker=waker, runtime=runtime)

@@ -21,7 +21,7 @@ from labrun.executors.base import Waker
 from labrun.executors.process import ProcessExecutor, alive
 from labrun.expand import instances
 from labrun.migrations import MIGRATIONS
-from labrun.model import Facts, Launch, Started
+from labrun.model import Facts, Launch, Runtime, Started
 from labrun.paths import StatePaths
 from labrun.progress import Reporter
 from labrun.resume import reconcile
@@ -219,7 +219,7 @@ def restarted(tmp_path: Path, runner: Runner, alive: set[int]) -> tuple[Runner, 
         runner.job,
         runner.run,
         runner.nodes,
-        {("local", "process"): fake},
+        {("local", Runtime.PROCESS): fake},
         runner.waker,
         runner.reporter,
         rng=lambda: 0.0,
@@ -356,7 +356,7 @@ def test_a_second_attempt_of_real_processes_wins_and_the_first_is_stopped(tmp_pa
     waker = Waker()
     executor = ProcessExecutor(waker)
     node = NodeSpec("local", 4, 8 * 1024**3)
-    runner = Runner(store, paths, job, run, [node], {("local", "process"): executor}, waker, Reporter())
+    runner = Runner(store, paths, job, run, [node], {("local", Runtime.PROCESS): executor}, waker, Reporter())
     try:
         runner.tick(time.time())
         t = task(store, runner, "t")

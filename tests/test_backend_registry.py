@@ -26,7 +26,7 @@ from labrun.config.lab import LabConfig, NodeConfig, NodeSpec, load_lab
 from labrun.config.schema import Key
 from labrun.errors import ConfigError
 from labrun.executors.base import Executor, Waker
-from labrun.model import Facts, Launch, Started
+from labrun.model import Facts, Launch, Runtime, Started
 from labrun.preflight.core import Check, passed
 from labrun.preflight.from_job import preflight
 from labrun.rows import AttemptRow
@@ -88,7 +88,7 @@ class InlineBackend(Backend):
 
     def connect(self, lab: LabConfig, nodes: Sequence[NodeConfig], waker: Waker) -> Connection:
         executors: dict[tuple[str, str], Executor] = {
-            (n.name, "process"): InlineExecutor(waker) for n in nodes
+            (n.name, Runtime.PROCESS): InlineExecutor(waker) for n in nodes
         }
         return Connection(executors, [n.declared() for n in nodes])
 
@@ -97,7 +97,8 @@ class InlineBackend(Backend):
 
     def rows(self, lab: LabConfig, nodes: Sequence[NodeConfig]) -> list[NodeRow]:
         return [
-            NodeRow(n.name, self.name, "online", n.declared().cpus, None, (), ("process",)) for n in nodes
+            NodeRow(n.name, self.name, "online", n.declared().cpus, None, (), (Runtime.PROCESS,))
+            for n in nodes
         ]
 
     def control(self, lab: LabConfig, node: NodeConfig) -> NodeControl:

@@ -213,11 +213,11 @@ def test_oom_suggests_a_nice_memory_value() -> None:
     )
     d = diagnose(record)
     assert d.cause is Cause.RESOURCE_EXHAUSTION
-    assert d.title == "out of memory: peak 1.0GiB reached the limit of 1.0GiB"
+    assert d.title == "out of memory: peak 1.0GiB reached the limit of 1.0GiB (the kernel counted 1 OOM kill)"
     # the peak is the cap, not the need: the advice says so and asks for more than 1.5x
     assert 'set memory = "2GiB" for task train (it needed more than its limit of 1.0GiB)' in d.next_step
     assert "killed by signal SIGKILL (9)" in d.evidence
-    assert "OOM kills: 1" in d.evidence
+    assert "OOM kills (kernel counter): 1" in d.evidence
     assert "peak memory: 1.0GiB, limit: 1.0GiB" in d.evidence
 
 

@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 import pytest
 
-from labrun.executors.docker import DockerExecutor, host_config_args, mounted_paths
-from labrun.model import Launch, LaunchError
+from labrun.executors.docker import DockerExecutor, container_for, sdk_kwargs
+from labrun.model import DockerOptions, Launch, LaunchError
 
 
-def launch(**options: object) -> Launch:
+def launch(gpus: tuple[int, ...] = (), **options: Any) -> Launch:
     return Launch(
         attempt_id=3,
         run_id=1,
@@ -21,25 +23,30 @@ def launch(**options: object) -> Launch:
         stderr_path="/w/e",
         cpus=1.5,
         memory=1 << 30,
-        options={"image": "img:1", **options},
+        options=DockerOptions(**{"image": "img:1", **options}),
+        gpus=gpus,
     )
 
 
+def host_args(launch: Launch) -> dict[str, Any]:
+    return sdk_kwargs(container_for(launch))[1]
+
+
 def test_memory_swap_equals_memory_and_cpus_are_nano() -> None:
-    args = host_config_args(launch())
+    args = host_args(launch())
     assert (args["mem_limit"], args["memswap_limit"]) == (1 << 30, 1 << 30)
     assert args["nano_cpus"] == 1_500_000_000
 
 
 def test_no_privilege_no_host_network_no_gpus_by_default() -> None:
-    args = host_config_args(launch(privileged="yes"))
+    args = host_args(launch(privileged="yes"))  # only exactly True counts
     assert args["privileged"] is False
     assert "network_mode" not in args
     assert "device_requests" not in args
 
 
 def test_privileged_network_and_gpus_when_asked() -> None:
-    args = host_config_args(launch(privileged=True, network="none", gpus=[0, 2]))
+    args = host_args(launch(gpus=(0, 2), privileged=True, network="none"))
     assert args["privileged"] is True
     assert args["network_mode"] == "none"
     [request] = args["device_requests"]
@@ -47,9 +54,9 @@ def test_privileged_network_and_gpus_when_asked() -> None:
 
 
 def test_workdir_and_shared_are_mounted_at_the_same_path() -> None:
-    assert mounted_paths(launch(shared="/s")) == ["/w", "/s"]
-    assert mounted_paths(launch(shared="/w")) == ["/w"]
-    binds = host_config_args(launch(shared="/s"))["binds"]
+    assert container_for(launch(shared="/s")).mounts == ("/w", "/s")
+    assert container_for(launch(shared="/w")).mounts == ("/w",)
+    binds = host_args(launch(shared="/s"))["binds"]
     assert binds == {"/w": {"bind": "/w", "mode": "rw"}, "/s": {"bind": "/s", "mode": "rw"}}
 
 

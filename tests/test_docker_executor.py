@@ -15,7 +15,7 @@ import pytest
 
 from labrun.executors.base import Waker
 from labrun.executors.docker import DockerExecutor
-from labrun.model import Facts, Launch, LaunchError, Started
+from labrun.model import DockerOptions, Facts, Launch, LaunchError, Started
 
 MiB = 1024 * 1024
 
@@ -53,7 +53,7 @@ def make_launch(
     attempt_id: int = 1,
     memory: int = 256 * MiB,
     outputs: tuple[str, ...] = (),
-    **options: object,
+    **options: Any,
 ) -> Launch:
     return Launch(
         attempt_id=attempt_id,
@@ -68,7 +68,7 @@ def make_launch(
         cpus=1.0,
         memory=memory,
         outputs=outputs,
-        options={"image": image, **options},
+        options=DockerOptions(image=image, **options),
     )
 
 

@@ -11,6 +11,7 @@ from labrun.cgroup import Support
 from labrun.config.job import parse_job
 from labrun.errors import ConfigError
 from labrun.isolation import cgroup_check, isolation_checks, launch_options, process_check
+from labrun.model import CgroupOptions, DockerOptions, ProcessOptions, Runtime
 
 
 def job(body: str, file: str = "/jobs/j.toml") -> str:
@@ -69,13 +70,14 @@ def test_docker_task_spec_and_launch_options() -> None:
     assert spec.image == "busybox:1" and spec.image_tar == "/jobs/images/bb.tar"
     assert (spec.gpus, spec.memory_growth, spec.on_oom, spec.memory_max) == (2, 3.0, "retry", 4 * 1024**3)
     options = launch_options(spec, "/state/runs/1/shared")
-    assert options == {
-        "image": "busybox:1",
-        "image_tar": "/jobs/images/bb.tar",
-        "shared": "/state/runs/1/shared",
-        "privileged": False,
-        "network": "none",
-    }
+    assert spec.runtime is Runtime.DOCKER
+    assert options == DockerOptions(
+        image="busybox:1",
+        image_tar="/jobs/images/bb.tar",
+        shared="/state/runs/1/shared",
+        privileged=False,
+        network="none",
+    )
 
 
 def test_cgroup_and_process_launch_options() -> None:
@@ -84,8 +86,9 @@ def test_cgroup_and_process_launch_options() -> None:
         '[[tasks]]\nname = "b"\ncommand = "x"\n'
     )
     cg, plain = parse_job(text, "/jobs/j.toml").tasks
-    assert launch_options(cg, "/s") == {"cpuset": "0,1"}
-    assert launch_options(plain, "/s") == {}
+    assert (cg.runtime, plain.runtime) == (Runtime.CGROUP, Runtime.PROCESS)
+    assert launch_options(cg, "/s") == CgroupOptions(cpuset="0,1")
+    assert launch_options(plain, "/s") == ProcessOptions()
 
 
 def test_cgroup_check_says_which_mechanism_or_why_not() -> None:

@@ -13,7 +13,7 @@ from labrun.config.lab import LabConfig, NodeSpec
 from labrun.executors.base import Waker
 from labrun.executors.process import ProcessExecutor
 from labrun.expand import instances
-from labrun.model import Launch, Started
+from labrun.model import Launch, Runtime, Started
 from labrun.progress import QuietReporter
 from labrun.runner import Runner
 from labrun.states import Outcome, RunState
@@ -43,7 +43,10 @@ def test_after_node_max_failures_the_node_is_not_used_again(tmp_path: Path) -> N
     waker = Waker()
     # the broken node is bigger, so placement prefers it until it is avoided
     nodes = [NodeSpec("local", 1, 1 << 30), NodeSpec("broken", 1, 1 << 32)]
-    executors = {("local", "process"): ProcessExecutor(waker), ("broken", "process"): BrokenNode(waker)}
+    executors = {
+        ("local", Runtime.PROCESS): ProcessExecutor(waker),
+        ("broken", Runtime.PROCESS): BrokenNode(waker),
+    }
     runner = Runner(store, paths, job, run, nodes, executors, waker, QuietReporter(), node_max_failures=3)
     assert runner.drive(time.time) is RunState.SUCCEEDED
     on_broken = [a for a in store.run_attempts(run_id) if a.node == "broken"]

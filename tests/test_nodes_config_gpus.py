@@ -14,6 +14,7 @@ from labrun.app import RunOptions, open_store, run_job
 from labrun.config.lab import load_lab
 from labrun.errors import ConfigError, PreflightFailed
 from labrun.gpus import Gpu, assign, nvml_inventory, use_inventory
+from labrun.model import Runtime
 from labrun.scheduler import Demand, NodeCapacity, place
 from labrun.ssh.config import SshNodeSpec
 from labrun.ssh.transport import SshTarget
@@ -43,6 +44,10 @@ def test_ssh_nodes_are_read_with_their_defaults(tmp_path: Path) -> None:
     assert (ws2.cpus, ws2.memory, ws2.gpus) == (None, None, None)  # "auto": from the probe
     assert ws2.ssh_config == str(tmp_path / "cfg/ssh_config") and ws2.workdir == "~/.cache/labrun"
     assert [n.name for n in lab.nodes] == ["local", "gpu-box", "ws2"]
+    # runtimes are Runtime members from the registry on (a str enum: == would pass for strings)
+    declared = [r for spec in lab.declared for r in spec.runtimes]
+    assert declared and all(type(r) is Runtime for r in declared)
+    assert box.runtimes[0] is Runtime.PROCESS and local.declared().runtimes == tuple(Runtime)
 
 
 def test_bad_node_settings_are_reported_with_lines(tmp_path: Path) -> None:
@@ -66,6 +71,16 @@ def test_control_socket_paths_stay_short() -> None:
     target = SshTarget("n", "n", "/" + "x" * 200)
     assert len(target.control_path) <= 84
     assert SshTarget("n", "n", "/s").control_path.startswith("/s/")
+
+
+def test_two_state_directories_never_share_a_master_connection() -> None:
+    """Long state paths fall back to one directory in /tmp: a node named alike in another
+    state directory (another user's lab, a parallel test) must get its own socket there."""
+    one = SshTarget("node-a", "node-a", "/" + "x" * 200)
+    other = SshTarget("node-a", "node-a", "/" + "y" * 200)
+    assert one.control_path != other.control_path
+    configured = SshTarget("node-a", "node-a", "/" + "x" * 200, ssh_config="/lab2/ssh_config")
+    assert configured.control_path != one.control_path
 
 
 @pytest.fixture
@@ -145,7 +160,7 @@ def test_placement_honours_nodes_gpus_and_runtimes() -> None:
             Demand(1, 1, 1, nodes=("ws",)),
             Demand(2, 1, 1, gpus=1),
             Demand(3, 1, 1, gpus=1),  # the box's last GPU went to task 2
-            Demand(4, 1, 1, runtime="docker"),  # no node offers docker
+            Demand(4, 1, 1, runtime=Runtime.DOCKER),  # no node offers docker
         ],
         nodes,
         slots=10,
@@ -167,13 +182,17 @@ def test_the_agent_needs_only_the_standard_library() -> None:
 
     from labrun.ssh.session import _shipped
 
-    for name, path in _shipped():
+    files = _shipped()
+    # what the archive holds: labrun.cgroup, labrun.attempt_facts, labrun.ssh.remote_docker, ...
+    modules = {n.removesuffix(".py").removesuffix("/__init__").replace("/", ".") for n, _ in files}
+    shipped = tuple(m for m in modules if m.startswith("labrun."))
+    assert {"labrun.attempt_facts", "labrun.docker_args", "labrun.cgroup"} <= set(shipped)
+    for name, path in files:
         tree = ast.parse(Path(path).read_text() if path else "", feature_version=(3, 8))
         names = {a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
         froms = [n for n in ast.walk(tree) if isinstance(n, ast.ImportFrom) and n.module]
         names |= {f"{n.module}.{a.name}" for n in froms for a in n.names}
         outside = {n for n in names if n.split(".")[0] not in sys.stdlib_module_names}
-        shipped = ("labrun.cgroup", "labrun.ssh.remote_docker")
         assert all(n.startswith(shipped) for n in outside), name
         # APIs newer than 3.8 that its syntax check cannot see
         newer = {"removeprefix", "removesuffix", "is_relative_to", "with_stem", "readlink"}

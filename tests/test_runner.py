@@ -9,7 +9,7 @@ from labrun.config.job import parse_job
 from labrun.config.lab import NodeSpec
 from labrun.executors.base import Executor, Waker
 from labrun.expand import instances
-from labrun.model import Facts, Launch, LaunchError, Started
+from labrun.model import Facts, Launch, LaunchError, Runtime, Started
 from labrun.outcome import Stop
 from labrun.paths import StatePaths
 from labrun.progress import Reporter
@@ -21,7 +21,7 @@ from labrun.store import Store
 class FakeExecutor(Executor):
     """Attempts end only when the test says so (or on a signal, if `obeys` is set)."""
 
-    runtime = "process"
+    runtime = Runtime.PROCESS
 
     def __init__(self, obeys: set[int] | None = None) -> None:
         self.launches: dict[int, Launch] = {}
@@ -65,7 +65,15 @@ def make_runner(tmp_path: Path, body: str, executor: Executor, cpus: float = 2) 
     node = NodeSpec("local", cpus, 8 * 1024**3)
     paths = StatePaths(str(tmp_path / "state"))
     runner = Runner(
-        store, paths, job, run, [node], {("local", "process"): executor}, Waker(), Reporter(), rng=lambda: 0.0
+        store,
+        paths,
+        job,
+        run,
+        [node],
+        {("local", Runtime.PROCESS): executor},
+        Waker(),
+        Reporter(),
+        rng=lambda: 0.0,
     )
     return runner, store
 

@@ -19,7 +19,7 @@ from test_ssh_nodes import launch, ssh_node, wait_for, write_lab
 
 from labrun.cgroup import detect, open_existing
 from labrun.executors.ssh import SshExecutor
-from labrun.model import Launch
+from labrun.model import DockerOptions, Launch, Runtime
 from labrun.ssh.nodes import target_of
 from labrun.ssh.session import AgentSession
 
@@ -54,7 +54,7 @@ def test_a_remote_attempts_cgroup_is_removed_after_it_ends(tmp_path: Path, sshd_
     lab = write_lab(tmp_path, sshd_lab, {"node-a": 'runtimes = ["cgroup"]'})
     session = AgentSession(target_of(lab, ssh_node(lab)), ssh_node(lab).workdir)
     assert "cgroup" in session.connect()["runtimes"]
-    executor = SshExecutor(session, poll_interval=0.1, runtime="cgroup")
+    executor = SshExecutor(session, poll_interval=0.1, runtime=Runtime.CGROUP)
     try:
         # a child that leaves the process group: the cgroup's removal ends it too
         started = executor.start(launch(tmp_path, ("sh", "-c", "setsid sleep 60 & echo $GREETING"), 1))
@@ -75,12 +75,12 @@ def docker_executor(tmp_path: Path, sshd_lab: SshdLab, docker_url: str) -> SshEx
     lab = write_lab(tmp_path, sshd_lab, {"node-a": 'runtimes = ["docker"]'})
     session = AgentSession(target_of(lab, ssh_node(lab)), ssh_node(lab).workdir)
     session.connect()
-    return SshExecutor(session, poll_interval=0.1, runtime="docker")
+    return SshExecutor(session, poll_interval=0.1, runtime=Runtime.DOCKER)
 
 
 def in_image(tmp_path: Path, image: str, argv: tuple[str, ...], attempt_id: int, memory: int) -> Launch:
     base = launch(tmp_path, argv, attempt_id)
-    return dataclasses.replace(base, memory=memory, options={"image": image, "shared": str(tmp_path)})
+    return dataclasses.replace(base, memory=memory, options=DockerOptions(image=image, shared=str(tmp_path)))
 
 
 def test_a_remote_container_oom_is_oom_and_exit_codes_pass_through(

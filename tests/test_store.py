@@ -11,6 +11,7 @@ import pytest
 
 from labrun.errors import StoreError
 from labrun.ledger import Ledger
+from labrun.model import Runtime
 from labrun.states import Subject, TaskState, TransitionError
 from labrun.store import MIGRATIONS, Store
 
@@ -50,10 +51,10 @@ def test_transition_is_guarded_and_recorded(store: Store) -> None:
     assert task is not None
     ledger = Ledger(store, run_id)
     with ledger.tx():
-        ledger.claim(task, "local", "process", 101.0)
+        ledger.claim(task, "local", Runtime.PROCESS, 101.0)
     # the same (now stale) row cannot move again: the guard sees it is no longer ready
     with pytest.raises(StoreError, match="no longer ready"), ledger.tx():
-        ledger.claim(task, "local", "process", 102.0)
+        ledger.claim(task, "local", Runtime.PROCESS, 102.0)
     with pytest.raises(TransitionError):
         current = store.task(task.id)
         store.update_task(current, dataclasses.replace(current, state=TaskState.WAITING))
@@ -71,7 +72,7 @@ def test_failed_transaction_rolls_back(store: Store) -> None:
     assert task is not None
     ledger = Ledger(store, run_id)
     with pytest.raises(RuntimeError), ledger.tx():
-        ledger.claim(task, "local", "process", 101.0)
+        ledger.claim(task, "local", Runtime.PROCESS, 101.0)
         raise RuntimeError("crash mid-tick")
     assert store.task(task.id).state is TaskState.READY
     assert store.events(run_id, task.id) == []

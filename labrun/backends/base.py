@@ -30,6 +30,7 @@ from labrun.config.job import JobSpec
 from labrun.config.lab import LabConfig, NodeConfig, NodeSpec
 from labrun.config.schema import Key
 from labrun.executors.base import Executor, Waker
+from labrun.model import Runtime
 from labrun.preflight.core import Check
 from labrun.rows import AttemptRow
 
@@ -40,7 +41,7 @@ STOP_POLL = 0.1  # how often a runner-less stop looks whether the attempts ended
 class Connection:
     """What connecting a backend's nodes gave: executors, node specs, and what failed."""
 
-    executors: dict[tuple[str, str], Executor] = field(default_factory=dict)
+    executors: dict[tuple[str, Runtime], Executor] = field(default_factory=dict)
     nodes: list[NodeSpec] = field(default_factory=list)  # only nodes that answered
     problems: list[str] = field(default_factory=list)  # "node X is left out of this run: why"
 
@@ -60,7 +61,7 @@ class NodeRow:
     cpus: float | None
     memory: int | None
     gpus: tuple[int, ...]
-    runtimes: tuple[str, ...]
+    runtimes: tuple[Runtime, ...]
     error: str = ""
 
 

@@ -31,11 +31,12 @@ from labrun.executors.cgroup import CgroupExecutor
 from labrun.executors.docker import DockerExecutor
 from labrun.executors.docker_daemon import ATTEMPT_LABEL
 from labrun.executors.process import ProcessExecutor, alive
+from labrun.model import Runtime
 from labrun.preflight.core import Check
 from labrun.rows import AttemptRow
 from labrun.units import SIZE_HELP
 
-LOCAL_RUNTIMES = ("process", "cgroup", "docker")
+LOCAL_RUNTIMES = tuple(runtime.value for runtime in Runtime)
 
 LOCAL_KEYS: tuple[Key, ...] = (
     Key(
@@ -69,17 +70,17 @@ class LocalNode(NodeConfig):
     cpus: float = 1.0
     memory: int = 0
     gpus: tuple[int, ...] = ()
-    runtimes: tuple[str, ...] = LOCAL_RUNTIMES
+    runtimes: tuple[Runtime, ...] = tuple(Runtime)
 
     def declared(self) -> NodeSpec:
         return NodeSpec(self.name, self.cpus, self.memory, self.runtimes, self.gpus)
 
 
-def _makers(waker: Waker) -> Mapping[str, Callable[[], Executor]]:
+def _makers(waker: Waker) -> Mapping[Runtime, Callable[[], Executor]]:
     return {
-        "process": lambda: ProcessExecutor(waker),
-        "cgroup": lambda: CgroupExecutor(waker),
-        "docker": lambda: DockerExecutor(waker),
+        Runtime.PROCESS: lambda: ProcessExecutor(waker),
+        Runtime.CGROUP: lambda: CgroupExecutor(waker),
+        Runtime.DOCKER: lambda: DockerExecutor(waker),
     }
 
 
@@ -153,7 +154,7 @@ class LocalControl(NodeControl):
     def running(self, attempts: Sequence[AttemptRow]) -> list[int]:
         out = []
         for attempt in attempts:
-            if attempt.runtime == "docker":
+            if attempt.runtime is Runtime.DOCKER:
                 if self._containers(attempt, everything=False):
                     out.append(attempt.id)
             elif _group_alive(attempt):
@@ -162,7 +163,7 @@ class LocalControl(NodeControl):
 
     def signal(self, attempts: Sequence[AttemptRow], signum: int) -> None:
         for attempt in attempts:
-            if attempt.runtime == "docker":
+            if attempt.runtime is Runtime.DOCKER:
                 self._kill_containers(attempt, signum)
             elif _group_alive(attempt):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -187,14 +188,14 @@ class LocalControl(NodeControl):
     def sweep(self, attempts: Sequence[AttemptRow]) -> list[str]:
         found = []
         for attempt in attempts:
-            if attempt.runtime == "docker":
+            if attempt.runtime is Runtime.DOCKER:
                 found += self._remove_containers(attempt)
                 continue
             if _group_alive(attempt):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(attempt.pid or 0, signal.SIGKILL)
                 found.append(f"process group {attempt.pid} of attempt {attempt.id}")
-            if attempt.runtime == "cgroup" and attempt.ref:
+            if attempt.runtime is Runtime.CGROUP and attempt.ref:
                 found += _remove_cgroup(attempt)
         return found
 

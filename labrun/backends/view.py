@@ -18,7 +18,7 @@ def node_states(lab: LabConfig, store: Store | None) -> list[dict[str, Any]]:
     rows = []
     for node in node_rows(lab):
         row = dataclasses.asdict(node)
-        row["gpus"], row["runtimes"] = list(node.gpus), list(node.runtimes)
+        row["gpus"], row["runtimes"] = list(node.gpus), [str(r) for r in node.runtimes]
         mine = running.get(node.name, [])
         row["running"] = [f"run {a['run']} {a['task']} #{a['attempt']}" for a in mine]
         row["cpus_used"] = sum(a["cpus"] for a in mine)

@@ -30,6 +30,7 @@ from labrun.config.schema import (
 )
 from labrun.deps import describe_cycle, find_cycle, upstream_map
 from labrun.errors import ConfigError, Problem
+from labrun.model import Runtime
 from labrun.preflight.network import parse_address
 
 if sys.version_info >= (3, 11):
@@ -48,7 +49,7 @@ class TaskSpec:
     name: str
     command: str | tuple[str, ...]
     items: Items | None = None
-    runtime: str = "process"
+    runtime: Runtime = Runtime.PROCESS
     cpus: float = 1.0
     memory: int = 1024**3
     timeout: float | None = None
@@ -187,7 +188,7 @@ _CPUSET_RE = re.compile(r"^\d+(-\d+)?(,\d+(-\d+)?)*$")
 
 def _check_isolation(c: _Collector, path: Path, values: Mapping[str, Any]) -> None:
     """Keys that only make sense together: docker needs an image; cpuset is a CPU list."""
-    if values.get("runtime") == "docker" and not values.get("image"):
+    if values.get("runtime") is Runtime.DOCKER and not values.get("image"):
         c.add(path, 'runtime "docker" needs an image', 'add image = "name:tag" (see `docker images`)')
     cpuset = values.get("cpuset")
     if cpuset is not None and not _CPUSET_RE.match(cpuset.replace(" ", "")):

@@ -16,6 +16,7 @@ from typing import Any, ClassVar
 from labrun.config.labschema import LAB_KEYS, validate_table
 from labrun.config.locate import locate, nearest
 from labrun.errors import ConfigError, Problem
+from labrun.model import Runtime
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -30,7 +31,7 @@ class NodeSpec:
     name: str
     cpus: float
     memory: int
-    runtimes: tuple[str, ...] = ("process",)
+    runtimes: tuple[Runtime, ...] = (Runtime.PROCESS,)
     gpus: tuple[int, ...] = ()  # device indices attempts may be given
 
 

@@ -17,6 +17,7 @@ from typing import Any, Protocol
 
 from labrun.config.jsonschema import key_schema
 from labrun.config.schema import Key, convert
+from labrun.model import Runtime
 from labrun.units import parse_duration, parse_size
 
 Where = tuple[str, ...]
@@ -85,7 +86,7 @@ def _ssh_options(value: object) -> tuple[str, ...]:
     return tuple(value)
 
 
-def _runtimes(value: object, key: Key, backend: str) -> tuple[str, ...]:
+def _runtimes(value: object, key: Key, backend: str) -> tuple[Runtime, ...]:
     if not isinstance(value, list) or not value or not all(isinstance(v, str) for v in value):
         raise ValueError('expected a non-empty list of runtimes like ["process"]')
     unknown = [v for v in value if v not in key.choices]
@@ -94,7 +95,7 @@ def _runtimes(value: object, key: Key, backend: str) -> tuple[str, ...]:
             f"runtime {unknown[0]!r} is not available on {backend} nodes; "
             f"supported there: {', '.join(key.choices)}"
         )
-    return tuple(value)
+    return tuple(Runtime(v) for v in value)
 
 
 def _remote_dir(value: object) -> str:
@@ -143,6 +144,13 @@ def unknown_hint(key: str, known: Sequence[str]) -> str:
     return f"did you mean {close[0]!r}?" if close else f"known keys: {', '.join(known)}"
 
 
+def _default(key: Key, backend: str) -> Any:
+    """A key's default as its typed value (runtimes are declared as the names users write)."""
+    if key.kind == "runtimes":
+        return _runtimes(list(key.default), key, backend)
+    return key.default
+
+
 def validate_table(
     keys: Sequence[Key],
     table: Mapping[str, Any],
@@ -160,13 +168,13 @@ def validate_table(
     values: dict[str, Any] = {}
     for key in keys:
         if key.name not in table:
-            values[key.name] = key.default
+            values[key.name] = _default(key, backend)
             continue
         try:
             values[key.name] = convert_lab(key, table[key.name], base, backend)
         except ValueError as exc:
             problem((*where, key.name), str(exc))
-            values[key.name] = key.default
+            values[key.name] = _default(key, backend)
     return values
 
 

@@ -6,12 +6,14 @@ editors use to check a job file while it is typed (`config/jsonschema.py`).
 
 from __future__ import annotations
 
+import enum
 import math
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from labrun.model import Runtime
 from labrun.units import DURATION_HELP, SIZE_HELP, parse_duration, parse_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
@@ -62,6 +64,7 @@ class Key:
     default: Any
     help: str
     choices: tuple[str, ...] = ()
+    enum: type[enum.Enum] | None = None  # a "choice" converted to this enum's member
     minimum: float | None = None
     maximum: float | None = None
 
@@ -212,7 +215,7 @@ def convert(key: Key, value: object) -> Any:
         text = _string(value)
         if text not in key.choices:
             raise ValueError(f"expected one of {', '.join(key.choices)}, got {text!r}")
-        return text
+        return key.enum(text) if key.enum is not None else text
     if key.kind == "command":
         return _command(value)
     if key.kind == "items":
@@ -301,14 +304,14 @@ def _preflight_value(kind: str, value: object) -> Any:
     return tuple(checks)
 
 
-RUNTIMES = ("process", "cgroup", "docker")
+RUNTIMES = tuple(runtime.value for runtime in Runtime)
 ON_OOM = ("grow", "retry", "fail")
 
 TASK_KEYS: tuple[Key, ...] = (
     Key("name", "name", None, "The task's name: letters, digits, '-' and '_'."),
     Key("command", "command", None, "A string runs through /bin/sh -c; an array is exec'd."),
     Key("items", "items", None, "Fan-out: one task per item, or { range = [0, 100] }."),
-    Key("runtime", "choice", "process", "Where an attempt runs.", choices=RUNTIMES),
+    Key("runtime", "choice", "process", "Where an attempt runs.", choices=RUNTIMES, enum=Runtime),
     Key("cpus", "number", 1.0, "CPUs an attempt needs (fractions allowed).", minimum=0.01),
     Key("memory", "size", 1024**3, "Memory an attempt needs: " + SIZE_HELP + ".", minimum=1),
     Key("timeout", "duration", None, "Kill an attempt after this long: " + DURATION_HELP + "."),
@@ -331,7 +334,12 @@ TASK_KEYS: tuple[Key, ...] = (
     ),
     Key("grace", "duration", 10.0, "Between SIGTERM and SIGKILL when stopping an attempt."),
     Key("env", "env", {}, "Environment variables added for the task."),
-    Key("outputs", "str_list", (), "Files that must exist and be non-empty after exit 0."),
+    Key(
+        "outputs",
+        "str_list",
+        (),
+        "Must be present after exit 0: a non-empty file, or a directory with an entry.",
+    ),
     Key(
         "depends_on",
         "deps",

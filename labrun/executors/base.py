@@ -18,7 +18,7 @@ import abc
 import os
 import selectors
 
-from labrun.model import Facts, Launch, Started
+from labrun.model import Facts, Launch, Runtime, Started
 
 
 class Waker:
@@ -73,7 +73,7 @@ class Waker:
 class Executor(abc.ABC):
     """Runs attempts of one runtime on one node."""
 
-    runtime: str = ""
+    runtime: Runtime
     online: bool = True  # False while the node does not answer: the runner places nothing there
 
     def wake_at(self, now: float) -> float | None:

@@ -24,10 +24,11 @@ import os
 import secrets
 import signal
 
-from labrun.cgroup import AttemptCgroup, CgroupError, Limits, Support, Usage, create, detect, open_existing
+from labrun import attempt_facts
+from labrun.cgroup import AttemptCgroup, CgroupError, Limits, Support, create, detect, open_existing
 from labrun.executors.base import Waker
 from labrun.executors.process import ProcessExecutor, _Child, process_start_time, with_exit_trap
-from labrun.model import Facts, Launch, LaunchError, Started
+from labrun.model import CgroupOptions, Facts, Launch, LaunchError, Runtime, Started, options_for
 
 POOL_MAX = 32  # idle cgroups kept for reuse; more than the attempts that ever run at once
 
@@ -42,11 +43,11 @@ def cgroup_name(token: str, serial: int) -> str:
 
 
 def limits_for(launch: Launch) -> Limits:
-    cpuset = launch.options.get("cpuset")
+    cpuset = options_for(launch, CgroupOptions).cpuset
     return Limits(
         memory=launch.memory if launch.memory > 0 else None,
         cpus=launch.cpus if launch.cpus > 0 else None,
-        cpuset=cpuset if isinstance(cpuset, str) and cpuset else None,
+        cpuset=cpuset or None,
     )
 
 
@@ -63,7 +64,7 @@ def unsupported_message(support: Support) -> str:
 
 
 class CgroupExecutor(ProcessExecutor):
-    runtime = "cgroup"
+    runtime = Runtime.CGROUP
     samples_memory = False  # the kernel keeps the peak
 
     def __init__(self, waker: Waker, support: Support | None = None) -> None:
@@ -157,24 +158,14 @@ class CgroupExecutor(ProcessExecutor):
         cg = self.cgroups.pop(attempt_id, None)
         if cg is None:
             return facts
-        notes = []
-        try:
-            usage: Usage | None = cg.usage()
-        except (CgroupError, OSError, ValueError) as exc:
-            usage = None
-            notes.append(f"cgroup counters unreadable: {exc}")
+        reading = attempt_facts.read_cgroup(cg)
         self._release(cg)
-        if usage is not None and usage.oom_kills is None:
-            notes.append("this kernel keeps no OOM-kill counter: an OOM kill cannot be told apart")
-        detail = "; ".join(n for n in (facts.detail, *notes) if n)
-        if usage is None:
-            return dataclasses.replace(facts, detail=detail)
         return dataclasses.replace(
             facts,
-            oom_kills=usage.oom_kills or 0,
-            peak_memory=usage.peak_memory,
-            cpu_seconds=usage.cpu_seconds if usage.cpu_seconds is not None else facts.cpu_seconds,
-            detail=detail,
+            oom_kills=reading.oom_kills or 0,
+            peak_memory=reading.peak_memory,
+            cpu_seconds=reading.cpu_seconds if reading.cpu_seconds is not None else facts.cpu_seconds,
+            detail=attempt_facts.join_notes(facts.detail, *reading.notes),
         )
 
     def _discard(self, cg: AttemptCgroup) -> None:

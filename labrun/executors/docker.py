@@ -1,15 +1,9 @@
 """`runtime = "docker"`: each attempt in its own container, through the `docker` SDK.
 
-Launch options this executor reads (all under `Launch.options`):
-
-    image       (str, required)  the image to run
-    image_tar   (str)            a `docker save` tarball loaded once when the image is missing
-    shared      (str)            the run's shared directory, mounted at the same path
-    user        (str)            "uid:gid" inside the container; default: the invoking user's
-    gpus        (list[int])      device indices passed as a GPU device request
-    privileged  (bool)           only when exactly True
-    network     (str)            network mode; default: the daemon's default (never host)
-    init        (bool)           run docker-init as PID 1 so signals reach the task (default True)
+It takes `model.DockerOptions`. What the container is (labels, user, mounts, limits,
+network, GPUs, init) is decided by `labrun.docker_args.describe`, the same builder the
+agent uses on SSH nodes; `sdk_kwargs` only turns that description into the SDK's
+keyword arguments.
 
 The container is not auto-removed: its exit code and `State.OOMKilled` are read, and its
 logs copied, before labrun removes it. Peak memory is not recorded: the container's
@@ -21,23 +15,18 @@ from __future__ import annotations
 
 import contextlib
 import os
-import signal as signals
 import threading
 import time
 import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
+from labrun import attempt_facts, docker_args
+from labrun.docker_args import ATTEMPT_LABEL
 from labrun.executors import docker_cgroup
 from labrun.executors.base import Executor, Waker
-from labrun.executors.docker_daemon import (
-    ATTEMPT_LABEL,
-    DieWatcher,
-    connect,
-    daemon_url,
-    unreachable_message,
-)
-from labrun.model import Facts, Launch, LaunchError, Started
+from labrun.executors.docker_daemon import DieWatcher, connect, daemon_url, unreachable_message
+from labrun.model import DockerOptions, Facts, Launch, LaunchError, Runtime, Started, options_for
 
 
 @dataclass(frozen=True)
@@ -48,62 +37,65 @@ class _Tracked:
     signalled: int | None = None
 
 
-def container_labels(launch: Launch) -> dict[str, str]:
-    return {
-        "labrun.run": str(launch.run_id),
-        "labrun.task": launch.task_name,
-        "labrun.attempt": str(launch.attempt),
-        ATTEMPT_LABEL: str(launch.attempt_id),
-    }
+def container_for(launch: Launch) -> docker_args.Container:
+    """The attempt's container, described by the builder the agent on SSH nodes uses too."""
+    options = options_for(launch, DockerOptions)
+    return docker_args.describe(
+        run_id=launch.run_id,
+        task=launch.task_name,
+        attempt=launch.attempt,
+        attempt_id=launch.attempt_id,
+        image=options.image,
+        argv=launch.argv,
+        env=dict(launch.env),
+        workdir=launch.workdir,
+        memory=launch.memory,
+        cpus=launch.cpus,
+        gpus=launch.gpus,
+        shared=options.shared,
+        user=options.user,
+        privileged=options.privileged,
+        network=options.network,
+        init=options.init,
+    )
 
 
-def mounted_paths(launch: Launch) -> list[str]:
-    """Host paths mounted at the same path inside: the workdir and the run's shared directory."""
-    paths = [launch.workdir]
-    shared = launch.options.get("shared")
-    if isinstance(shared, str) and shared and shared not in paths:
-        paths.append(shared)
-    return paths
-
-
-def init_env(init: bool) -> dict[str, str]:
-    """docker-init (tini) forwards a signal to the task's process group, not only to the task:
-    a SIGTERM then reaches a shell's children, as it does in the process runtime (killpg),
-    so a training script under `sh -c` can checkpoint before the SIGKILL."""
-    return {"TINI_KILL_PROCESS_GROUP": "1"} if init else {}
-
-
-def host_config_args(launch: Launch) -> dict[str, Any]:
-    """Keyword arguments for `APIClient.create_host_config`; pure, so it is testable alone."""
+def sdk_kwargs(c: docker_args.Container) -> tuple[dict[str, Any], dict[str, Any]]:
+    """(`APIClient.create_container` kwargs without host_config, `create_host_config` kwargs)."""
     import docker.types
 
-    opts = launch.options
-    args: dict[str, Any] = {
-        "binds": {path: {"bind": path, "mode": "rw"} for path in mounted_paths(launch)},
-        "privileged": opts.get("privileged") is True,
-        "init": opts.get("init", True) is not False,
+    create = {
+        "image": c.image,
+        "command": list(c.argv),
+        "environment": dict(c.env),
+        "working_dir": c.workdir,
+        "user": c.user,
+        "labels": dict(c.labels),
+        "volumes": list(c.mounts),
     }
-    if launch.memory > 0:
-        # memory-swap equal to memory: no swap, so a task over its limit is OOM-killed.
-        args["mem_limit"] = launch.memory
-        args["memswap_limit"] = launch.memory
-    if launch.cpus > 0:
-        args["nano_cpus"] = int(launch.cpus * 1e9)
-    gpus = opts.get("gpus")
-    if isinstance(gpus, (list, tuple)) and gpus:
-        args["device_requests"] = [
-            docker.types.DeviceRequest(device_ids=[str(g) for g in gpus], capabilities=[["gpu"]])
+    host: dict[str, Any] = {
+        "binds": {path: {"bind": path, "mode": "rw"} for path in c.mounts},
+        "privileged": c.privileged,
+        "init": c.init,
+    }
+    if c.memory > 0:
+        host["mem_limit"] = c.memory
+        host["memswap_limit"] = c.memory
+    if c.cpus > 0:
+        host["nano_cpus"] = int(c.cpus * 1e9)
+    if c.gpus:
+        host["device_requests"] = [
+            docker.types.DeviceRequest(device_ids=list(c.gpus), capabilities=[["gpu"]])
         ]
-    network = opts.get("network")
-    if isinstance(network, str) and network:
-        args["network_mode"] = network
-    return args
+    if c.network:
+        host["network_mode"] = c.network
+    return create, host
 
 
 class DockerExecutor(Executor):
     """Runs attempts as containers on one Docker daemon (DOCKER_HOST or the default socket)."""
 
-    runtime = "docker"
+    runtime = Runtime.DOCKER
 
     def __init__(self, waker: Waker | None = None, base_url: str | None = None) -> None:
         self._waker = waker
@@ -132,14 +124,15 @@ class DockerExecutor(Executor):
         return self._client
 
     def start(self, launch: Launch) -> Started:
-        image = launch.options.get("image")
-        if not isinstance(image, str) or not image:
+        container = container_for(launch)
+        image = container.image
+        if not image:
             raise LaunchError(f"task {launch.task_name!r}: runtime docker needs an `image`")
         api = self._api()
         parent = None
         if self._cgroup_version is not None:
             parent = docker_cgroup.parent_for(launch.run_id, launch.attempt_id, uuid.uuid4().hex[:8])
-        ident = self._create(api, launch, image, parent)
+        ident = self._create(api, launch, container, parent)
         with self._lock:
             self._tracked[launch.attempt_id] = _Tracked(launch, ident, parent)
         try:
@@ -155,22 +148,14 @@ class DockerExecutor(Executor):
             ) from exc
         return Started(ref=ident, mechanism="docker")
 
-    def _create(self, api: Any, launch: Launch, image: str, parent: str | None) -> str:
+    def _create(self, api: Any, launch: Launch, container: docker_args.Container, parent: str | None) -> str:
         import docker.errors
 
-        host_args = host_config_args(launch)
+        image = container.image
+        kwargs, host_args = sdk_kwargs(container)
         if parent is not None:
             host_args["cgroup_parent"] = parent
-        kwargs = {
-            "image": image,
-            "command": list(launch.argv),
-            "environment": {**launch.env, **init_env(host_args["init"])},
-            "working_dir": launch.workdir,
-            "user": str(launch.options.get("user") or f"{os.getuid()}:{os.getgid()}"),
-            "labels": container_labels(launch),
-            "volumes": mounted_paths(launch),
-            "host_config": api.create_host_config(**host_args),
-        }
+        kwargs["host_config"] = api.create_host_config(**host_args)
         try:
             return self._create_once(api, launch, kwargs)
         except docker.errors.ImageNotFound:
@@ -179,7 +164,7 @@ class DockerExecutor(Executor):
         try:
             return self._create_once(api, launch, kwargs)
         except docker.errors.ImageNotFound:
-            tar = launch.options.get("image_tar")
+            tar = options_for(launch, DockerOptions).image_tar
             raise LaunchError(
                 f"task {launch.task_name!r}: loaded {tar} but it does not contain image "
                 f"{image}; check the tag with `docker load -i {tar}` and `docker images`"
@@ -203,8 +188,8 @@ class DockerExecutor(Executor):
 
     def _load_tar(self, api: Any, launch: Launch, image: str) -> bool:
         """Load `image_tar` once per executor; False when there is none to load."""
-        tar = launch.options.get("image_tar")
-        if not isinstance(tar, str) or not tar or tar in self._loaded_tars:
+        tar = options_for(launch, DockerOptions).image_tar
+        if not tar or tar in self._loaded_tars:
             return False
         self._loaded_tars.add(tar)
         try:
@@ -223,8 +208,8 @@ class DockerExecutor(Executor):
         return True
 
     def _missing_image(self, launch: Launch, image: str) -> str:
-        tar = launch.options.get("image_tar")
-        if isinstance(tar, str) and tar:
+        tar = options_for(launch, DockerOptions).image_tar
+        if tar:
             fix = f"`docker load -i {tar}` (it was already loaded once and did not provide it)"
         else:
             fix = f"`docker load -i IMAGE.tar` or `docker pull {image}`, or set image_tar"
@@ -263,7 +248,7 @@ class DockerExecutor(Executor):
             state = api.inspect_container(tracked.container)["State"]
         except docker.errors.NotFound:
             return Facts(None, None, time.time(), lost=True, detail="container vanished")
-        if state.get("Running") or state.get("Status") in ("created", "restarting"):
+        if _still_running(state):
             return None
         code = int(state.get("ExitCode", -1))
         oom = bool(state.get("OOMKilled"))
@@ -272,13 +257,15 @@ class DockerExecutor(Executor):
         usage = self._usage(tracked.cgroup_parent)
         return Facts(
             exit_code=code,
-            signal=_signal_of(code, oom, tracked.signalled),
+            signal=attempt_facts.container_signal(
+                code, oom, [tracked.signalled] if tracked.signalled else []
+            ),
             ended=time.time(),
             oom_killed=oom,
             peak_memory=usage.peak_memory,
             cpu_seconds=usage.cpu_seconds,
-            missing_outputs=_missing_outputs(tracked.launch) if code == 0 else (),
-            detail=str(state.get("Error") or ""),
+            missing_outputs=attempt_facts.missing_outputs(tracked.launch.outputs) if code == 0 else (),
+            detail=docker_args.state_note(state),
         )
 
     def _usage(self, parent: str | None) -> docker_cgroup.Usage:
@@ -374,23 +361,9 @@ class DockerExecutor(Executor):
             self._client = None
 
 
-def _signal_of(code: int, oom: bool, signalled: int | None) -> int | None:
-    """The signal behind a 128+N exit, when we know one was sent: by us, or the OOM killer."""
-    if oom and code == 128 + signals.SIGKILL:
-        return int(signals.SIGKILL)
-    if signalled is not None and code == 128 + signalled:
-        return signalled
-    return None
-
-
-def _missing_outputs(launch: Launch) -> tuple[str, ...]:
-    def present(path: str) -> bool:
-        try:
-            if os.path.isdir(path):
-                with os.scandir(path) as entries:
-                    return any(True for _ in entries)
-            return os.path.getsize(path) > 0
-        except OSError:
-            return False
-
-    return tuple(p for p in launch.outputs if not present(p))
+def _still_running(state: dict[str, Any]) -> bool:
+    """A container that runs, restarts, or waits to be started. One that was created and
+    failed to start (`State.Error` set: a runner died before removing it) has ended."""
+    if state.get("Running") or state.get("Status") == "restarting":
+        return True
+    return state.get("Status") == "created" and not state.get("Error")

@@ -12,12 +12,12 @@ import threading
 import time
 from typing import Any
 
+from labrun.docker_args import ATTEMPT_LABEL  # every container labrun starts carries it
 from labrun.executors.base import Waker
 from labrun.model import LaunchError
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
-# Every container labrun starts carries this label; the event filter and adoption key on it.
-ATTEMPT_LABEL = "labrun.attempt_id"
+__all__ = ["ATTEMPT_LABEL", "DieWatcher", "connect", "daemon_url", "unreachable_message"]
 
 
 def daemon_url(base_url: str | None) -> str:

@@ -20,9 +20,10 @@ from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
+from labrun import attempt_facts
 from labrun.executors.base import Executor, Waker
 from labrun.executors.sampling import SAMPLE_AFTER, SAMPLE_EVERY, tree_rss
-from labrun.model import Facts, Launch, LaunchError, Started
+from labrun.model import Facts, Launch, LaunchError, Runtime, Started
 
 _UNKNOWN_EXIT = (
     "adopted after a runner restart, and its exit status was not recorded (killed by a signal, "
@@ -51,30 +52,26 @@ class _Adopted:
     running: bool  # False: it ended while no runner watched; its exit file says how
 
 
-EXIT_FILE = "exit"  # in the attempt directory: the exit status a shell command wrote
-# The EXIT trap records $? where a later runner can read it after adopting the attempt.
-# Only for commands that already run through /bin/sh -c: it costs a fork, not an exec.
-_EXIT_TRAP = "trap 'echo $? > \"$LABRUN_EXIT_FILE\"' EXIT\n"
-
-
-def exit_file(launch: Launch) -> str:
-    return os.path.join(os.path.dirname(launch.stdout_path), EXIT_FILE)
+def attempt_dir(launch: Launch) -> str:
+    return os.path.dirname(launch.stdout_path)
 
 
 def with_exit_trap(launch: Launch) -> tuple[tuple[str, ...], dict[str, str]]:
-    """argv and extra env that leave the exit status in the attempt directory."""
+    """argv and extra env that leave the exit status in the attempt directory.
+
+    Only for commands that already run through /bin/sh -c: it costs a fork, not an exec."""
     argv = launch.argv
     if len(argv) >= 3 and argv[0] == "/bin/sh" and argv[1] == "-c":
-        return ("/bin/sh", "-c", _EXIT_TRAP + argv[2], *argv[3:]), {"LABRUN_EXIT_FILE": exit_file(launch)}
+        record = attempt_facts.exit_record_path(attempt_dir(launch))
+        return (
+            ("/bin/sh", "-c", attempt_facts.EXIT_TRAP + argv[2], *argv[3:]),
+            {attempt_facts.EXIT_FILE_VARIABLE: record},
+        )
     return argv, {}
 
 
 def read_exit_file(launch: Launch) -> int | None:
-    try:
-        with open(exit_file(launch), encoding="ascii") as handle:
-            return int(handle.read().strip())
-    except (OSError, ValueError):
-        return None
+    return attempt_facts.read_exit_record(attempt_dir(launch))
 
 
 def _proc_stat(pid: int) -> list[bytes] | None:
@@ -100,17 +97,6 @@ def process_start_time(pid: int) -> float | None:
     return None if fields is None else float(fields[19])
 
 
-def missing_outputs(paths: tuple[str, ...]) -> tuple[str, ...]:
-    missing = []
-    for path in paths:
-        try:
-            if os.stat(path).st_size == 0:
-                missing.append(path)
-        except OSError:
-            missing.append(path)
-    return tuple(missing)
-
-
 def open_logs(launch: Launch) -> tuple[int, int]:
     os.makedirs(os.path.dirname(launch.stdout_path), mode=0o700, exist_ok=True)
     out = os.open(launch.stdout_path, _LOG_FLAGS, 0o600)
@@ -131,11 +117,10 @@ def facts_from_status(launch: Launch, status: int, usage: object | None) -> Fact
     ended = time.time()
     if status == -1:
         return Facts(None, None, ended, lost=True, detail="exit status was lost")
-    code = os.waitstatus_to_exitcode(status)
-    exit_code, signum = (code, None) if code >= 0 else (None, -code)
+    exit_code, signum = attempt_facts.exit_of(status)
     # ru_maxrss is not reported: after vfork it counts the runner's own pages, not the task's
     cpu = getattr(usage, "ru_utime", 0.0) + getattr(usage, "ru_stime", 0.0)
-    missing = missing_outputs(launch.outputs) if exit_code == 0 else ()
+    missing = attempt_facts.missing_outputs(launch.outputs) if exit_code == 0 else ()
     return Facts(exit_code, signum, ended, cpu_seconds=cpu, missing_outputs=missing)
 
 
@@ -143,7 +128,7 @@ FALLBACK_POLL = 0.05  # how often ends are looked for where the kernel has no pi
 
 
 class ProcessExecutor(Executor):
-    runtime = "process"
+    runtime = Runtime.PROCESS
     samples_memory = True  # no kernel high-water mark here: sample the tree's RSS
 
     def __init__(self, waker: Waker) -> None:
@@ -279,7 +264,7 @@ class ProcessExecutor(Executor):
             if code is None:
                 facts = Facts(None, None, time.time(), lost=True, detail=_UNKNOWN_EXIT)
             else:
-                missing = missing_outputs(child.launch.outputs) if code == 0 else ()
+                missing = attempt_facts.missing_outputs(child.launch.outputs) if code == 0 else ()
                 facts = Facts(code, None, time.time(), missing_outputs=missing)
             done.append((attempt_id, self._ended(attempt_id, None, facts)))
         return done

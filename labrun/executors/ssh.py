@@ -23,7 +23,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from labrun.executors.base import Executor, Waker
-from labrun.model import Facts, Launch, LaunchError, Started
+from labrun.model import Facts, Launch, LaunchError, Runtime, Started, options_wire
 from labrun.ssh.session import AgentSession
 from labrun.ssh.transport import SshError
 
@@ -55,7 +55,7 @@ class SshExecutor(Executor):
     All of the node's attempts are polled (and reported by `finished`) here, whatever their
     runtime, over the node's one agent session."""
 
-    runtime = "process"
+    runtime = Runtime.PROCESS
 
     def __init__(
         self,
@@ -64,7 +64,7 @@ class SshExecutor(Executor):
         clock: Callable[[], float] = time.time,
         poll_interval: float = POLL_INTERVAL,
         waker: Waker | None = None,
-        runtime: str = "process",
+        runtime: Runtime = Runtime.PROCESS,
     ) -> None:
         self.runtime = runtime
         self.session, self.lost_after, self.clock = session, lost_after, clock
@@ -132,25 +132,10 @@ class SshExecutor(Executor):
 
     # -- the seam -------------------------------------------------------------------------
 
-    def start(self, launch: Launch, runtime: str = "") -> Started:
+    def start(self, launch: Launch, runtime: Runtime | None = None) -> Started:
         remote = _Remote(launch, attempt_key(launch))
         _truncate(launch)
-        request: dict[str, Any] = {
-            "key": remote.key,
-            "argv": list(launch.argv),
-            "env": dict(launch.env),
-            "cwd": launch.workdir,
-            "outputs": list(launch.outputs),
-            "runtime": runtime or self.runtime,
-            "memory": launch.memory,
-            "cpus": launch.cpus,
-            "options": {k: v for k, v in launch.options.items() if isinstance(v, (str, int, float, list))},
-            "labels": {
-                "labrun.run": str(launch.run_id),
-                "labrun.task": launch.task_name,
-                "labrun.attempt": str(launch.attempt),
-            },
-        }
+        request = start_request(launch, runtime or self.runtime, remote.key)
         mechanism = f"ssh-{request['runtime']}"
         try:
             if not self._ensure(self.clock()):
@@ -292,7 +277,7 @@ class SshExecutor(Executor):
 class SshRuntime(Executor):
     """Another runtime of the same node: starts through the node's SshExecutor, which polls."""
 
-    def __init__(self, node: SshExecutor, runtime: str) -> None:
+    def __init__(self, node: SshExecutor, runtime: Runtime) -> None:
         self.node_executor, self.runtime = node, runtime
 
     @property
@@ -313,6 +298,26 @@ class SshRuntime(Executor):
 
     def running(self) -> list[int]:
         return []
+
+
+def start_request(launch: Launch, runtime: Runtime, key: str) -> dict[str, Any]:
+    """The agent's `start` request: the launch as JSON, its options as `options_wire` writes them."""
+    return {
+        "key": key,
+        "run_id": launch.run_id,
+        "task": launch.task_name,
+        "attempt": launch.attempt,
+        "attempt_id": launch.attempt_id,
+        "argv": list(launch.argv),
+        "env": dict(launch.env),
+        "cwd": launch.workdir,
+        "outputs": list(launch.outputs),
+        "runtime": runtime.value,
+        "memory": launch.memory,
+        "cpus": launch.cpus,
+        "gpus": list(launch.gpus),
+        "options": options_wire(launch.options),
+    }
 
 
 def _facts(status: dict[str, Any], node: str) -> Facts:

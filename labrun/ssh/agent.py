@@ -45,6 +45,8 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+from labrun import attempt_facts  # shipped in the zipapp: the head's rules for an ended attempt
+
 CHUNK = 1 << 20  # log bytes per stream per poll: keeps one answer small
 WAIT_STEP = 0.005  # how often a waiting poll looks at ended.log (one stat)
 _INPUT = [b""]  # serve's unread input: a waiting poll returns early when a request is there
@@ -133,30 +135,30 @@ def _make_cgroup(directory: str, spec: dict[str, Any]) -> Any:
             f"no cgroup can be made on this node: {support.reason}; log in as root there "
             '(or use a systemd node with cgroup v2), or use runtime = "process"'
         )
-    limits = Limits(memory=int(spec.get("memory") or 0) or None, cpus=float(spec.get("cpus") or 0) or None)
+    options = spec.get("options") or {}  # as model.options_wire writes CgroupOptions
+    limits = Limits(
+        memory=int(spec.get("memory") or 0) or None,
+        cpus=float(spec.get("cpus") or 0) or None,
+        cpuset=options.get("cpuset") or None,
+    )
     name = f"{spec['key']}-{os.getpid()}"
     return create(support, name, limits, os.path.join(directory, "cgroup-usage"))
 
 
 def _cgroup_ended(cg: Any, status: dict[str, Any]) -> None:
     """Record the cgroup's counters in the status, then remove it (killing what is left)."""
-    notes = []
-    try:
-        usage = cg.usage()
-        status["oom_kills"] = usage.oom_kills or 0
-        status["peak_memory"] = usage.peak_memory
-        if usage.cpu_seconds is not None:
-            status["cpu"] = usage.cpu_seconds
-        if usage.oom_kills is None:
-            notes.append("this kernel keeps no OOM-kill counter: an OOM kill cannot be told apart")
-    except Exception as exc:  # recorded, the attempt's end still is
-        notes.append(f"cgroup counters unreadable: {exc}")
+    reading = attempt_facts.read_cgroup(cg)
+    status["oom_kills"] = reading.oom_kills or 0
+    status["peak_memory"] = reading.peak_memory
+    if reading.cpu_seconds is not None:
+        status["cpu"] = reading.cpu_seconds
+    notes = list(reading.notes)
     try:
         cg.remove()
     except Exception as exc:
         notes.append(str(exc))
     if notes:
-        status["detail"] = "; ".join(notes)
+        status["detail"] = attempt_facts.join_notes(*notes)
 
 
 def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
@@ -206,12 +208,12 @@ def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
     if cg is not None:
         _cgroup_ended(cg, status)
     status["ended"] = time.time()
-    if os.WIFSIGNALED(code):
-        status["signal"] = os.WTERMSIG(code)
+    exit_code, signum = attempt_facts.exit_of(code)
+    if signum is not None:
+        status["signal"] = signum
     else:
-        status["exit"] = os.WEXITSTATUS(code)
-        if status["exit"] == 0:
-            status["missing"] = [p for p in spec.get("outputs", []) if not _nonempty(p)]
+        status["exit"] = exit_code
+    _record_outputs(status, spec)
     _write_status(directory, status)
     _announce_end(spec["workdir"], spec["key"])
 
@@ -223,13 +225,18 @@ def _monitor_container(directory: str, spec: dict[str, Any], container: str) -> 
     status: dict[str, Any] = {"started": time.time(), "container": container, "mechanism": "docker"}
     status["pid"] = os.getpid()  # the monitor: what a lost head's reconnect finds alive
     _write_status(directory, status)
-    _deliver_pending(directory, lambda signum: remote_docker.kill(container, signum))
+    _deliver_pending(directory, lambda signum: _signal_container(directory, container, signum))
     out = os.open(os.path.join(directory, "stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     err = os.open(os.path.join(directory, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     status.update(remote_docker.monitor(container, out, err))
+    # Docker gives its init's exit code: 128+N is signal N only if N was sent (the head's rule)
+    signum = attempt_facts.container_signal(
+        status.get("exit"), bool(status.get("oom_killed")), _sent(directory)
+    )
+    if signum is not None:
+        status["signal"] = signum
     status["ended"] = time.time()
-    if status.get("exit") == 0:
-        status["missing"] = [p for p in spec.get("outputs", []) if not _nonempty(p)]
+    _record_outputs(status, spec)
     _write_status(directory, status)
     _announce_end(spec["workdir"], spec["key"])
 
@@ -266,11 +273,10 @@ def _wait_for_an_end(request: dict[str, Any]) -> None:
             return
 
 
-def _nonempty(path: str) -> bool:
-    try:
-        return os.stat(path).st_size > 0
-    except OSError:
-        return False
+def _record_outputs(status: dict[str, Any], spec: dict[str, Any]) -> None:
+    """After exit 0, the declared outputs that are not present (the head's rule, shipped)."""
+    if status.get("exit") == 0:
+        status["missing"] = list(attempt_facts.missing_outputs(spec.get("outputs") or []))
 
 
 def start(request: dict[str, Any]) -> dict[str, Any]:
@@ -334,6 +340,28 @@ def _pending(directory: str) -> str:
     return os.path.join(directory, "pending-signal")
 
 
+def _sent_path(directory: str) -> str:
+    return os.path.join(directory, "signals-sent")
+
+
+def _sent(directory: str) -> list[int]:
+    """The signals labrun sent to the attempt's container, as `_signal_container` recorded them."""
+    try:
+        with open(_sent_path(directory)) as handle:
+            return [int(line) for line in handle.read().split() if line.isdigit()]
+    except OSError:
+        return []
+
+
+def _signal_container(directory: str, container: str, signum: int) -> bool:
+    """Record the signal, then send it: the monitor reads the record once the container ended."""
+    from labrun.ssh import remote_docker
+
+    with open(_sent_path(directory), "a") as handle:
+        handle.write(f"{int(signum)}\n")
+    return remote_docker.kill(container, signum)
+
+
 def _deliver_pending(directory: str, send: Callable[[int], object]) -> None:
     """In the monitor, once the task's pid is recorded: a signal `kill` left while it launched.
 
@@ -364,9 +392,7 @@ def kill(request: dict[str, Any]) -> dict[str, Any]:
             return {"sent": True}
     pid = status["pid"]
     if status.get("container"):
-        from labrun.ssh import remote_docker
-
-        return {"sent": remote_docker.kill(status["container"], request["signal"])}
+        return {"sent": _signal_container(directory, status["container"], request["signal"])}
     if status.get("cgroup"):  # also what left the process group
         from labrun.cgroup import open_existing
 

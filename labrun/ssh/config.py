@@ -22,9 +22,10 @@ from typing import ClassVar
 
 from labrun.config.lab import NodeConfig, NodeSpec
 from labrun.config.schema import Key
+from labrun.model import Runtime
 from labrun.units import SIZE_HELP
 
-REMOTE_RUNTIMES = ("process", "cgroup", "docker")  # what the agent can run
+REMOTE_RUNTIMES = tuple(runtime.value for runtime in Runtime)  # what the agent can run
 DEFAULT_WORKDIR = "~/.cache/labrun"
 
 SSH_KEYS: tuple[Key, ...] = (
@@ -62,7 +63,7 @@ class SshNodeSpec(NodeConfig):
     cpus: float | None = None  # None: "auto"
     memory: int | None = None
     gpus: tuple[int, ...] | None = None
-    runtimes: tuple[str, ...] = ("process",)
+    runtimes: tuple[Runtime, ...] = (Runtime.PROCESS,)
     workdir: str = DEFAULT_WORKDIR
     accept_new_host_keys: bool = False
     lost_after: float = 60.0

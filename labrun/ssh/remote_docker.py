@@ -8,9 +8,12 @@ node's environment names (DOCKER_HOST as the SSH session gets it, else the defau
                                      # before `docker rm`
     kill(container, signum)
 
-Containers carry labrun's labels (labrun.run/task/attempt), run as the SSH user's uid:gid
-with --init, memory and memory+swap both at the attempt's limit, and the attempt's
-workdir and the run's shared directory mounted at the same paths.
+What the container is (labels, user, mounts, limits, network, GPUs, init) is decided by
+`labrun.docker_args`, shipped beside this file: the same builder the head's Docker
+executor uses, so a container looks the same locally and on a node. The request carries
+the attempt as the head's `Launch` and `model.DockerOptions` describe it (the options as
+`model.options_wire` writes them); `container_of` reads it. With no `user` option the
+container runs as the SSH user's uid:gid.
 """
 
 from __future__ import annotations
@@ -20,6 +23,8 @@ import os
 import subprocess
 from typing import Any
 
+from labrun import docker_args
+
 DOCKER_TIMEOUT = 60.0  # one CLI call; a daemon that slow is reported, not waited on forever
 
 
@@ -27,13 +32,16 @@ class DockerStartError(Exception):
     """The container could not be created: the message says why and what to do on the node."""
 
 
-def _docker(args: list[str], timeout: float = DOCKER_TIMEOUT) -> subprocess.CompletedProcess[str]:
+def _docker(
+    args: list[str], timeout: float = DOCKER_TIMEOUT, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess[str]:
     try:
         return subprocess.run(
             ["docker", *args],
             stdin=subprocess.DEVNULL,
             capture_output=True,
             timeout=timeout,
+            env=env,
             universal_newlines=True,  # noqa: UP021 - Python 3.6+ nodes
         )
     except FileNotFoundError:
@@ -47,39 +55,33 @@ def _last_line(text: str) -> str:
     return lines[-1] if lines else "(no message)"
 
 
-def run_args(spec: dict[str, Any]) -> list[str]:
-    """`docker run -d ...` arguments for one attempt."""
+def container_of(spec: dict[str, Any]) -> docker_args.Container:
+    """The container the head's request describes (its fields, and `options` as a plain dict)."""
     options = spec.get("options") or {}
-    args = ["run", "-d", "--init", "--user", f"{os.getuid()}:{os.getgid()}"]
-    labels = spec.get("labels") or {}
-    for name in sorted(labels):
-        args += ["--label", f"{name}={labels[name]}"]
-    memory = int(spec.get("memory") or 0)
-    if memory > 0:
-        args += ["--memory", str(memory), "--memory-swap", str(memory)]
-    if float(spec.get("cpus") or 0) > 0:
-        args += ["--cpus", f"{float(spec['cpus']):g}"]
-    for path in (spec.get("cwd"), options.get("shared")):
-        if path:
-            args += ["--volume", f"{path}:{path}"]
-    if spec.get("cwd"):
-        args += ["--workdir", spec["cwd"]]
-    if options.get("network"):
-        args += ["--network", str(options["network"])]
-    if options.get("privileged") is True:
-        args.append("--privileged")
-    if options.get("gpus"):
-        args += ["--gpus", "device=" + ",".join(str(g) for g in options["gpus"])]
-    # docker-init forwards signals to the task's whole process group (as locally: docker.py)
-    env = dict(spec.get("env") or {}, TINI_KILL_PROCESS_GROUP="1")
-    for name, value in sorted(env.items()):
-        args += ["--env", f"{name}={value}"]
-    return [*args, "--", str(options.get("image") or ""), *spec["argv"]]
+    return docker_args.describe(
+        run_id=int(spec["run_id"]),
+        task=str(spec["task"]),
+        attempt=int(spec["attempt"]),
+        attempt_id=int(spec["attempt_id"]),
+        image=str(options.get("image") or ""),
+        argv=spec["argv"],
+        env=dict(spec.get("env") or {}),
+        workdir=str(spec.get("cwd") or ""),
+        memory=int(spec.get("memory") or 0),
+        cpus=float(spec.get("cpus") or 0),
+        gpus=spec.get("gpus") or (),
+        shared=options.get("shared"),
+        user=options.get("user"),
+        privileged=options.get("privileged") is True,
+        network=options.get("network"),
+        init=options.get("init", True) is not False,
+    )
 
 
 def start(spec: dict[str, Any]) -> str:
     """Create and start the container; its id."""
-    image = str((spec.get("options") or {}).get("image") or "")
+    container = container_of(spec)
+    image = container.image
     if not image:
         raise DockerStartError("runtime docker needs an `image` on the task")
     found = _docker(["image", "inspect", "--format", "{{.Id}}", image])
@@ -91,7 +93,8 @@ def start(spec: dict[str, Any]) -> str:
                 "(labrun pulls nothing on remote nodes)"
             )
         raise DockerStartError(f"the node's docker daemon did not answer: {_last_line(found.stderr)}")
-    done = _docker(run_args(spec))
+    environment = docker_args.cli_environment(container, dict(os.environ))
+    done = _docker(docker_args.cli_run_argv(container), env=environment)
     if done.returncode != 0:
         raise DockerStartError(f"`docker run` failed: {_last_line(done.stderr)}")
     return str(done.stdout.strip())
@@ -120,6 +123,8 @@ def monitor(container: str, out: int, err: int) -> dict[str, Any]:
         parsed = json.loads(state.stdout)
         facts["exit"] = int(parsed.get("ExitCode", 0))
         facts["oom_killed"] = bool(parsed.get("OOMKilled"))
+        if docker_args.state_note(parsed):
+            facts["detail"] = docker_args.state_note(parsed)
     elif waited.returncode == 0 and waited.stdout.strip().isdigit():
         facts["exit"] = int(waited.stdout.strip())
         facts["detail"] = f"container state unreadable: {_last_line(state.stderr)}"

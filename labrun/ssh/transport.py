@@ -42,9 +42,10 @@ class SshTarget:
 
     @property
     def control_path(self) -> str:
-        # the ssh_config and options are part of the connection: the same alias may name
-        # another host under another ssh_config (two labs, or two test runs, at once)
-        key = "\0".join((self.node, self.destination, self.ssh_config or "", *self.options))
+        # Everything that picks the server: two state directories (two users' runs, tests
+        # in parallel) whose nodes share a name must never share a master connection,
+        # above all where long paths fall back to one directory in /tmp.
+        key = "\0".join((self.node, self.destination, self.control_dir, self.ssh_config or "", *self.options))
         digest = hashlib.sha256(key.encode()).hexdigest()[:16]
         path = os.path.join(self.control_dir, f"{digest}.sock")
         if len(path) > MAX_SOCKET_PATH:

@@ -27,14 +27,17 @@ def attempt_json(a: AttemptView) -> dict[str, Any]:
         "ended": iso(a.ended),
         "seconds": a.duration,
         "node": a.node,
-        "runtime": a.runtime,
+        "runtime": a.runtime.value,
         "mechanism": a.mechanism,
         "memory_limit": a.memory_limit,
         "peak_memory": a.peak_memory,
         "cpu_seconds": a.cpu_seconds,
-        "oom_killed": a.oom_killed,
+        "oom_killed": a.oom_killed,  # by either source
+        "oom_kills": a.oom_kills,  # the kernel's counter
+        "container_oom_killed": a.container_oom_killed,  # Docker's State.OOMKilled
         "missing_outputs": list(a.missing_outputs),
         "detail": a.detail,
+        "note": a.note,
     }
 
 

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from labrun.model import Runtime
 from labrun.outcome import signal_name
 from labrun.rows import AttemptRow, EventRow, RunRow, TaskRow
 from labrun.states import Outcome, RunState, TaskState
@@ -23,16 +24,18 @@ class AttemptView:
     exit_code: int | None
     signal: int | None
     node: str
-    runtime: str
+    runtime: Runtime
     mechanism: str | None  # how the runtime was realised: "systemd", "v1" ...
     started: float
     ended: float | None
     memory_limit: int | None
     peak_memory: int | None
     cpu_seconds: float | None
-    oom_kills: int | None
+    oom_kills: int | None  # the kernel's counter for the attempt's cgroup
     missing_outputs: tuple[str, ...]
-    detail: str | None
+    detail: str | None  # the classifier's one line
+    container_oom_killed: bool | None = None  # Docker's State.OOMKilled, its own source
+    note: str | None = None  # what the executor noted, e.g. Docker's State.Error
 
     @classmethod
     def of(cls, row: AttemptRow) -> AttemptView:
@@ -52,6 +55,8 @@ class AttemptView:
             oom_kills=row.oom_kills,
             missing_outputs=tuple(json.loads(row.missing_outputs)) if row.missing_outputs else (),
             detail=row.detail,
+            container_oom_killed=row.oom_killed,
+            note=row.note,
         )
 
     @property
@@ -68,7 +73,8 @@ class AttemptView:
 
     @property
     def oom_killed(self) -> bool:
-        return bool(self.oom_kills)
+        """By either source: the kernel's counter or the container runtime's flag."""
+        return bool(self.oom_kills) or bool(self.container_oom_killed)
 
 
 @dataclass(frozen=True)

@@ -10,6 +10,7 @@ from collections.abc import Iterable, Sequence
 from typing import IO
 
 from labrun.fit import column_width, plural, shorten_middle
+from labrun.model import Runtime
 from labrun.states import RunState, TaskState
 from labrun.units import format_duration, format_size
 from labrun.views.model import AttemptView, EventsView, EventView, RunView, StatusView, TaskView
@@ -52,12 +53,12 @@ def task_line(t: TaskView, width: int = 24) -> str:
 def attempt_lines(attempts: tuple[AttemptView, ...]) -> list[str]:
     """One indented line per attempt, where there is more to say than the task line does:
     a retried task, or a runtime that enforces a memory limit."""
-    if not attempts or (len(attempts) == 1 and attempts[0].runtime == "process"):
+    if not attempts or (len(attempts) == 1 and attempts[0].runtime is Runtime.PROCESS):
         return []
     lines = []
     for a in attempts:
         mechanism = a.mechanism if a.mechanism and a.mechanism != a.runtime else ""
-        runtime = f"{a.runtime} ({mechanism})" if mechanism else a.runtime
+        runtime = f"{a.runtime} ({mechanism})" if mechanism else str(a.runtime)
         cpu = f"{a.cpu_seconds:.2f}s" if a.cpu_seconds is not None else "-"
         outcome = a.outcome.value if a.outcome else "running"
         lines.append(
