@@ -358,6 +358,7 @@ def why(
 
     from labrun.app import find_run, find_task, job_of, open_reader
     from labrun.diagnose import diagnose
+    from labrun.fit import task_with_item
     from labrun.views.build import task_view
     from labrun.why import record_for
 
@@ -369,9 +370,12 @@ def why(
     timeout = job_of(found).task(row.spec).timeout
     diagnosis = diagnose(record_for(paths, found, view, timeout, attempt))
     if as_json:
-        print(json.dumps({"run": found.id, "task": row.name, **diagnosis.to_json()}, indent=2))
+        print(
+            json.dumps({"run": found.id, "task": row.name, "item": row.item, **diagnosis.to_json()}, indent=2)
+        )
     else:
-        print(f"run {found.id}, task {'0 ' if row.seq == 0 else ''}{row.name}: {diagnosis.render_text()}")
+        name = task_with_item(row.name, row.item)
+        print(f"run {found.id}, task {'0 ' if row.seq == 0 else ''}{name}: {diagnosis.render_text()}")
     return ExitCode.OK
 
 

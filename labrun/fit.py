@@ -4,6 +4,8 @@ Pure functions over strings; the terminal width is passed in by the caller."""
 
 from __future__ import annotations
 
+import json
+
 ELLIPSIS = "…"
 
 
@@ -34,3 +36,26 @@ def column_width(longest: int, header: str, rest: int, columns: int | None, maxi
     if columns is not None:
         width = min(width, max(12, columns - rest))
     return width
+
+
+def item_text(item: str | None, width: int = 40) -> str:
+    """An item as a person reads it beside `train[2]`: a row of an items file as
+    `lr=0.1 depth=3`, anything else as it is; shortened in the middle."""
+    if not item:
+        return ""
+    if item.startswith("{"):
+        try:
+            row = json.loads(item)
+        except ValueError:
+            row = None
+        if isinstance(row, dict):
+            item = " ".join(f"{k}={v}" for k, v in row.items())
+    return shorten_middle(" ".join(item.split()), width)
+
+
+def task_with_item(name: str, item: str | None) -> str:
+    """`train[2] (lr=0.1 depth=3)`: a task's name with its item, when the item says more
+    than the index does (a range's item is its index)."""
+    shown = item_text(item)
+    index = name.rpartition("[")[2].rstrip("]")
+    return f"{name} ({shown})" if shown and item != index else name

@@ -11,7 +11,7 @@ import time
 from dataclasses import dataclass
 from typing import IO, TYPE_CHECKING
 
-from labrun.fit import shorten_middle
+from labrun.fit import shorten_middle, task_with_item
 from labrun.retry import Decision
 from labrun.states import Outcome, TaskState
 
@@ -29,13 +29,18 @@ class AttemptEnd:
     outcome: Outcome
     detail: str
     decision: Decision | None  # None: no retry decision (succeeded, killed)
+    item: str | None = None  # the task's item, shown beside its name
+    headline: str = ""  # for a counted failure: what `labrun why` would say, in one line
 
     @property
     def gave_up(self) -> bool:
         return self.decision is not None and not self.decision.retry
 
     def line(self) -> str:
-        text = f"{self.task} attempt {self.attempt} on {self.node}: {self.outcome.value}: {self.detail}"
+        name = task_with_item(self.task, self.item)
+        text = f"{name} attempt {self.attempt} on {self.node}: {self.outcome.value}: {self.detail}"
+        if self.headline:
+            text += f" — {self.headline}"
         if self.decision is not None:
             text += f"; {'gave up: ' if self.gave_up else ''}{self.decision.reason}"
         return text

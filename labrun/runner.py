@@ -23,6 +23,7 @@ from labrun.decisions import Ended, Fail, Record, Retry, Supersede, on_end
 from labrun.executors.base import Executor, Waker
 from labrun.expand import launch_for
 from labrun.gpus import assign, gpu_env
+from labrun.headline import failure_headline
 from labrun.learned import Learner, node_max
 from labrun.ledger import Ledger
 from labrun.memory import OomAttempt, OomPolicy
@@ -212,7 +213,14 @@ class Runner:
                 decision = ins.decision
             elif isinstance(ins, Supersede):
                 self._supersede(ins.attempt_ids)
-        end = AttemptEnd(act.name, act.n, act.node, record.outcome, record.detail, decision)
+        headline = ""
+        if record.counted:  # the error itself in the line cron mails, not only "exited 1"
+            launch, runtime = act.launch, act.spec.runtime
+            headline = failure_headline(
+                launch, runtime, record.outcome, record.detail, facts, act.spec.timeout
+            )
+        item = live.task.item
+        end = AttemptEnd(act.name, act.n, act.node, record.outcome, record.detail, decision, item, headline)
         self.reporter.attempt_ended(end)
 
     def _supersede(self, attempt_ids: Sequence[int]) -> None:

@@ -17,9 +17,11 @@ def test_the_failure_fix_and_rerun_story_of_the_sweep_grid_example(tmp_path: Pat
     (examples / "data" / "diverges.txt").write_text("0.3\n")
     first = labrun(state, "run", "examples/sweep-grid.toml", cwd=tmp_path, timeout=300)
     assert first.returncode == 1, first.stdout + first.stderr
-    assert (
-        "train[8] attempt 1 on local: failed: exited 2; gave up: exit 2 is in no_retry_exit" in first.stdout
+    line = next(
+        x for x in first.stdout.splitlines() if x.startswith("train[8] (lr=0.3 depth=2 fold=0) attempt 1")
     )
+    assert "failed: exited 2 — application error" in line and "loss is NaN" in line, line
+    assert "; gave up: exit 2 is in no_retry_exit" in line
     tasks = dict(query(state, "SELECT name, state FROM tasks WHERE run_id = 1"))
     assert sorted(n for n, s in tasks.items() if s == "failed") == [
         "summarise",

@@ -9,7 +9,7 @@ import time
 from collections.abc import Iterable, Sequence
 from typing import IO
 
-from labrun.fit import column_width, plural, shorten_middle
+from labrun.fit import column_width, item_text, plural, shorten_middle, task_with_item
 from labrun.model import Runtime
 from labrun.states import RunState, TaskState
 from labrun.units import format_duration, format_size
@@ -37,17 +37,24 @@ def _exit_text(last: AttemptView | None) -> str:
     return "-"
 
 
-def task_line(t: TaskView, width: int = 24) -> str:
+def task_line(t: TaskView, width: int = 24, columns: int | None = None) -> str:
+    """One task's row; its item (when it says more than the index) leads the reason,
+    shortened to what a terminal `columns` wide leaves."""
     last = t.last
     outcome = last.outcome.value if last and last.outcome else ("running" if last else "-")
     took = format_duration(last.duration) if last and last.duration is not None else "-"
     peak = format_size(last.peak_memory) if last else "-"
     cpu = f"{last.cpu_seconds:.2f}s" if last and last.cpu_seconds is not None else "-"
     reason = t.reason or "" if t.state is not TaskState.SUCCEEDED else ""
-    return (
+    line = (
         f"{shorten_middle(t.label, width):<{width}} {t.state.value:<10} {len(t.attempts):>3} {outcome:<12} "
-        f"{_exit_text(last):>7} {took:>8} {peak:>9} {cpu:>8}  {reason}"
-    ).rstrip()
+        f"{_exit_text(last):>7} {took:>8} {peak:>9} {cpu:>8}  "
+    )
+    if t.item and t.item != t.name.rpartition("[")[2].rstrip("]"):
+        room = 40 if columns is None else columns - len(line) - 2
+        if room >= 8:
+            reason = f"({item_text(t.item, room)}) {reason}"
+    return (line + reason).rstrip()
 
 
 def attempt_lines(attempts: tuple[AttemptView, ...]) -> list[str]:
@@ -91,7 +98,7 @@ def write_status_table(view: StatusView, out: IO[str], columns: int | None = Non
     for i, task in enumerate(view.tasks):
         if i == 0:
             out.write(f"{'TASK':<{width}}{HEADER_REST}REASON\n")
-        out.write(task_line(task, width) + "\n")
+        out.write(task_line(task, width, columns) + "\n")
         out.writelines(attempt_lines(task.attempts))
     if not view.every:
         shown = view.run.counts[TaskState.SUCCEEDED]
@@ -132,7 +139,11 @@ def summary_line(
         f"of {plural(run.total, 'task')}"
     )
     if state is not RunState.SUCCEEDED:
-        shown = [f"{t.name}: {t.reason}" for t in failed]
+        listed = list(failed)
+        shown = [f"{task_with_item(t.name, t.item)}: {t.reason}" for t in listed]
+        more = run.counts[TaskState.FAILED] - len(listed)
+        if more > 0:
+            shown.append(f"and {more} more failed")
         shown += [f"{name} skipped: its items come from task 0, which failed" for name in unmade]
         if shown:
             line += "; " + "; ".join(shown)

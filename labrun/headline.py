@@ -1,0 +1,36 @@
+"""The one-line headline of a failed attempt, as `labrun why` would give it, for the line
+a run prints when the attempt ends (cron mail shows the error, not only "exited 1").
+
+Read only for attempts whose failure counts: a success costs nothing here.
+"""
+
+from __future__ import annotations
+
+from labrun.diagnose import AttemptRecord, diagnose
+from labrun.logtail import stderr_tail
+from labrun.model import Facts, Launch, Runtime
+from labrun.states import Outcome
+
+
+def failure_headline(
+    launch: Launch, runtime: Runtime, outcome: Outcome, detail: str, facts: Facts, timeout: float | None
+) -> str:
+    record = AttemptRecord(
+        task=launch.task_name,
+        state="failed",
+        reason=detail,
+        attempt=launch.attempt,
+        outcome=outcome.value,
+        exit_code=facts.exit_code,
+        signal=facts.signal,
+        oom_kills=facts.oom_kills if runtime is Runtime.CGROUP else None,
+        container_oom_killed=facts.oom_killed if runtime is Runtime.DOCKER else None,
+        peak_memory=facts.peak_memory,
+        memory_limit=launch.memory,
+        timeout=timeout,
+        missing_outputs=facts.missing_outputs,
+        stderr_tail=stderr_tail(launch.stderr_path),
+        run=launch.run_id,
+    )
+    found = diagnose(record)
+    return f"{found.cause.label}: {found.title}"
