@@ -75,3 +75,13 @@ def test_a_bad_source_is_a_configuration_error(tmp_path: Path, change: str, mess
     done = labrun(tmp_path / "state", "check", "job.toml", cwd=tmp_path)
     assert done.returncode == 2 and message in done.stderr, done.stderr
     assert "items" in done.stderr and "Traceback" not in done.stderr
+
+
+def test_status_lists_a_small_run_in_the_order_the_job_declares_it(tmp_path: Path) -> None:
+    write_job(tmp_path, JOB)
+    (tmp_path / "fixed").touch()  # everything succeeds
+    state = tmp_path / "state"
+    assert labrun(state, "run", "job.toml", cwd=tmp_path).returncode == 0
+    table = labrun(state, "status", "last", cwd=tmp_path).stdout.splitlines()
+    names = [line.split()[0] for line in table[3:]]
+    assert names == ["find", "work[0]", "work[1]", "total"]  # work's rows were made after total's
