@@ -16,7 +16,7 @@ from collections.abc import Iterable, Iterator, Mapping
 
 from labrun.config.job import PLACEHOLDERS, JobSpec, TaskSpec
 from labrun.config.locate import locate, nearest
-from labrun.config.schema import FileItems, RangeItems, SetupItems
+from labrun.config.schema import FileItems, FromItems, RangeItems
 from labrun.errors import ConfigError, Problem
 from labrun.isolation import launch_options
 from labrun.items_file import FileItem, ItemsFileError, fields_of, missing_fields, read_items
@@ -53,7 +53,7 @@ def instances(job: JobSpec) -> Iterator[NewTask]:
     seq = 0
     for spec in job.tasks:
         state = TaskState.WAITING if job.setup is not None or spec.depends_on else TaskState.READY
-        if isinstance(spec.items, SetupItems):
+        if isinstance(spec.items, FromItems):
             continue
         if spec.items is None:
             seq += 1

@@ -27,14 +27,14 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 
 from labrun.config.job import JobSpec, TaskSpec
-from labrun.config.schema import SETUP_NAME, SetupItems
+from labrun.config.schema import FromItems
 from labrun.expand import fanout_rows, instances
 from labrun.ledger import Ledger
 from labrun.paths import StatePaths
 from labrun.rows import RunRow, TaskRow
 from labrun.states import TaskState
 from labrun.store import NewTask, Store
-from labrun.unblock import manifest_lines
+from labrun.unblock import fanned_from, manifest_lines
 
 _COMPARED = tuple(f.name for f in dataclasses.fields(TaskSpec) if f.name != "name")
 
@@ -150,16 +150,26 @@ def excused(rows: Iterable[TaskRow], expected: Iterable[NewTask]) -> int:
 
 def expected_tasks(paths: StatePaths, run: RunRow, job: JobSpec, rows: list[TaskRow]) -> list[NewTask]:
     """The tasks the job as now written makes in this run: its instances, and the fan-outs
-    over task 0's manifest once task 0 succeeded (as they are, if it cannot be read now)."""
+    over a task's list (task 0's manifest, `items = { from = ... }`) once that task
+    succeeded (as they are, if the list cannot be read now)."""
     out = list(instances(job))
-    setup = next((t for t in rows if t.seq == 0 and t.spec == SETUP_NAME), None)
-    fanned = [s for s in job.tasks if isinstance(s.items, SetupItems)]
-    if not fanned or setup is None or setup.state is not TaskState.SUCCEEDED:
-        names = {s.name for s in fanned}  # a fan-out task 0 never made has one row saying so
+    sources = {s.items.task for s in job.tasks if isinstance(s.items, FromItems)}
+    for source in sorted(sources):
+        out += _fanned_rows(paths, run, job, rows, source, max((row[0] for row in out), default=0))
+    return out
+
+
+def _fanned_rows(
+    paths: StatePaths, run: RunRow, job: JobSpec, rows: list[TaskRow], source: str, seq: int
+) -> list[NewTask]:
+    fanned = fanned_from(job, source)
+    done = next((t for t in rows if t.spec == source and t.name == source), None)
+    if done is None or done.state is not TaskState.SUCCEEDED:
+        names = {s.name for s in fanned}  # a fan-out never made has one row saying so
         unmade = [t for t in rows if t.spec in names and t.name == t.spec and t.idx is None]
-        return out + [(t.seq, t.name, t.spec, t.item, t.idx, t.state, t.memory) for t in unmade]
-    lines, _, _ = manifest_lines(paths, run, job, setup)
-    seq = max((row[0] for row in out), default=0)
+        return [(t.seq, t.name, t.spec, t.item, t.idx, t.state, t.memory) for t in unmade]
+    lines, _, _ = manifest_lines(paths, run, job, done)
+    out: list[NewTask] = []
     for spec in fanned:
         if lines is None:  # never drop tasks because a manifest went missing since
             have = [t for t in rows if t.spec == spec.name]

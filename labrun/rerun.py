@@ -18,7 +18,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
 from labrun.config.job import JobSpec
-from labrun.config.schema import SetupItems
+from labrun.config.schema import FromItems
 from labrun.deps import upstream_map
 from labrun.paths import StatePaths
 from labrun.rows import TaskRow
@@ -38,33 +38,23 @@ class RerunPlan:
 def plan(job: JobSpec, fresh: Iterable[NewTask], old_tasks: Iterable[TaskRow]) -> RerunPlan:
     """The new run's rows: `fresh` (the job's instances now) with what succeeded carried over.
 
-    Tasks of a fan-out over task 0's manifest exist only once task 0 succeeded: when it
-    is carried, its fan-out rows come from the old run, since task 0 will not run again
-    to make them."""
+    Tasks of a fan-out over a task's list (task 0's manifest, `items = { from = ... }`)
+    exist only once that task succeeded: when it is carried, its fan-out rows come from
+    the old run, since it will not run again to make them."""
     old = {t.name: t for t in old_tasks}
-    rows: list[NewTask] = []
-    carried = 0
-    for seq, name, spec, item, idx, state, memory in fresh:
-        rows.append(_row(old.get(name), (seq, name, spec, item, idx, state, memory)))
-        carried += rows[-1][5] is TaskState.SUCCEEDED
-    setup = old.get(job.setup.name) if job.setup is not None else None
-    if setup is not None and setup.state is TaskState.SUCCEEDED:
-        fanned = {s.name: s for s in job.tasks if isinstance(s.items, SetupItems)}
-        seq = max((r[0] for r in rows), default=0)
-        for task in _in_order(old.values()):
-            if task.spec in fanned:
-                seq += 1
-                row = (
-                    seq,
-                    task.name,
-                    task.spec,
-                    task.item,
-                    task.idx,
-                    TaskState.WAITING,
-                    fanned[task.spec].memory,
-                )
-                rows.append(_row(task, row))
-                carried += rows[-1][5] is TaskState.SUCCEEDED
+    rows = [_row(old.get(row[1]), row) for row in fresh]
+    fanned = {s.name: s for s in job.tasks if isinstance(s.items, FromItems)}
+    carried_sources = {
+        name for name, s in fanned.items() if isinstance(s.items, FromItems) and _carried(rows, s.items.task)
+    }
+    seq = max((r[0] for r in rows), default=0)
+    for task in _in_order(old.values()):
+        if task.spec in carried_sources:
+            seq += 1
+            memory = fanned[task.spec].memory
+            rows.append(
+                _row(task, (seq, task.name, task.spec, task.item, task.idx, TaskState.WAITING, memory))
+            )
     rows = _rerun_downstream(job, rows)
     carried = sum(row[5] is TaskState.SUCCEEDED for row in rows)
     return RerunPlan(rows, carried, len(rows) - carried)
@@ -88,6 +78,10 @@ def _rerun_downstream(job: JobSpec, rows: list[NewTask]) -> list[NewTask]:
         (*row[:5], again, row[6]) if row[5] is TaskState.SUCCEEDED and row[2] in stale else row
         for row in rows
     ]
+
+
+def _carried(rows: list[NewTask], source: str) -> bool:
+    return any(row[1] == source and row[5] is TaskState.SUCCEEDED for row in rows)
 
 
 def _row(before: TaskRow | None, row: NewTask) -> NewTask:

@@ -12,8 +12,8 @@ import json
 import os
 from dataclasses import dataclass, field
 
-from labrun.config.job import JobSpec
-from labrun.config.schema import SetupItems
+from labrun.config.job import JobSpec, TaskSpec
+from labrun.config.schema import FromItems
 from labrun.deps import SETUP, UNMADE, Plan, Tracker, skip_reason, upstream_map
 from labrun.expand import fanout_rows, outputs_for, placeholder_values
 from labrun.learned import Learner
@@ -65,11 +65,15 @@ class Unblocker:
         by_spec: dict[str, dict[TaskState, tuple[int, str]]] = {}
         for spec, state, n, name in self.store.spec_counts(self.run.id):
             by_spec.setdefault(spec, {})[state] = (n, name)
-        setup_done = TaskState.SUCCEEDED in by_spec.get(SETUP, {})
         for task_spec in self.job.all_tasks:
             states = by_spec.get(task_spec.name, {})
-            if not states and isinstance(task_spec.items, SetupItems) and not setup_done:
-                continue  # its rows come with task 0's success
+            items = task_spec.items
+            if (
+                not states
+                and isinstance(items, FromItems)
+                and TaskState.SUCCEEDED not in by_spec.get(items.task, {})
+            ):
+                continue  # its rows come with its source task's success
             remaining = sum(n for s, (n, _) in states.items() if not s.terminal)
             bad = next((states[s] for s in _FAILED if s in states), None)
             failed = skip_reason(bad[1], "did not succeed") if bad else None
@@ -96,7 +100,7 @@ class Unblocker:
         for task in finished:
             if task.state is TaskState.SKIPPED:
                 continue
-            if task.state is TaskState.SUCCEEDED and task.spec == SETUP and self._fan_out(task, out):
+            if task.state is TaskState.SUCCEEDED and self._fan_out(task, out):
                 self._held.append(task)
                 continue
             self._finished(task, out)
@@ -108,17 +112,18 @@ class Unblocker:
         how += f": {task.reason}" if task.reason and not ok else ""
         self._rows(self.tracker.finished(task.spec, task.name, ok, how), out)
 
-    def _fan_out(self, setup: TaskRow, out: UnblockPlan) -> bool:
-        """Rows over task 0's manifest (or a skip of the specs when it cannot be read);
-        True when rows were planned."""
-        fanned = [s for s in self.job.tasks if isinstance(s.items, SetupItems)]
-        if not fanned or self.job.setup is None:
+    def _fan_out(self, source: TaskRow, out: UnblockPlan) -> bool:
+        """Rows over the list `source` (task 0, or any task that fan-outs take their items
+        from) wrote, or a skip of those specs when it cannot be read; True when rows were
+        planned."""
+        fanned = fanned_from(self.job, source.spec)
+        if not fanned:
             return False
-        lines, manifest, error = manifest_lines(self.paths, self.run, self.job, setup)
+        lines, manifest, error = manifest_lines(self.paths, self.run, self.job, source)
         seq = self.store.max_seq(self.run.id)
         for spec in fanned:
             if lines is None:
-                why = f"task 0's manifest {manifest} cannot be read: {error}"
+                why = f"{_list_of(source.spec)} {manifest} cannot be read: {error}"
                 out.messages.append(f"{spec.name}: {why}")
                 self._rows(self.tracker.failed_spec(spec.name, why), out)
                 continue
@@ -143,16 +148,18 @@ class Unblocker:
             if skipped:
                 out.messages.append(f"{spec}: {len(skipped)} skipped: {reason}")
             elif self._never_made(spec):
-                why = f"{reason}; its items come from task 0's manifest, {UNMADE}"
+                items = self.job.task(spec).items
+                source = _list_of(items.task if isinstance(items, FromItems) else SETUP)
+                why = f"{reason}; its items come from {source}, {UNMADE}"
                 seq = self.store.max_seq(run_id) + 1 + len(out.unmade)
                 memory = self.job.task(spec).memory
                 out.unmade.append(((seq, spec, spec, None, None, TaskState.SKIPPED, memory), why))
                 out.messages.append(f"{spec}: skipped: {why}")
 
     def _never_made(self, spec: str) -> bool:
-        """A fan-out over task 0's manifest whose rows do not exist (task 0 did not succeed)."""
+        """A fan-out over a task's list whose rows do not exist (that task did not succeed)."""
         task = self.job.task(spec)
-        if not isinstance(task.items, SetupItems) or spec in self._made:
+        if not isinstance(task.items, FromItems) or spec in self._made:
             return False
         self._made.add(spec)  # one row per spec, once
         return self.store.task_by_name(self.run.id, spec) is None and not self.store.waiting_of_spec(
@@ -180,15 +187,29 @@ class Unblocker:
             os.replace(path + ".tmp", path)
 
 
+def fanned_from(job: JobSpec, source: str) -> list[TaskSpec]:
+    """The fan-outs whose items are the lines of task `source`'s first output."""
+    return [s for s in job.tasks if isinstance(s.items, FromItems) and s.items.task == source]
+
+
+def _label(task: str) -> str:
+    return FromItems(task).label
+
+
+def _list_of(task: str) -> str:
+    """`task 0's manifest`, `task find's list`: what a fan-out's items are read from."""
+    return "task 0's manifest" if task == SETUP else f"task {task}'s list"
+
+
 def manifest_lines(
-    paths: StatePaths, run: RunRow, job: JobSpec, setup: TaskRow
+    paths: StatePaths, run: RunRow, job: JobSpec, source: TaskRow
 ) -> tuple[list[str] | None, str, str]:
-    """The lines of task 0's first output (its manifest), its path, and why it cannot be read."""
-    assert job.setup is not None
-    values = placeholder_values(paths, run, setup, setup.attempts)
-    manifest = outputs_for(job.setup, values, job.workdir)[:1]
+    """The lines of `source`'s first output (task 0's manifest, or another task's list),
+    its path, and why it cannot be read."""
+    values = placeholder_values(paths, run, source, source.attempts)
+    manifest = outputs_for(job.task(source.spec), values, job.workdir)[:1]
     if not manifest:
-        return None, "", "task 0 declares no outputs"
+        return None, "", f"{_label(source.spec)} declares no outputs"
     try:
         return _read_lines(manifest[0]), manifest[0], ""
     except OSError as exc:

@@ -23,9 +23,9 @@ from labrun.config.schema import (
     TOP_LEVEL,
     Dependency,
     FileItems,
+    FromItems,
     Items,
     Key,
-    SetupItems,
     convert,
 )
 from labrun.deps import describe_cycle, find_cycle, upstream_map
@@ -237,6 +237,9 @@ def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
         _check_isolation(c, path, values)
         fields = {k.name: values[k.name] for k in TASK_KEYS if k.name in values}
         dependencies: tuple[Dependency, ...] = fields.pop("depends_on", ())
+        items = fields.get("items")
+        if isinstance(items, FromItems) and items.task != SETUP_NAME:  # its rows need that task's list
+            dependencies = (*dependencies, Dependency(items.task))
         fields["depends_on"] = tuple(dict.fromkeys(d.task for d in dependencies))
         fields["allow_failed"] = tuple(d.task for d in dependencies if d.allow_failed)
         specs.append(TaskSpec(**{**fields, "env": env}))
@@ -340,9 +343,8 @@ def _check_dependencies(
         path: Path = ("tasks", index.get(spec.name, 0))
         if spec.name == SETUP_NAME:
             c.add((*path, "name"), "the name 'setup' is task 0's", "declare task 0 as a [setup] table")
-        if isinstance(spec.items, SetupItems) and (setup is None or not setup.outputs):
-            hint = 'add [setup] with outputs = ["{shared}/manifest.txt"]: its first output is the manifest'
-            c.add((*path, "items"), 'items = "setup" needs task 0 with outputs', hint)
+        if isinstance(spec.items, FromItems):
+            _check_source(c, (*path, "items"), spec.items, {t.name: t for t in tasks}, setup)
         for up in spec.depends_on:
             if up not in known:
                 close = difflib.get_close_matches(up, known, n=1)
@@ -353,6 +355,31 @@ def _check_dependencies(
     if cycle:
         where = ("tasks", index.get(cycle[0], 0), "depends_on")
         c.add(where, f"dependency cycle: {describe_cycle(cycle)}", "remove one of these depends_on entries")
+
+
+def _check_source(
+    c: _Collector, path: Path, items: FromItems, tasks: Mapping[str, TaskSpec], setup: TaskSpec | None
+) -> None:
+    """The task a fan-out's items come from: one task (not a fan-out) with an output."""
+    if items.task == SETUP_NAME:
+        if setup is None or not setup.outputs:
+            hint = 'add [setup] with outputs = ["{shared}/manifest.txt"]: its first output is the manifest'
+            c.add(path, 'items = "setup" needs task 0 with outputs', hint)
+        return
+    source = tasks.get(items.task)
+    if source is None:
+        close = difflib.get_close_matches(items.task, list(tasks), n=1)
+        hint = f"did you mean {close[0]!r}?" if close else f"tasks are: {', '.join(tasks)}"
+        c.add(path, f"items come from {items.task!r}, which is no task of this job", hint)
+    elif source.items is not None:
+        c.add(
+            path,
+            f"items come from {items.task!r}, a fan-out",
+            "name one task (without items) that writes a list",
+        )
+    elif not source.outputs:
+        hint = f'add outputs = ["{{shared}}/{items.task}.txt"] to task {items.task} (the first is the list)'
+        c.add(path, f"items come from task {items.task}, which declares no outputs", hint)
 
 
 def _preflight(c: _Collector, table: Mapping[str, Any]) -> PreflightSpec:

@@ -54,6 +54,12 @@ def key_schema(key: Key) -> dict[str, Any]:
                 "required": ["file"],
                 "properties": {"file": {"type": "string", "minLength": 1}},
             },
+            {
+                "type": "object",
+                "additionalProperties": False,
+                "required": ["from"],
+                "properties": {"from": {"type": "string", "pattern": NAME_RE.pattern}},
+            },
             {"const": "setup"},
         ]
     }

@@ -35,8 +35,16 @@ class RangeItems:
 
 
 @dataclass(frozen=True)
-class SetupItems:
-    """`items = "setup"`: one task per non-empty line of task 0's first output."""
+class FromItems:
+    """`items = { from = "TASK" }`: one task per non-empty line of TASK's first output,
+    made when TASK succeeds; `items = "setup"` is task 0's (its manifest)."""
+
+    task: str = "setup"
+
+    @property
+    def label(self) -> str:
+        """How messages name the task the items come from."""
+        return "task 0" if self.task == "setup" else f"task {self.task}"
 
 
 @dataclass(frozen=True)
@@ -46,7 +54,7 @@ class FileItems:
     path: str
 
 
-Items = tuple[str, ...] | RangeItems | SetupItems | FileItems
+Items = tuple[str, ...] | RangeItems | FromItems | FileItems
 
 
 @dataclass(frozen=True)
@@ -128,7 +136,12 @@ def _command(value: object) -> str | tuple[str, ...]:
 
 def _items(value: object) -> Items:
     if value == "setup":
-        return SetupItems()
+        return FromItems("setup")
+    if isinstance(value, dict) and set(value) == {"from"}:
+        source = value["from"]
+        if not isinstance(source, str) or not NAME_RE.match(source):
+            raise ValueError('expected items = { from = "TASK" } with the name of a task')
+        return FromItems(source)
     if isinstance(value, list):
         if not value:
             raise ValueError("an empty items list would make no tasks; remove `items` instead")
@@ -163,8 +176,8 @@ def _items(value: object) -> Items:
             'expected { range = [start, stop] } or [start, stop, step] of integers, or { file = "grid.csv" }'
         )
     raise ValueError(
-        'expected an array of strings or numbers, { range = [0, 100] }, { file = "grid.csv" } or '
-        f'"setup", got {_describe(value)}'
+        'expected an array of strings or numbers, { range = [0, 100] }, { file = "grid.csv" }, '
+        f'{{ from = "TASK" }} or "setup", got {_describe(value)}'
     )
 
 

@@ -10,7 +10,9 @@ from __future__ import annotations
 from collections.abc import Iterator
 from itertools import groupby, islice
 
+from labrun.config.job import parse_job
 from labrun.deps import UNMADE
+from labrun.errors import ConfigError
 from labrun.reads import Reads
 from labrun.rows import RunRow, TaskRow
 from labrun.states import TaskState
@@ -59,10 +61,23 @@ def problem_views(reads: Reads, run_id: int) -> Iterator[TaskView]:
             yield task_view(reads, task)
 
 
+def _in_job_order(run: RunRow, tasks: Iterator[TaskView]) -> Iterator[TaskView]:
+    """A small run's tasks in the order the job file declares them (a fan-out made when
+    task 0 succeeded is created after the tasks below it, but is listed where it is written)."""
+    try:
+        job = parse_job(run.job_text, run.job_file)
+    except ConfigError:  # a job text an older labrun accepted: creation order, then
+        return tasks
+    order = {spec.name: i for i, spec in enumerate(job.all_tasks)}
+    return iter(sorted(tasks, key=lambda t: (order.get(t.spec, len(order)), t.seq)))
+
+
 def status_view(reads: Reads, run: RunRow, show_all: bool) -> StatusView:
     view = run_view(reads, run)
     every = show_all or view.total <= SHOW_ALL_UP_TO
     tasks = task_views(reads, run.id) if every else problem_views(reads, run.id)
+    if every and view.total <= SHOW_ALL_UP_TO:
+        tasks = _in_job_order(run, tasks)
     longest = reads.longest_task_name(run.id) + 2  # "0 setup": task 0 is labelled with its number
     return StatusView(view, tasks, every, tuple(reads.learned(run.id)), longest)
 
