@@ -155,12 +155,12 @@ def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
         with store.tx():
             run_id = store.create_run(job.name, job.file, job.text, now, rerun_of.id if rerun_of else None)
             learner = Learner(store, job, run_id, node_max([n.memory for n in lab.declared]))
+            learned: list[tuple[str, str]] = []
             if rerun_of is None:
-                rows, learned = learner.apply(instances(job))
+                store.add_tasks(run_id, learner.apply(instances(job), learned))
             else:
                 planned = plan_rerun(job, instances(job), store.tasks(rerun_of.id))
-                rows, learned = learner.apply(planned.rows)
-            store.add_tasks(run_id, rows)
+                store.add_tasks(run_id, learner.apply(planned.rows, learned))
             store.note_tasks(run_id, learned, now)
             if rerun_of is not None:
                 store.mark_carried(run_id, rerun_of.id)

@@ -10,7 +10,7 @@ peaks once, from an indexed query over the job's `LEARN_RUNS` latest runs only.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
 from labrun.config.job import JobSpec, TaskSpec
@@ -60,22 +60,20 @@ class Learner:
                     self._peaks.setdefault((spec, item), Peak(run_id, peak))
         return self._peaks
 
-    def apply(self, rows: Iterable[NewTask]) -> tuple[list[NewTask], list[tuple[str, str]]]:
-        """The rows with learned memory, and (task name, cause) for each one that changed."""
+    def apply(self, rows: Iterable[NewTask], notes: list[tuple[str, str]]) -> Iterator[NewTask]:
+        """The rows with learned memory, streamed (a run may hold 100,000 tasks); appends
+        (task name, cause) to `notes` for each one that changed."""
         specs = {s.name: s for s in self.job.all_tasks}
-        out: list[NewTask] = []
-        notes: list[tuple[str, str]] = []
         for row in rows:
             seq, name, spec_name, item, idx, state, memory = row
             spec = specs.get(spec_name)
             if spec is None or state.terminal or not self.peaks():
-                out.append(row)
+                yield row
                 continue
             learned, cause = learn(spec, memory, self.peaks().get((spec_name, item)), self.node_max)
-            out.append((seq, name, spec_name, item, idx, state, learned))
+            yield (seq, name, spec_name, item, idx, state, learned)
             if cause:
                 notes.append((name, cause))
-        return out, notes
 
 
 def node_max(memories: Sequence[int]) -> int:

@@ -130,8 +130,7 @@ class Unblocker:
             rows = list(fanout_rows(spec, lines, seq))
             self._made.add(spec.name)
             if self.learner is not None:
-                rows, notes = self.learner.apply(rows)
-                out.notes.extend(notes)
+                rows = list(self.learner.apply(rows, out.notes))
             seq = max([seq, *(row[0] for row in rows)])
             out.add.extend(rows)
             self._created.append((spec.name, len(rows)))
