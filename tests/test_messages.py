@@ -4,12 +4,11 @@ written; where the step is mechanical (a line to add), the test does it and chec
 from __future__ import annotations
 
 import os
-import subprocess
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from helpers import labrun, write_job
+from helpers import labrun, tmpfs, write_job
 
 from labrun.preflight.checks import path_writable
 from labrun.preflight.core import run_checks
@@ -24,19 +23,8 @@ def test_kernel_filesystems_are_not_writable_even_for_root(path: str) -> None:
 
 @pytest.fixture
 def read_only(tmp_path: Path) -> Iterator[Path]:
-    if os.geteuid() != 0:
-        pytest.skip("mounting a read-only tmpfs needs root")
-    mount = tmp_path / "ro"
-    mount.mkdir()
-    done = subprocess.run(
-        ["mount", "-t", "tmpfs", "-o", "ro,size=1m", "tmpfs", str(mount)], capture_output=True
-    )
-    if done.returncode != 0:
-        pytest.skip(f"cannot mount a tmpfs here: {done.stderr.decode().strip()}")
-    try:
+    with tmpfs(tmp_path / "ro", "ro,size=1m") as mount:
         yield mount
-    finally:
-        subprocess.run(["umount", "-l", str(mount)], check=False)
 
 
 def test_a_read_only_mount_is_not_offered_chmod(read_only: Path) -> None:
