@@ -4,7 +4,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: test system lint typecheck pytest test-vm zipapp bench clean
+.PHONY: test system lint typecheck pytest test-vm soak zipapp bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -32,6 +32,10 @@ pytest: $(STAMP)
 # The cgroup v2 tests on a real kernel, in a throw-away qemu guest (vm/lane.sh).
 test-vm: $(STAMP)
 	VM_PYTHON=$(abspath $(BIN))/python vm/lane.sh
+
+# The chaos test with 20 seeds per runtime and command kind (about 25 minutes).
+soak: $(STAMP) system
+	LABRUN_SOAK_SEEDS=20 $(BIN)/pytest -q tests/test_chaos.py
 
 zipapp: $(STAMP)
 	rm -rf dist/labrun.pyz

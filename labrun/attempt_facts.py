@@ -11,7 +11,7 @@ on every runtime and every node:
   empty directory, a missing path or one that cannot be read is missing, and an attempt
   that exits 0 with a missing output is `no_output`.
 - **Exit record**: how an attempt ended, from a wait status (`exit_of`), or from the
-  file a shell's EXIT trap leaves in the attempt directory (`read_exit_record`), which
+  line the attempt's wrapper shell appends to its run's exits file (`ExitLog`), which
   outlives the runner that started the attempt.
 - **A container's signal** (`container_signal`): Docker reports only its init's exit
   code; a 128+N exit is signal N when that signal was sent to it (by labrun, or the OOM
@@ -29,10 +29,7 @@ from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
-EXIT_FILE = "exit"  # in the attempt directory: the exit status a shell command wrote
-# The EXIT trap records $? where a later runner can read it after adopting the attempt.
-EXIT_TRAP = "trap 'echo $? > \"$LABRUN_EXIT_FILE\"' EXIT\n"
-EXIT_FILE_VARIABLE = "LABRUN_EXIT_FILE"
+EXITS_FILE = "exits"  # in a run's directory: "ATTEMPT_ID STATUS" lines the wrappers append
 
 NO_OOM_COUNTER = "this kernel keeps no OOM-kill counter: an OOM kill cannot be told apart"
 
@@ -70,17 +67,41 @@ def exit_of(wait_status: int) -> tuple[int | None, int | None]:
     return os.WEXITSTATUS(wait_status), None
 
 
-def exit_record_path(attempt_dir: str) -> str:
-    return os.path.join(attempt_dir, EXIT_FILE)
+def exits_path(attempt_dir: str) -> str:
+    """The run's exits file, from one of its attempt directories (RUN/TASK/N)."""
+    return os.path.join(os.path.dirname(os.path.dirname(attempt_dir)), EXITS_FILE)
 
 
-def read_exit_record(attempt_dir: str) -> int | None:
-    """The exit status the attempt's shell recorded, or None when it left none."""
-    try:
-        with open(exit_record_path(attempt_dir), encoding="ascii") as handle:
-            return int(handle.read().strip())
-    except (OSError, ValueError):
-        return None
+class ExitLog:
+    """The statuses attempts' wrappers appended to one run's exits file, read incrementally.
+
+    Each wrapper appends one short line with a single write to a descriptor opened with
+    O_APPEND, so lines never interleave; a line cut short by a full disk is skipped."""
+
+    def __init__(self, path: str) -> None:
+        self.path = path
+        self.offset = 0
+        self.statuses: dict[int, int] = {}
+
+    def status(self, attempt_id: int) -> int | None:
+        """The exit status attempt `attempt_id` left, or None when it left none (yet)."""
+        if attempt_id not in self.statuses:
+            self._read_more()
+        return self.statuses.get(attempt_id)
+
+    def _read_more(self) -> None:
+        try:
+            with open(self.path, "rb") as handle:
+                handle.seek(self.offset)
+                data = handle.read()
+        except OSError:
+            return
+        complete = data[: data.rfind(b"\n") + 1]
+        self.offset += len(complete)
+        for line in complete.splitlines():
+            fields = line.split()
+            if len(fields) == 2 and fields[0].isdigit() and fields[1].isdigit():
+                self.statuses[int(fields[0])] = int(fields[1])
 
 
 def container_signal(exit_code: int | None, oom_killed: bool, sent: Iterable[int]) -> int | None:

@@ -17,6 +17,7 @@ import signal
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from labrun import failpoint
 from labrun.config.job import JobSpec, TaskSpec
 from labrun.config.lab import NodeSpec
 from labrun.decisions import Ended, Fail, Record, Retry, Supersede, on_end
@@ -386,11 +387,14 @@ class Runner:
         """Starts claimed attempts; True when one that could not start unblocked others."""
         started: list[tuple[int, int, Started]] = []
         failed: list[tuple[Active, str]] = []
+        if claimed:
+            failpoint.reached("claimed")
         for act in claimed:
             try:
                 started.append((act.task_id, act.attempt_id, act.executor.start(act.launch)))
             except LaunchError as exc:
                 failed.append((act, str(exc)))
+            failpoint.reached("spawned")
         if not claimed:
             return False
         with self.ledger.tx():

@@ -183,10 +183,6 @@ def wait_until(condition: Callable[[], bool], what: str, limit: float = 20.0) ->
 # --- the backends ------------------------------------------------------------------------
 
 
-NO_EXEC_RECORD = (
-    "issue 12: a command labrun execs without a shell leaves no exit record, so a runner "
-    "that adopts it (or finds it ended) records it lost and runs it again"
-)
 SETSID_ESCAPES = (
     "issue 12: without a cgroup or a container, a child that calls setsid leaves the "
     "attempt's process group and outlives it"
@@ -198,7 +194,6 @@ def _process(request: pytest.FixtureRequest) -> Backend:
         "process",
         ProcessExecutor,
         known_failures={
-            "test_an_attempt_is_adopted_after_a_runner_restart_with_its_real_end[exec]": NO_EXEC_RECORD,
             "test_a_child_that_leaves_the_process_group_ends_with_the_attempt": SETSID_ESCAPES,
         },
     )
@@ -224,9 +219,6 @@ def _cgroup(request: pytest.FixtureRequest) -> Backend:
         lambda waker: CgroupExecutor(waker, CGROUP_SUPPORT),
         enforces_memory=True,
         leftovers=_cgroup_leftovers,
-        known_failures={
-            "test_an_attempt_is_adopted_after_a_runner_restart_with_its_real_end[exec]": NO_EXEC_RECORD,
-        },
     )
 
 

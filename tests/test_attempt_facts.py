@@ -72,9 +72,17 @@ def test_missing_outputs_keep_the_declared_order(tmp_path: Path) -> None:
 def test_wait_status_and_exit_record(tmp_path: Path) -> None:
     assert attempt_facts.exit_of(3 << 8) == (3, None)
     assert attempt_facts.exit_of(9) == (None, 9)
-    assert attempt_facts.read_exit_record(str(tmp_path)) is None
-    Path(attempt_facts.exit_record_path(str(tmp_path))).write_text("7\n")
-    assert attempt_facts.read_exit_record(str(tmp_path)) == 7
+    attempt = tmp_path / "run" / "task" / "1"
+    log = attempt_facts.ExitLog(attempt_facts.exits_path(str(attempt)))
+    assert log.path == str(tmp_path / "run" / "exits")
+    assert log.status(3) is None  # no file yet
+    attempt.mkdir(parents=True)
+    with open(log.path, "ab") as exits:
+        exits.write(b"3 0\n4 137\n5 1")  # 5's line is not complete yet
+        exits.flush()
+        assert (log.status(3), log.status(4), log.status(5)) == (0, 137, None)
+        exits.write(b"\n3 junk\n\n6 2\n")
+    assert (log.status(5), log.status(6), log.status(3)) == (1, 2, 0)
 
 
 class _Cgroup:

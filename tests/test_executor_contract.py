@@ -312,6 +312,32 @@ def test_an_attempt_is_adopted_after_a_runner_restart_with_its_real_end(
         assert backend.leftovers(started[launch.attempt_id], True) == []
 
 
+def test_an_attempt_spawned_but_never_recorded_is_found_and_adopted(
+    backend: Backend, waker: Waker, tmp_path: Path
+) -> None:
+    """The runner died between the spawn and the commit of what it started (pid, container,
+    remote record): a resume knows only the attempt's id, and must find it by that, so the
+    task is neither lost nor run a second time while this one still runs."""
+    forget_launches()
+    launch = make_launch(backend, tmp_path, ("sh", "-c", "while [ ! -e go ]; do sleep 0.2; done; exit 4"))
+    dead_waker = Waker()
+    first = backend.new_executor(dead_waker)
+    started = first.start(launch)
+    wait_until(lambda: bool(processes_of(launch)), "the attempt is running")
+    first.close()
+    dead_waker.close()
+    second = backend.new_executor(waker)
+    try:
+        assert second.adopt(launch.attempt_id, launch, Started(mechanism=started.mechanism)), "not found"
+        (tmp_path / "go").write_text("go")
+        facts = wait_end(second, waker, launch, limit=30)
+        assert facts.exit_code == 4, facts
+        assert_nothing_left(backend, launch, started)
+    finally:
+        second.close()
+        kill_leftover_processes()
+
+
 def test_nothing_is_left_after_a_normal_end(backend: Backend, waker: Waker, tmp_path: Path) -> None:
     forget_launches()
     ex = backend.new_executor(waker)

@@ -27,7 +27,7 @@ import signal
 from labrun import attempt_facts
 from labrun.cgroup import AttemptCgroup, CgroupError, Limits, Support, create, detect, open_existing
 from labrun.executors.base import Waker
-from labrun.executors.process import ProcessExecutor, _Child, process_start_time, with_exit_trap
+from labrun.executors.process import ProcessExecutor, _Child, process_start_time, stop_signal, wrapped
 from labrun.model import CgroupOptions, Facts, Launch, LaunchError, Runtime, Started, options_for
 
 POOL_MAX = 32  # idle cgroups kept for reuse; more than the attempts that ever run at once
@@ -92,20 +92,17 @@ class CgroupExecutor(ProcessExecutor):
         except CgroupError as exc:
             raise LaunchError(f"runtime cgroup: cannot make the attempt's cgroup: {exc}") from None
         try:
-            # the shell's exit record (as in the process runtime): a later runner that adopts
-            # the attempt reads its real exit status
-            argv = with_exit_trap(launch)[0]
-            proc = self.spawn(launch, tuple(cg.command(argv)), around=cg.entered)
+            # under the wrapper that leaves an exit record (as in the process runtime): a
+            # later runner that adopts the attempt reads its real exit status
+            pid = self.spawn(launch, cg.command(wrapped(launch)), around=cg.entered)
         except (LaunchError, CgroupError) as exc:
             self._discard(cg)
             if isinstance(exc, LaunchError):
                 raise
             raise LaunchError(f"runtime cgroup: cannot start inside the cgroup: {exc}") from None
         self.cgroups[launch.attempt_id] = cg
-        self._watch(launch, proc)
-        return Started(
-            pid=proc.pid, pid_start=process_start_time(proc.pid), ref=cg.name, mechanism=cg.mechanism
-        )
+        self._watch(launch, pid)
+        return Started(pid=pid, pid_start=process_start_time(pid), ref=cg.name, mechanism=cg.mechanism)
 
     def _cgroup_for(self, support: Support, limits: Limits, usage_path: str) -> AttemptCgroup:
         """An idle cgroup made ready for these limits, or a new one."""
@@ -175,12 +172,18 @@ class CgroupExecutor(ProcessExecutor):
             pass  # a leftover named after this runner's pid; nothing else uses the name
 
     def signal(self, attempt_id: int, signum: int) -> None:
-        """Every process in the attempt's cgroup, also those that left its process group."""
+        """Every process in the attempt's cgroup, also those that left its process group;
+        a stop signal spares the wrapper, which records how the command ended
+        (`stop_signal`)."""
         cg = self.cgroups.get(attempt_id)
-        if cg is None:
+        child = self.children.get(attempt_id)
+        if cg is None or child is None:
             super().signal(attempt_id, signum)
             return
         try:
-            cg.kill(signum)
+            if signum == signal.SIGKILL:
+                cg.kill(signum)
+            else:
+                stop_signal(child.pid, signum, cg.pids)
         except CgroupError:
             super().signal(attempt_id, signum)

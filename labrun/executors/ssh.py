@@ -252,8 +252,10 @@ class SshExecutor(Executor):
     def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
         """Follow an attempt an earlier runner started on this node; False if the node has no
         record of it. One that ended while no runner watched is reported by the next poll,
-        with its real exit. Its logs continue after what the head already has."""
-        if not (started.ref or "").startswith(f"{self.node}:"):
+        with its real exit. Its logs continue after what the head already has. One whose
+        start the head never recorded (`ref` None: it died right after asking) is asked
+        for by its key, which the attempt id makes."""
+        if started.ref is not None and not started.ref.startswith(f"{self.node}:"):
             return False
         sizes = [_size(launch.stdout_path), _size(launch.stderr_path)]
         remote = _Remote(launch, attempt_key(launch), sizes)

@@ -11,6 +11,7 @@ import json
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 
+from labrun.liveness import seen_state
 from labrun.model import Runtime
 from labrun.outcome import signal_name
 from labrun.rows import AttemptRow, EventRow, RunRow, TaskRow
@@ -128,8 +129,9 @@ class RunView:
     @classmethod
     def of(cls, row: RunRow, counts: Mapping[TaskState, int]) -> RunView:
         every = {state: counts.get(state, 0) for state in TaskState}
+        state = seen_state(row)  # a dead runner's run reads interrupted, not running
         return cls(
-            row.id, row.job, row.job_file, row.state, row.created, row.ended, row.host, every, row.rerun_of
+            row.id, row.job, row.job_file, state, row.created, row.ended, row.host, every, row.rerun_of
         )
 
     @property

@@ -76,11 +76,15 @@ def attempt_lines(attempts: tuple[AttemptView, ...]) -> list[str]:
 
 
 def run_heading(run: RunView) -> str:
+    rerun = f" (reruns what did not succeed in run {run.rerun_of})" if run.rerun_of else ""
+    gone = (
+        f"  its runner stopped before the run ended; `labrun run {run.job_file} --resume` finishes it\n"
+        if run.state is RunState.INTERRUPTED
+        else ""
+    )
     return (
-        f"run {run.id} of job {run.job} ({run.job_file}): {run.state.value}"
-        + (f" (reruns what did not succeed in run {run.rerun_of})" if run.rerun_of else "")
-        + "\n"
-        f"  {run.count_text()} ({run.total} tasks)\n"
+        f"run {run.id} of job {run.job} ({run.job_file}): {run.state.value}{rerun}\n"
+        f"{gone}  {run.count_text()} ({run.total} tasks)\n"
     )
 
 

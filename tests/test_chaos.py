@@ -1,0 +1,124 @@
+"""Chaos: the runner itself SIGKILLed at seeded random moments, then `--resume` to the end.
+
+Each task appends its name to starts.txt when it begins and to ends.txt when it is done,
+and runs long enough that kills land while attempts run, while a wave is being launched,
+and between the two; failpoints (`labrun.failpoint`) put kills exactly between a claim and
+its spawn, and between a spawn and the commit of its pid. Nothing fails and the kills
+never touch the tasks, so with every attempt adopted (or its end read from its exit
+record) each task runs exactly once: that is the invariant, for commands labrun execs
+and commands run through the shell, on the process and the cgroup runtimes.
+
+Bounded for `make test` (one seed each); `make soak` sets LABRUN_SOAK_SEEDS for more.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+import random
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+import pytest
+from labrun_proc import integrity, query, run, start
+
+from labrun.cgroup import detect
+
+TASKS = 16
+SEEDS = range(int(os.environ.get("LABRUN_SOAK_SEEDS", "1")))
+# {index} makes each task's sleep different: 0.05 s to 0.95 s
+COMMANDS = {
+    "exec": '["sh", "-c", "echo {task} >> starts.txt; sleep 0.{index}5; echo {task} >> ends.txt"]',
+    "shell": '"echo {task} >> starts.txt; sleep 0.{index}5; echo {task} >> ends.txt"',
+}
+
+
+def job_text(runtime: str, command: str) -> str:
+    return f"""
+[job]
+name = "chaos"
+max_parallel = 5
+
+[defaults]
+runtime = "{runtime}"
+memory = "64MiB"
+retry_delay = 0
+
+[[tasks]]
+name = "t"
+items = {{ range = [0, {TASKS}] }}
+command = {command}
+"""
+
+
+def _lines(path: Path) -> list[str]:
+    try:
+        return path.read_text().splitlines()
+    except FileNotFoundError:
+        return []
+
+
+def _kill_at(proc: subprocess.Popen[str], starts: Path, point: int, delay: float) -> bool:
+    """SIGKILL the runner `delay` s after `point` tasks have started; False if it ended first."""
+    deadline = time.monotonic() + 120
+    while len(_lines(starts)) < point:
+        if proc.poll() is not None:
+            return False
+        assert time.monotonic() < deadline, "the run made no progress"
+        time.sleep(0.002)
+    time.sleep(delay)
+    if proc.poll() is not None:
+        return False
+    proc.send_signal(signal.SIGKILL)
+    proc.communicate()
+    return True
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("seed", SEEDS)
+@pytest.mark.parametrize("runtime", ["process", "cgroup"])
+@pytest.mark.parametrize("kind", sorted(COMMANDS))
+def test_sigkill_the_runner_at_random_then_resume_runs_each_task_once(
+    tmp_path: Path, kind: str, runtime: str, seed: int
+) -> None:
+    if runtime == "cgroup" and not detect().ok:
+        pytest.skip(f"runtime cgroup cannot run here: {detect().reason}")
+    (tmp_path / "job.toml").write_text(job_text(runtime, COMMANDS[kind]))
+    state, starts, ends = tmp_path / "state", tmp_path / "starts.txt", tmp_path / "ends.txt"
+    rng = random.Random(f"{kind}-{runtime}-{seed}")
+    # Seeded kills: at the failpoints (the runner SIGKILLs itself right after claiming, or
+    # right after a spawn whose pid is not committed yet), and from outside once a number
+    # of tasks have started, 0-40 ms later (often while a wave is being launched).
+    plan: list[tuple[str, int]] = [("spawned", rng.randint(1, 4)), ("claimed", rng.randint(1, 3))]
+    plan += [("started", point) for point in sorted(rng.sample(range(3, TASKS - 2), 3))]
+    plan.insert(rng.randint(0, 2), ("spawned", rng.randint(2, 6)))
+    kills = 0
+    for i, (how, n) in enumerate(plan):
+        args = ["run", "job.toml", "--plain"] + (["--resume"] if i else [])
+        if how == "started":
+            kills += _kill_at(start(args, state, tmp_path), starts, n, rng.uniform(0.0, 0.04))
+        else:
+            done = run(args, state, tmp_path, LABRUN_FAILPOINT=f"{how}:{n}")
+            kills += done.returncode == -signal.SIGKILL
+        assert integrity(state) == "ok"
+    assert kills >= 4, "the job finished before most kill points: the test proves little"
+    for _ in range(3):
+        done = run(["run", "job.toml", "--plain", "--resume"], state, tmp_path)
+        if done.returncode == 0:
+            break
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert "Traceback" not in done.stderr
+
+    names = {f"t[{i}]" for i in range(TASKS)}
+    began, finished = collections.Counter(_lines(starts)), collections.Counter(_lines(ends))
+    assert set(began) == names and set(finished) == names
+    twice = {name: n for name, n in began.items() if n > 1}
+    assert not twice, f"ran more than once after {kills} kills: {twice}"
+    assert query(state, "SELECT COUNT(*), MIN(state) FROM runs") == [(1, "succeeded")]
+    succeeded = query(state, "SELECT COUNT(*) FROM attempts WHERE outcome = 'succeeded'")
+    assert succeeded == [(TASKS,)]
+    assert integrity(state) == "ok"
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    assert str(tmp_path) not in ps, "an attempt outlived the run"

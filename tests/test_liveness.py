@@ -1,0 +1,59 @@
+"""A run whose runner died without a word reads `interrupted`, not `running` (issue 12, item 6)."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import time
+from pathlib import Path
+
+from helpers import labrun, start_labrun, write_job
+
+from labrun.liveness import runner_gone
+from labrun.rows import RunRow
+from labrun.states import RunState
+
+
+def _row(pid: int | None, host: str | None = None, state: RunState = RunState.RUNNING) -> RunRow:
+    return RunRow(1, "j", "j.toml", "", state, 0.0, None, pid, host or os.uname().nodename)
+
+
+def test_runner_gone_only_for_a_dead_labrun_on_this_host() -> None:
+    dead = subprocess.Popen(["true"])
+    dead.wait()
+    assert runner_gone(_row(dead.pid))
+    assert not runner_gone(_row(os.getpid()))  # this process
+    other = subprocess.Popen(["sleep", "30"])  # alive, but no labrun: the pid was reused
+    try:
+        assert runner_gone(_row(other.pid))
+    finally:
+        other.kill()
+        other.wait()
+    assert not runner_gone(_row(dead.pid, host="another-machine"))  # cannot tell from here
+    assert not runner_gone(_row(dead.pid, state=RunState.SUCCEEDED))
+    assert not runner_gone(_row(None))
+
+
+def test_status_and_runs_of_a_sigkilled_runner_say_interrupted(tmp_path: Path) -> None:
+    state = tmp_path / "state"
+    job_text = '[job]\nname = "slow"\n\n[[tasks]]\nname = "wait"\ncommand = ["sleep", "617.5"]\n'
+    job = write_job(tmp_path, job_text)
+    runner = start_labrun(state, "run", str(job), cwd=tmp_path)
+    try:
+        deadline = time.monotonic() + 60
+        # running, with its pid recorded (the mechanism is written with it)
+        while '"mechanism": "process"' not in labrun(state, "status", "--json", cwd=tmp_path).stdout:
+            assert runner.poll() is None and time.monotonic() < deadline, "the attempt never started"
+            time.sleep(0.1)
+    finally:
+        runner.send_signal(signal.SIGKILL)
+        runner.wait()
+    status = labrun(state, "status", cwd=tmp_path)
+    assert "): interrupted" in status.stdout and "--resume" in status.stdout, status.stdout
+    assert "interrupted" in labrun(state, "runs", cwd=tmp_path).stdout
+    assert json.loads(labrun(state, "status", "--json", cwd=tmp_path).stdout)["state"] == "interrupted"
+    # the sleep the dead runner left: a resume would adopt it; a cancel stops it
+    assert labrun(state, "cancel", "last", cwd=tmp_path).returncode == 0
+    assert b"sleep 617.5" not in subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout
