@@ -301,6 +301,9 @@ def _drive(
             prepare(runner)  # a resume adopts attempts that still run
         with stop_on_signals(runner):
             state = runner.drive(time.time)
+    except Exception as exc:  # a bug: the run must not stay `running` after its runner exits
+        _record_crash(store, run.id, exc)
+        raise
     finally:
         reporter.close()
         for executor in executors.values():
@@ -314,6 +317,13 @@ def _drive(
         for problem in notify(job, store, final):  # reported; the run's result stands
             print(f"labrun: {problem}", file=sys.stderr, flush=True)
     return RunResult(final, state, store.counts(run.id))
+
+
+def _record_crash(store: Store, run_id: int, exc: Exception) -> None:
+    """Mark the run interrupted (resumable) on the way out of an internal error."""
+    cause = f"the runner stopped on an internal error: {type(exc).__name__}: {exc}"[:500]
+    with contextlib.suppress(Exception), store.tx():  # the store itself may be what failed
+        store.set_run_state(run_id, RunState.INTERRUPTED, time.time(), cause)
 
 
 def job_of(run: RunRow) -> JobSpec:

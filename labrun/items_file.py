@@ -17,6 +17,8 @@ import os
 import re
 from dataclasses import dataclass
 
+from labrun.readfile import NotReadable, read_regular
+
 MAX_BYTES = 256 * 1024 * 1024
 FIELD_NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")  # what `{item.NAME}` can name
 
@@ -43,10 +45,9 @@ def kind_of(path: str) -> str:
 
 def read_items(path: str) -> list[FileItem]:
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(MAX_BYTES + 1)
-    except OSError as exc:
-        raise ItemsFileError(f"cannot read it: {exc.strerror or exc}") from None
+        raw = read_regular(path, MAX_BYTES)
+    except NotReadable as exc:
+        raise ItemsFileError(f"cannot read it: {exc}") from None
     if len(raw) > MAX_BYTES:
         raise ItemsFileError(f"it is larger than {MAX_BYTES // 1024**2} MiB")
     try:

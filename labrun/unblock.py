@@ -18,6 +18,7 @@ from labrun.deps import SETUP, UNMADE, Plan, Tracker, skip_reason, upstream_map
 from labrun.expand import fanout_rows, outputs_for, placeholder_values
 from labrun.learned import Learner
 from labrun.paths import StatePaths
+from labrun.readfile import read_regular
 from labrun.rows import RunRow, TaskRow
 from labrun.states import TaskState
 from labrun.store import NewTask, Store
@@ -216,8 +217,9 @@ def manifest_lines(
 
 
 def _read_lines(path: str) -> list[str]:
-    with open(path, encoding="utf-8", errors="replace") as handle:
-        text = handle.read(MANIFEST_MAX + 1)
+    text = read_regular(path, MANIFEST_MAX).decode("utf-8", errors="replace")
     if len(text) > MANIFEST_MAX:
         raise OSError(f"larger than {MANIFEST_MAX // 1024**2} MiB")
+    if "\0" in text:
+        raise OSError(f"line {text[: text.index(chr(0))].count(chr(10)) + 1} holds a NUL byte")
     return text.splitlines()

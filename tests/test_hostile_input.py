@@ -87,6 +87,12 @@ WRONG = st.sampled_from(
         ("defaults", "cpus", "1e308"),
         ("defaults", "cpus", "1979-05-27T07:32:00Z"),
         ("defaults", "max_attempts", "0"),
+        # issue 12: values `check` used to pass and `run` crashed on (exit 70)
+        ("defaults", "command", '["echo", "a\\u0000b"]'),
+        ("defaults", "items", '["x\\u0000y"]'),
+        ("defaults", "outputs", '["out\\u0000"]'),
+        ("defaults", "workdir", '"/tmp\\u0000"'),
+        ("job", "name", '"' + "j" * 250 + '"'),
     ]
 )
 
@@ -234,3 +240,32 @@ def test_hostile_job_files_are_rejected_with_a_location(workspace: Path, content
         with contextlib.closing(sqlite3.connect(db)) as conn:
             assert conn.execute("SELECT COUNT(*) FROM runs").fetchone() == (0,)
     assert not (workspace / "state" / "runs").exists() or not any((workspace / "state" / "runs").iterdir())
+
+
+@pytest.mark.parametrize(
+    "replacement",
+    [
+        'name = ["first"]',  # issue 12: a list or a table as a task's name exited 70
+        "name = { a = 1 }",
+        'name = "' + "t" * 260 + '"',  # a name that makes an over-long path (ENAMETOOLONG at run)
+        'name = "first"\noutputs = ["{item}\\u0000"]',
+    ],
+)
+def test_task_names_and_values_that_cannot_run_exit_2(workspace: Path, replacement: str) -> None:
+    path = workspace / "names.toml"
+    path.write_text(BASE.replace('name = "first"', replacement, 1))
+    for args in (["check", str(path)], ["run", str(path), "--plain"]):
+        code, out, err = run_cli(args)
+        assert code == 2, (args, code, out, err[:500])
+        assert re.search(re.escape(str(path)) + r":\d+:\d+: tasks\[0\]", err), err[:500]
+
+
+def test_a_fifo_as_the_job_file_or_the_lab_file_is_refused_at_once(workspace: Path) -> None:
+    fifo = workspace / "fifo.toml"
+    os.mkfifo(fifo)
+    code, _, err = run_cli(["check", str(fifo)])  # reading it would block forever
+    assert code == 2 and "FIFO" in err and "not a regular file" in err, err
+    job = workspace / "ok.toml"
+    job.write_text(BASE)
+    code, _, err = run_cli(["check", str(job), "--config", str(fifo)])
+    assert code == 2 and "FIFO" in err, err

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from helpers import labrun, start_labrun, write_job
+from labrun_proc import query
 
 from labrun.liveness import runner_gone
 from labrun.rows import RunRow
@@ -57,3 +58,17 @@ def test_status_and_runs_of_a_sigkilled_runner_say_interrupted(tmp_path: Path) -
     # the sleep the dead runner left: a resume would adopt it; a cancel stops it
     assert labrun(state, "cancel", "last", cwd=tmp_path).returncode == 0
     assert b"sleep 617.5" not in subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout
+
+
+def test_an_internal_error_leaves_the_run_interrupted_and_resumable(tmp_path: Path) -> None:
+    """A bug in the runner (a failpoint raises right after a spawn): exit 70, and the run is
+    recorded interrupted, not left `running`; `--resume` adopts the attempt and finishes."""
+    state = tmp_path / "state"
+    job = write_job(tmp_path, '[job]\nname = "bug"\n\n[[tasks]]\nname = "a"\ncommand = "echo a >> ran.txt"\n')
+    crashed = labrun(state, "run", str(job), cwd=tmp_path, LABRUN_FAILPOINT="spawned:1:raise")
+    assert crashed.returncode == 70, crashed.stderr
+    assert "internal error" in crashed.stderr and "Traceback" not in crashed.stderr
+    assert query(state, "SELECT state FROM runs") == [("interrupted",)]
+    resumed = labrun(state, "run", str(job), "--resume", cwd=tmp_path)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert (tmp_path / "ran.txt").read_text() == "a\n"  # adopted (or its end read), not run twice

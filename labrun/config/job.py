@@ -11,7 +11,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
-from labrun.config.locate import Path, Positions, locate, nearest
+from labrun.config.locate import Path, Positions, locate, nearest, nul_bytes
 from labrun.config.preflight import NotifySpec, PreflightSpec
 from labrun.config.schema import (
     JOB_KEYS_BY_NAME,
@@ -32,6 +32,7 @@ from labrun.deps import describe_cycle, find_cycle, upstream_map
 from labrun.errors import ConfigError, Problem
 from labrun.model import Runtime
 from labrun.preflight.network import parse_address
+from labrun.readfile import NotReadable, read_regular
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -276,6 +277,12 @@ def _parse_job(text: str, file: str) -> JobSpec:
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([_syntax_problem(file, exc, text)]) from None
     c = _Collector(file, locate(text))
+    for where in nul_bytes(data, ()):
+        c.add(
+            where, "holds a NUL byte (\\u0000), which no command, path, name or value can carry", "remove it"
+        )
+    if c.problems:
+        raise ConfigError(c.problems)
     for key in data:
         if key not in TOP_LEVEL:
             c.unknown((), key, TOP_LEVEL, "the job file")
@@ -337,7 +344,8 @@ def _check_dependencies(
     c: _Collector, data: Mapping[str, Any], tasks: list[TaskSpec], setup: TaskSpec | None
 ) -> None:
     raw = data.get("tasks")
-    index = {t.get("name"): i for i, t in enumerate(raw)} if isinstance(raw, list) else {}
+    listed = raw if isinstance(raw, list) else []
+    index = {t.get("name"): i for i, t in enumerate(listed) if isinstance(t.get("name"), str)}
     known = [t.name for t in tasks] + ([SETUP_NAME] if setup is not None else [])
     for spec in tasks:
         path: Path = ("tasks", index.get(spec.name, 0))
@@ -434,11 +442,9 @@ def _syntax_problem(file: str, exc: Exception, text: str = "") -> Problem:
 def load_job(path: str) -> JobSpec:
     """Read and validate a job file; every failure is a ConfigError naming the file."""
     try:
-        with open(path, "rb") as handle:
-            raw = handle.read(16 * 1024 * 1024 + 1)
-    except OSError as exc:
-        reason = exc.strerror or str(exc)
-        raise ConfigError([Problem(path, None, None, "", f"cannot read the job file: {reason}")]) from None
+        raw = read_regular(path, 16 * 1024 * 1024)
+    except NotReadable as exc:
+        raise ConfigError([Problem(path, None, None, "", f"cannot read the job file: {exc}")]) from None
     if len(raw) > 16 * 1024 * 1024:
         raise ConfigError([Problem(path, None, None, "", "the job file is larger than 16 MiB")])
     try:

@@ -14,9 +14,10 @@ from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from labrun.config.labschema import LAB_KEYS, validate_table
-from labrun.config.locate import locate, nearest
+from labrun.config.locate import NUL_BYTE, locate, nearest, nul_bytes
 from labrun.errors import ConfigError, Problem
 from labrun.model import Runtime
+from labrun.readfile import NotReadable, read_regular
 
 if sys.version_info >= (3, 11):
     import tomllib
@@ -98,10 +99,9 @@ def read_lab(path: str | None) -> tuple[dict[str, Any], str]:
     if path is None:
         return {}, ""
     try:
-        with open(path, encoding="utf-8") as handle:
-            text = handle.read()
+        text = read_regular(path, 16 * 1024 * 1024).decode("utf-8")
         return tomllib.loads(text), text
-    except (OSError, UnicodeDecodeError) as exc:
+    except (NotReadable, UnicodeDecodeError) as exc:
         raise ConfigError([Problem(path, None, None, "", f"cannot read: {exc}")]) from None
     except tomllib.TOMLDecodeError as exc:
         raise ConfigError([Problem(path, None, None, "", f"invalid TOML: {exc}")]) from None
@@ -120,6 +120,11 @@ def load_lab(explicit: str | None = None) -> LabConfig:
     def problem(keys: tuple[str, ...], message: str, hint: str = "") -> None:
         line, col = nearest(positions, keys)
         problems.append(Problem(path or "labrun.toml", line, col, ".".join(keys), message, hint))
+
+    for where in nul_bytes(data, ()):
+        problem(tuple(str(k) for k in where), NUL_BYTE, "remove it")
+    if problems:
+        raise ConfigError(problems)
 
     base = os.path.dirname(os.path.abspath(path)) if path else os.getcwd()
     values = validate_table(LAB_KEYS, data, (), problem, base, ignore=("nodes",))

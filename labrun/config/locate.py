@@ -9,6 +9,7 @@ parsed data: ("tasks", 2, "memory"), ("defaults", "env", "HOME").
 from __future__ import annotations
 
 import re
+from collections.abc import Iterator
 
 Path = tuple[str | int, ...]
 Positions = dict[Path, tuple[int, int]]
@@ -200,3 +201,19 @@ def nearest(positions: Positions, path: Path) -> tuple[int | None, int | None]:
         if found:
             return found
     return None, None
+
+
+NUL_BYTE = "holds a NUL byte (\\u0000), which no command, path, name or value can carry"
+
+
+def nul_bytes(value: object, path: Path) -> Iterator[Path]:
+    """Where a NUL byte sits in the parsed file: in a string, or in a table's key."""
+    if isinstance(value, str):
+        if "\0" in value:
+            yield path
+    elif isinstance(value, dict):
+        for key, inner in value.items():
+            yield from (path,) if "\0" in key else nul_bytes(inner, (*path, key))
+    elif isinstance(value, list):
+        for i, inner in enumerate(value):
+            yield from nul_bytes(inner, (*path, i))

@@ -17,6 +17,7 @@ from labrun.model import Runtime
 from labrun.units import DURATION_HELP, SIZE_HELP, parse_duration, parse_size
 
 NAME_RE = re.compile(r"^[A-Za-z0-9_-]+$")
+NAME_MAX = 128
 ENV_NAME_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 MAX_TASKS = 1_000_000  # per job: far beyond a workstation, small enough to catch a typo
 MAX_INT = 2**53  # larger integers are typos, and JSON readers lose them
@@ -115,7 +116,12 @@ def _string(value: object) -> str:
 def _name(value: object) -> str:
     text = _string(value)
     if not NAME_RE.match(text):
-        raise ValueError(f"must use only letters, digits, '-' and '_', got {text!r}")
+        raise ValueError(f"must use only letters, digits, '-' and '_', got {text[:60]!r}")
+    if len(text) > NAME_MAX:
+        raise ValueError(
+            f"is {len(text)} characters long; a name is at most {NAME_MAX} (it names files and "
+            "directories, with room for an item's [index])"
+        )
     return text
 
 

@@ -250,7 +250,11 @@ class ProcessExecutor(Executor):
             raise LaunchError(f"the working directory {launch.workdir} does not exist")
         env = {**self._base_env, **launch.env}
         self.commands.check(launch.argv[0], launch.workdir, env.get("PATH", os.defpath))
-        out, err = open_logs(launch)
+        try:
+            out, err = open_logs(launch)
+        except OSError as exc:
+            where = attempt_dir(launch)
+            raise LaunchError(f"cannot create the attempt's logs in {where}: {exc.strerror}") from None
         actions = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_DUP2, out, 1),
@@ -261,8 +265,9 @@ class ProcessExecutor(Executor):
             with around():
                 # setsid: its own session and process group, so signals reach the whole tree
                 return os.posix_spawn(argv[0], list(argv), env, file_actions=actions, setsid=True)
-        except OSError as exc:
-            raise LaunchError(f"cannot start {launch.argv[0]!r}: {exc.strerror}") from None
+        except (OSError, ValueError) as exc:  # ValueError: a NUL byte that came from outside the job file
+            reason = exc.strerror if isinstance(exc, OSError) else str(exc)
+            raise LaunchError(f"cannot start {launch.argv[0]!r}: {reason}") from None
         finally:
             os.close(out)
             os.close(err)
