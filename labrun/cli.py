@@ -410,7 +410,8 @@ def gc(
         raise UsageError(f"--older-than {older_than!r}: {exc}") from None
     store, paths = open_store(_lab(config))
     done = collect(store, paths, age, time.time())
-    print(f"removed {done.runs} run(s), {format_size(done.bytes)} of logs")
+    left = f", {done.cgroups} cgroup(s) that dead runners left" if done.cgroups else ""
+    print(f"removed {done.runs} run(s), {format_size(done.bytes)} of logs{left}")
     return ExitCode.OK
 
 

@@ -2,6 +2,7 @@
 
 Only runs that ended (succeeded, failed, cancelled) before the cut are removed; a
 running or interrupted run is never touched, whatever its age, since it may be resumed.
+Cgroups that dead runners of this state directory left are removed too (`orphans`).
 """
 
 from __future__ import annotations
@@ -10,6 +11,7 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from labrun.orphans import sweep_cgroups
 from labrun.paths import StatePaths
 from labrun.store import Store
 
@@ -18,6 +20,7 @@ from labrun.store import Store
 class Collected:
     runs: int
     bytes: int
+    cgroups: int = 0  # left by dead runners (labrun/orphans.py)
 
 
 def _size(path: str) -> int:
@@ -41,4 +44,4 @@ def collect(store: Store, paths: StatePaths, older_than: float, now: float) -> C
         freed += _size(directory)
         shutil.rmtree(directory, ignore_errors=True)
         runs += 1
-    return Collected(runs, freed)
+    return Collected(runs, freed, len(sweep_cgroups(store)))

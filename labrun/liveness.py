@@ -18,18 +18,26 @@ UNFINISHED = (RunState.RUNNING,)
 
 def runner_gone(run: RunRow, host: str | None = None) -> bool:
     """True when `run` is recorded as running but its runner on this host is dead."""
-    if run.state not in UNFINISHED or run.pid is None or run.pid == os.getpid():
+    if run.state not in UNFINISHED or run.pid is None:
         return False
     if run.host is not None and run.host != (host or os.uname().nodename):
         return False
+    return not labrun_alive(run.pid)
+
+
+def labrun_alive(pid: int) -> bool:
+    """Whether process `pid` exists on this machine and is a labrun process. Where that
+    cannot be told (another user's process, no /proc), it counts as alive."""
+    if pid == os.getpid():
+        return True
     try:
-        with open(f"/proc/{run.pid}/cmdline", "rb") as handle:
+        with open(f"/proc/{pid}/cmdline", "rb") as handle:
             cmdline = handle.read()
     except FileNotFoundError:
-        return True
+        return False
     except OSError:
-        return False  # another user's process, or no /proc: cannot tell, so not gone
-    return b"labrun" not in cmdline
+        return True
+    return b"labrun" in cmdline
 
 
 def seen_state(run: RunRow) -> RunState:

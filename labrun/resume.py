@@ -16,6 +16,7 @@ from dataclasses import dataclass
 
 from labrun.expand import launch_for
 from labrun.model import Started
+from labrun.orphans import sweep_cgroups
 from labrun.rows import AttemptRow, RunRow, TaskRow
 from labrun.runner import Active, ResumePlan, Runner
 from labrun.states import RunState, TaskState
@@ -96,4 +97,7 @@ def reconcile(runner: Runner, now: float | None = None) -> Reconciled:
         runner.reporter.message(
             f"resumed run {runner.run.id}: {adopted} running attempt(s) adopted, {lost} lost and queued again"
         )
+    swept = sweep_cgroups(runner.store)  # after adoption: what is adopted is in use
+    if swept:
+        runner.reporter.message(f"removed {len(swept)} cgroup(s) that dead runners left")
     return Reconciled(adopted, lost)

@@ -439,6 +439,15 @@ class Store(Reads):
 
     # -- resume, cancel and gc (labrun/resume.py, labrun/gc.py) ---------------------------
 
+    def local_cgroups(self) -> list[tuple[str, bool]]:
+        """The cgroups this state directory's local attempts used: (name, whether an
+        attempt that has not ended uses it)."""
+        rows = self._read(
+            "SELECT ref, MAX(outcome IS NULL) FROM attempts"
+            " WHERE runtime = 'cgroup' AND node = 'local' AND ref IS NOT NULL GROUP BY ref"
+        )
+        return [(str(ref), bool(open_)) for ref, open_ in rows]
+
     def latest_unfinished_run(self, job: str) -> RunRow | None:
         """The newest run of `job` that neither finished nor was cancelled."""
         rows = self._read(

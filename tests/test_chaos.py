@@ -24,7 +24,7 @@ from pathlib import Path
 import pytest
 from labrun_proc import integrity, query, run, start
 
-from labrun.cgroup import detect
+from labrun.cgroup import detect, open_existing
 
 TASKS = 16
 SEEDS = range(int(os.environ.get("LABRUN_SOAK_SEEDS", "1")))
@@ -122,3 +122,8 @@ def test_sigkill_the_runner_at_random_then_resume_runs_each_task_once(
     assert integrity(state) == "ok"
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(tmp_path) not in ps, "an attempt outlived the run"
+    if runtime == "cgroup":  # the dead runners' pools and their attempts' cgroups are swept
+        refs = query(state, "SELECT DISTINCT ref FROM attempts WHERE ref IS NOT NULL")
+        names = [str(ref) for (ref,) in refs]
+        left = [name for name in names if open_existing(detect(), name) is not None]
+        assert not left, f"{len(left)} of {len(names)} cgroups left after the final resume: {left[:3]}"

@@ -26,6 +26,7 @@ import signal
 
 from labrun import attempt_facts
 from labrun.cgroup import AttemptCgroup, CgroupError, Limits, Support, create, detect, open_existing
+from labrun.cgroup.common import PARENT
 from labrun.executors.base import Waker
 from labrun.executors.process import ProcessExecutor, _Child, process_start_time, stop_signal, wrapped
 from labrun.model import CgroupOptions, Facts, Launch, LaunchError, Runtime, Started, options_for
@@ -49,6 +50,20 @@ def limits_for(launch: Launch) -> Limits:
         cpus=launch.cpus if launch.cpus > 0 else None,
         cpuset=cpuset or None,
     )
+
+
+def cgroup_of(pid: int) -> str | None:
+    """The name of the attempt cgroup (under labrun/) that process `pid` is in, if any."""
+    try:
+        with open(f"/proc/{pid}/cgroup", encoding="utf-8") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None
+    for line in lines:
+        _, found, name = line.partition(f"/{PARENT}/")
+        if found and name and "/" not in name:
+            return name
+    return None
 
 
 def usage_path(launch: Launch) -> str:
@@ -143,8 +158,11 @@ class CgroupExecutor(ProcessExecutor):
         and its removal (or reuse) come at the end as for an attempt started here."""
         if not super().adopt(attempt_id, launch, started):
             return False
+        ref = started.ref
+        if ref is None and attempt_id in self.adopted:  # found by its command line, so by its pid
+            ref = cgroup_of(self.adopted[attempt_id].pid)
         try:
-            cg = open_existing(self.support, started.ref, usage_path(launch)) if started.ref else None
+            cg = open_existing(self.support, ref, usage_path(launch)) if ref else None
         except CgroupError:
             cg = None  # the process group is still signalled; the end is still reported
         if cg is not None:
