@@ -93,6 +93,24 @@ class SshdServer:
         with open(os.path.join(self.directory, "sshd.log"), encoding="utf-8", errors="replace") as handle:
             return handle.read()[-2000:]
 
+    def freeze(self) -> None:
+        """The node stops answering but its attempts go on (a partition, a hung sshd): the
+        listener and its sessions (the agent among them) are stopped with SIGSTOP; the
+        attempts' monitors, detached from the session, are not."""
+        self._signal_all(signal.SIGSTOP)
+
+    def thaw(self) -> None:
+        self._signal_all(signal.SIGCONT)
+
+    def _signal_all(self, signum: int) -> None:
+        if self.proc is None:
+            return
+        for pid in [self.proc.pid, *_descendants(self.proc.pid)]:
+            try:
+                os.kill(pid, signum)
+            except ProcessLookupError:
+                pass
+
     def stop(self) -> None:
         """The node goes away: the listener and all its sessions end at once."""
         if self.proc is None:

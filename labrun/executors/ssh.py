@@ -6,17 +6,22 @@ connection does not kill it. Ends are found by polling: one `poll` request per n
 also brings back new stdout/stderr bytes; they are appended to the attempt's log files
 on the head as they come (so `labrun logs -f` is live).
 
-A node that does not answer for `lost_after` seconds goes offline: its running attempts
-are reported lost (not counted against the task; the runner re-runs them where it can)
-and `online` is False so the runner places nothing there. The executor keeps trying to
-reconnect; when the node answers again it is online, and the attempts that were given up
-on are killed there, since they have been re-run elsewhere.
+A node that does not answer for `lost_after` seconds (connected but silent, frozen, or
+disconnected) goes offline `FENCE_MARGIN` seconds later: its running attempts are reported
+lost (not counted against the task; the runner re-runs them where it can) and `online` is
+False so the runner places nothing there. Fencing: each attempt holds a lease on the node
+that every poll renews; when no poll came for `lost_after`, the agent's monitor kills it,
+so an attempt the head gave up on does not go on beside its rerun (a frozen node's
+attempt is killed the moment the node thaws). Reconnecting runs in a thread, so a node
+that hangs never stalls the runner's loop; when the node answers again it is online, and
+the attempts that were given up on are killed there if they still run.
 """
 
 from __future__ import annotations
 
 import base64
 import os
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
@@ -30,6 +35,9 @@ from labrun.ssh.transport import SshError
 POLL_INTERVAL = 0.5  # longest wait of one poll on the node: bounds how stale live logs get
 RECONNECT_INTERVAL = 2.0
 ANSWER_TIMEOUT = 15.0  # beyond the poll's own wait
+# The node's attempts stop themselves once no poll asked about them for `lost_after` (their
+# lease, in the agent); the head declares them lost this much later, so by then they have.
+FENCE_MARGIN = 2.0
 
 
 @dataclass
@@ -78,6 +86,8 @@ class SshExecutor(Executor):
         self.next_connect = 0.0
         self.online = True
         self.error = ""
+        self._connecting: threading.Thread | None = None
+        self._connect_error = ""
         self._watched: int | None = None
         self._watch()
 
@@ -93,20 +103,46 @@ class SshExecutor(Executor):
         if self._watched is not None:
             self.waker.watch(self._watched)
 
+    @property
+    def _up(self) -> bool:
+        """Connected, and no reconnect in progress (the thread owns the session meanwhile)."""
+        return self._connecting is None and self.session.connected
+
     def _ensure(self, now: float) -> bool:
+        """Connected now; otherwise start (or look at) a reconnect in the background."""
+        if self._connecting is not None:
+            if self._connecting.is_alive():
+                return False
+            self._connecting = None
+            if not self.session.connected:
+                self.error = self._connect_error or self.session.target.unreachable("the connection closed")
+                return False
+            self._watch()
+            self._back_online(now)
+            return True
         if self.session.connected:
             return True
         if now < self.next_connect:
             return False
         self.next_connect = now + RECONNECT_INTERVAL
+        self._connect_error = ""
+        self._connecting = threading.Thread(target=self._reconnect, name=f"ssh-{self.node}", daemon=True)
+        self._connecting.start()
+        return False
+
+    def _reconnect(self) -> None:
+        """In the reconnect thread: may block for the connect timeout; wakes the runner when done."""
         try:
             self.session.connect()
         except SshError as exc:
-            self.error = str(exc)
-            return False
-        self._watch()
-        self._back_online(now)
-        return True
+            self._connect_error = str(exc)
+            self.session.close()
+        except Exception as exc:  # anything else still ends the attempt to connect, and says so
+            self._connect_error = self.session.target.unreachable(f"{type(exc).__name__}: {exc}")
+            self.session.close()
+        finally:
+            if self.waker is not None:
+                self.waker.wake()
 
     def _back_online(self, now: float) -> None:
         self.last_ok, self.online, self.error = now, True, ""
@@ -118,12 +154,16 @@ class SshExecutor(Executor):
         self.orphans.clear()
 
     def _call(self, op: str, **fields: Any) -> Any:
-        """A request while a poll may be waiting: the agent answers the poll early, then this."""
+        """A request while a poll may be waiting: the agent answers the poll early, then this.
+        Waits at most `lost_after` (and 15 s) for a node that stopped answering."""
+        timeout = min(ANSWER_TIMEOUT, max(1.0, self.lost_after))
         self.session.send(op, **fields)
         if self.pending is not None:
-            self.stash.append(self.session.receive(ANSWER_TIMEOUT))
+            self.stash.append(self.session.receive(timeout))
             self.pending = None
-        return self.session.receive(ANSWER_TIMEOUT)
+        answer = self.session.receive(timeout)
+        self.last_ok = self.clock()
+        return answer
 
     def _broken(self, exc: SshError) -> None:
         self.error, self.pending = str(exc), None
@@ -135,7 +175,7 @@ class SshExecutor(Executor):
     def start(self, launch: Launch, runtime: Runtime | None = None) -> Started:
         remote = _Remote(launch, attempt_key(launch))
         _truncate(launch)
-        request = start_request(launch, runtime or self.runtime, remote.key)
+        request = {**start_request(launch, runtime or self.runtime, remote.key), "lease": self.lost_after}
         mechanism = f"ssh-{request['runtime']}"
         try:
             if not self._ensure(self.clock()):
@@ -157,18 +197,21 @@ class SshExecutor(Executor):
         """Polling and reconnecting happen in `finished()`, which the runner calls each tick."""
         if not self.attempts and self.online:
             return None
+        lost_at = self.last_ok + self.lost_after + FENCE_MARGIN
         if self.pending is not None:  # the answer wakes the Waker; this is the give-up time
-            return self.pending + self.poll_interval + ANSWER_TIMEOUT
-        if self.session.connected:
+            return min(self.pending + self.poll_interval + ANSWER_TIMEOUT, lost_at)
+        if self._up:
             return now
+        if self._connecting is not None:  # the thread wakes the Waker when it is done
+            return lost_at if self.attempts else None
         if self.attempts:  # not connected: reconnect, or give the attempts up as lost
-            return min(self.next_connect, self.last_ok + self.lost_after)
+            return min(self.next_connect, lost_at)
         return self.next_connect
 
     def finished(self) -> list[tuple[int, Facts]]:
         now = self.clock()
         answers, self.stash = self.stash, []
-        if self.pending is None and self.session.connected and self.session.ready():
+        if self.pending is None and self._up and self.session.ready():
             try:  # nothing was asked: this is the connection ending
                 answers.append(self.session.receive(ANSWER_TIMEOUT))
             except SshError as exc:
@@ -182,7 +225,10 @@ class SshExecutor(Executor):
                     self.pending, self.last_ok = None, now
                 except SshError as exc:
                     self._broken(exc)
-            elif now > self.pending + self.poll_interval + ANSWER_TIMEOUT:
+            elif (
+                now > self.pending + self.poll_interval + ANSWER_TIMEOUT
+                or now >= self.last_ok + self.lost_after + FENCE_MARGIN
+            ):
                 self._broken(SshError(self.session.target.unreachable("the agent stopped answering")))
         done = [item for answer in answers for item in self._absorb_all(answer, now)]
         if self.pending is None and (self.attempts or not self.online) and self._ensure(now):
@@ -192,7 +238,7 @@ class SshExecutor(Executor):
                 self.pending = now
             except SshError as exc:
                 self._broken(exc)
-        if not self.session.connected:
+        if not self._up:
             done += self._maybe_lost(now)
         return done
 
@@ -208,7 +254,7 @@ class SshExecutor(Executor):
         return done
 
     def _maybe_lost(self, now: float) -> list[tuple[int, Facts]]:
-        if now - self.last_ok < self.lost_after:
+        if now - self.last_ok < self.lost_after + FENCE_MARGIN:
             return []
         self.online = False
         detail = f"node {self.node} did not answer for {now - self.last_ok:.0f}s: {self.error}"
@@ -239,7 +285,7 @@ class SshExecutor(Executor):
 
     def signal(self, attempt_id: int, signum: int) -> None:
         remote = self.attempts.get(attempt_id)
-        if remote is None or not self.session.connected:
+        if remote is None or not self._up:
             return
         try:
             self._call("kill", key=remote.key, signal=int(signum))

@@ -41,6 +41,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Callable
 from typing import Any
@@ -63,6 +64,49 @@ def _write_status(directory: str, status: dict[str, Any]) -> None:
     with open(tmp, "w") as handle:
         json.dump(status, handle)
     os.replace(tmp, os.path.join(directory, "status.json"))
+
+
+LEASE_FILE = "lease"  # in the attempt directory: touched by every poll that asks about it
+LEASE_STEP = 0.5  # how often a monitor looks at its lease
+
+
+def _renew(directory: str) -> None:
+    try:
+        os.utime(os.path.join(directory, LEASE_FILE))
+    except OSError:
+        pass  # an attempt started without a lease, or gone
+
+
+def _fence_when_lapsed(directory: str, lease: float, stop: Callable[[], object]) -> None:
+    """Fencing, in a monitor: when no poll asked about this attempt for `lease` seconds, the
+    head has given it up as lost (after `lost_after` plus a margin) and runs the task
+    elsewhere, so it must not go on here: `stop` kills it, and its status says fenced."""
+    path = os.path.join(directory, LEASE_FILE)
+    with open(path, "w"):
+        pass  # the lease starts now
+
+    def watch() -> None:
+        while True:
+            time.sleep(LEASE_STEP)
+            try:
+                age = time.time() - os.stat(path).st_mtime
+            except OSError:
+                return
+            if age > lease:
+                with open(os.path.join(directory, "fenced"), "w") as handle:
+                    handle.write(f"no poll for {age:.1f}s (lease {lease:g}s)\n")
+                stop()
+                return
+
+    threading.Thread(target=watch, daemon=True).start()
+
+
+def _fenced(directory: str) -> str:
+    try:
+        with open(os.path.join(directory, "fenced")) as handle:
+            return handle.read().strip()
+    except OSError:
+        return ""
 
 
 def _read_status(directory: str) -> Any:
@@ -198,6 +242,8 @@ def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
         return
     status["pid"] = proc.pid
     _write_status(directory, status)
+    if spec.get("lease"):
+        _fence_when_lapsed(directory, float(spec["lease"]), lambda: _kill_all(proc.pid, cg))
     _deliver_pending(directory, lambda signum: os.killpg(proc.pid, signum))
     _, code, usage = os.wait4(proc.pid, 0)
     try:
@@ -205,6 +251,8 @@ def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
     except OSError:
         pass
     status["cpu"] = usage.ru_utime + usage.ru_stime
+    if _fenced(directory):
+        status["fenced"] = _fenced(directory)
     if cg is not None:
         _cgroup_ended(cg, status)
     status["ended"] = time.time()
@@ -218,6 +266,19 @@ def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
     _announce_end(spec["workdir"], spec["key"])
 
 
+def _kill_all(pid: int, cg: Any) -> None:
+    """SIGKILL the attempt: its process group, and its cgroup when it has one."""
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except OSError:
+        pass
+    if cg is not None:
+        try:
+            cg.kill(signal.SIGKILL)
+        except Exception:
+            pass
+
+
 def _monitor_container(directory: str, spec: dict[str, Any], container: str) -> None:
     """In the detached grandchild: follow the container's logs, wait, record how it ended."""
     from labrun.ssh import remote_docker
@@ -225,6 +286,9 @@ def _monitor_container(directory: str, spec: dict[str, Any], container: str) -> 
     status: dict[str, Any] = {"started": time.time(), "container": container, "mechanism": "docker"}
     status["pid"] = os.getpid()  # the monitor: what a lost head's reconnect finds alive
     _write_status(directory, status)
+    if spec.get("lease"):
+        stop = lambda: _signal_container(directory, container, signal.SIGKILL)  # noqa: E731
+        _fence_when_lapsed(directory, float(spec["lease"]), stop)
     _deliver_pending(directory, lambda signum: _signal_container(directory, container, signum))
     out = os.open(os.path.join(directory, "stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     err = os.open(os.path.join(directory, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
@@ -235,6 +299,8 @@ def _monitor_container(directory: str, spec: dict[str, Any], container: str) -> 
     )
     if signum is not None:
         status["signal"] = signum
+    if _fenced(directory):
+        status["fenced"] = _fenced(directory)
     status["ended"] = time.time()
     _record_outputs(status, spec)
     _write_status(directory, status)
@@ -323,6 +389,8 @@ def _read_from(path: str, offset: int) -> str:
 
 
 def poll(request: dict[str, Any]) -> dict[str, Any]:
+    for key in request["attempts"]:  # the head still follows them: their leases go on
+        _renew(_attempt_dir(request["workdir"], key))
     if request.get("wait"):
         _wait_for_an_end(request)
     answer: dict[str, Any] = {}
