@@ -6,7 +6,7 @@ and between the two; failpoints (`labrun.failpoint`) put kills exactly between a
 its spawn, and between a spawn and the commit of its pid. Nothing fails and the kills
 never touch the tasks, so with every attempt adopted (or its end read from its exit
 record) each task runs exactly once: that is the invariant, for commands labrun execs
-and commands run through the shell, on the process and the cgroup runtimes.
+and commands run through the shell, on the process, cgroup and ssh runtimes (the ssh node is an sshd on loopback).
 
 Bounded for `make test` (one seed each); `make soak` sets LABRUN_SOAK_SEEDS for more.
 """
@@ -36,13 +36,14 @@ COMMANDS = {
 
 
 def job_text(runtime: str, command: str) -> str:
+    where = 'runtime = "process"\nnodes = ["node-a"]' if runtime == "ssh" else f'runtime = "{runtime}"'
     return f"""
 [job]
 name = "chaos"
 max_parallel = 5
 
 [defaults]
-runtime = "{runtime}"
+{where}
 memory = "64MiB"
 retry_delay = 0
 
@@ -58,6 +59,11 @@ def _lines(path: Path) -> list[str]:
         return path.read_text().splitlines()
     except FileNotFoundError:
         return []
+
+
+def _processes_of(directory: Path) -> list[str]:
+    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
+    return [line for line in ps.splitlines() if str(directory) in line]
 
 
 def _kill_at(proc: subprocess.Popen[str], starts: Path, point: int, delay: float) -> bool:
@@ -78,13 +84,21 @@ def _kill_at(proc: subprocess.Popen[str], starts: Path, point: int, delay: float
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("runtime", ["process", "cgroup"])
+@pytest.mark.parametrize("runtime", ["process", "cgroup", "ssh"])
 @pytest.mark.parametrize("kind", sorted(COMMANDS))
 def test_sigkill_the_runner_at_random_then_resume_runs_each_task_once(
-    tmp_path: Path, kind: str, runtime: str, seed: int
+    tmp_path: Path, kind: str, runtime: str, seed: int, request: pytest.FixtureRequest
 ) -> None:
     if runtime == "cgroup" and not detect().ok:
         pytest.skip(f"runtime cgroup cannot run here: {detect().reason}")
+    config: list[str] = []
+    if runtime == "ssh":  # a node on loopback (this machine, so the files are shared)
+        from test_ssh_nodes import write_lab
+
+        sshd_lab = request.getfixturevalue("sshd_lab")
+        sshd_lab.start("node-a")
+        write_lab(tmp_path, sshd_lab, {"node-a": "cpus = 5"}, local_cpus=1)
+        config = ["--config", str(tmp_path / "labrun.toml")]
     (tmp_path / "job.toml").write_text(job_text(runtime, COMMANDS[kind]))
     state, starts, ends = tmp_path / "state", tmp_path / "starts.txt", tmp_path / "ends.txt"
     rng = random.Random(f"{kind}-{runtime}-{seed}")
@@ -96,7 +110,7 @@ def test_sigkill_the_runner_at_random_then_resume_runs_each_task_once(
     plan.insert(rng.randint(0, 2), ("spawned", rng.randint(2, 6)))
     kills = 0
     for i, (how, n) in enumerate(plan):
-        args = ["run", "job.toml", "--plain"] + (["--resume"] if i else [])
+        args = ["run", "job.toml", "--plain", *config] + (["--resume"] if i else [])
         if how == "started":
             kills += _kill_at(start(args, state, tmp_path), starts, n, rng.uniform(0.0, 0.04))
         else:
@@ -105,7 +119,7 @@ def test_sigkill_the_runner_at_random_then_resume_runs_each_task_once(
         assert integrity(state) == "ok"
     assert kills >= 4, "the job finished before most kill points: the test proves little"
     for _ in range(3):
-        done = run(["run", "job.toml", "--plain", "--resume"], state, tmp_path)
+        done = run(["run", "job.toml", "--plain", "--resume", *config], state, tmp_path)
         if done.returncode == 0:
             break
     assert done.returncode == 0, done.stdout + done.stderr
@@ -120,8 +134,10 @@ def test_sigkill_the_runner_at_random_then_resume_runs_each_task_once(
     succeeded = query(state, "SELECT COUNT(*) FROM attempts WHERE outcome = 'succeeded'")
     assert succeeded == [(TASKS,)]
     assert integrity(state) == "ok"
-    ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
-    assert str(tmp_path) not in ps, "an attempt outlived the run"
+    deadline = time.monotonic() + 30  # a node's agent and monitors exit just after the run
+    while leftovers := _processes_of(tmp_path):
+        assert time.monotonic() < deadline, f"an attempt outlived the run: {leftovers[:3]}"
+        time.sleep(0.2)
     if runtime == "cgroup":  # the dead runners' pools and their attempts' cgroups are swept
         refs = query(state, "SELECT DISTINCT ref FROM attempts WHERE ref IS NOT NULL")
         names = [str(ref) for (ref,) in refs]
