@@ -6,7 +6,8 @@ and between the two; failpoints (`labrun.failpoint`) put kills exactly between a
 its spawn, and between a spawn and the commit of its pid. Nothing fails and the kills
 never touch the tasks, so with every attempt adopted (or its end read from its exit
 record) each task runs exactly once: that is the invariant, for commands labrun execs
-and commands run through the shell, on the process, cgroup and ssh runtimes (the ssh node is an sshd on loopback).
+and commands run through the shell, on the process, cgroup and ssh runtimes (the ssh
+node is an sshd on loopback).
 
 Bounded for `make test` (one seed each); `make soak` sets LABRUN_SOAK_SEEDS for more.
 """
