@@ -183,19 +183,10 @@ def wait_until(condition: Callable[[], bool], what: str, limit: float = 20.0) ->
 # --- the backends ------------------------------------------------------------------------
 
 
-SETSID_ESCAPES = (
-    "issue 12: without a cgroup or a container, a child that calls setsid leaves the "
-    "attempt's process group and outlives it"
-)
-
-
 def _process(request: pytest.FixtureRequest) -> Backend:
     return Backend(
         "process",
         ProcessExecutor,
-        known_failures={
-            "test_a_child_that_leaves_the_process_group_ends_with_the_attempt": SETSID_ESCAPES,
-        },
     )
 
 
@@ -263,7 +254,6 @@ def _ssh(request: pytest.FixtureRequest) -> Backend:
     return Backend(
         "ssh",
         lambda waker: node(waker, Runtime.PROCESS),
-        known_failures={"test_a_child_that_leaves_the_process_group_ends_with_the_attempt": SETSID_ESCAPES},
     )
 
 

@@ -21,6 +21,7 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from labrun import attempt_facts
+from labrun.executors import escapes
 from labrun.executors.base import Executor, Waker
 from labrun.executors.sampling import SAMPLE_AFTER, SAMPLE_EVERY, tree_rss
 from labrun.model import Facts, Launch, LaunchError, Runtime, Started
@@ -90,8 +91,15 @@ def wrapped(launch: Launch, argv: Sequence[str] | None = None) -> tuple[str, ...
 
 
 def _wrapper_head(launch: Launch) -> tuple[str, ...]:
-    run_dir = os.path.dirname(attempt_facts.exits_path(attempt_dir(launch)))
-    return ("/bin/sh", "-c", WRAPPER, WRAPPER_NAME, launch.workdir, str(launch.attempt_id), run_dir)
+    return ("/bin/sh", "-c", WRAPPER, WRAPPER_NAME, launch.workdir, str(launch.attempt_id), _run_dir(launch))
+
+
+def _run_dir(launch: Launch) -> str:
+    return os.path.dirname(attempt_facts.exits_path(attempt_dir(launch)))
+
+
+def _escape_key(launch: Launch) -> str:
+    return escapes.attempt_key(_run_dir(launch), launch.attempt_id)
 
 
 def find_wrapper(launch: Launch) -> int | None:
@@ -232,6 +240,7 @@ class ProcessExecutor(Executor):
         self.adopted: dict[int, _Adopted] = {}
         self._base_env = dict(os.environ)
         self.commands = CommandCheck()
+        escapes.become_subreaper()  # so an attempt's escaped processes come back to us
         self._exit_fds: dict[str, int] = {}  # a run's exits file -> open for the wrappers
         self._exit_logs: dict[str, attempt_facts.ExitLog] = {}  # ... -> what adoption read of it
 
@@ -248,7 +257,7 @@ class ProcessExecutor(Executor):
         attempt's cgroup). posix_spawn costs the runner about 40% of a Popen per attempt."""
         if not os.path.isdir(launch.workdir):
             raise LaunchError(f"the working directory {launch.workdir} does not exist")
-        env = {**self._base_env, **launch.env}
+        env = {**self._base_env, **launch.env, escapes.KEY_VARIABLE: _escape_key(launch)}
         self.commands.check(launch.argv[0], launch.workdir, env.get("PATH", os.defpath))
         try:
             out, err = open_logs(launch)
@@ -296,6 +305,8 @@ class ProcessExecutor(Executor):
         fds, self._exit_fds = self._exit_fds, {}
         for fd in fds.values():
             os.close(fd)
+        # escapees of ended attempts; those still running are left, as a runner that dies leaves them
+        escapes.sweep({c.pid for c in self.children.values()})
 
     def start(self, launch: Launch) -> Started:
         pid = self.spawn(launch, wrapped(launch))
@@ -312,6 +323,7 @@ class ProcessExecutor(Executor):
             self.waker.watch(pidfd)
         started = time.time()
         self.children[launch.attempt_id] = _Child(launch, pid, pidfd, started)
+        escapes.running.add(_escape_key(launch))
         if self.samples_memory:
             self.next_sample_at = min(self.next_sample_at, started + SAMPLE_AFTER)
 
@@ -395,8 +407,11 @@ class ProcessExecutor(Executor):
                 continue
             kill_group(child.pid)
             self._forget(attempt_id, child)
+            escapes.running.discard(_escape_key(child.launch))
             facts = facts_from_status(child.launch, status, usage)
             done.append((attempt_id, self._ended(attempt_id, child, facts)))
+        if done:  # what left the process groups of the attempts that ended goes too
+            escapes.sweep({c.pid for c in self.children.values()})
         return done
 
     def _ended(self, attempt_id: int, child: _Child | None, facts: Facts) -> Facts:

@@ -205,8 +205,42 @@ def _cgroup_ended(cg: Any, status: dict[str, Any]) -> None:
         status["detail"] = attempt_facts.join_notes(*notes)
 
 
+def _become_subreaper() -> None:
+    """A process of the attempt that leaves its group (setsid) comes back here when orphaned."""
+    try:
+        import ctypes
+
+        ctypes.CDLL(None, use_errno=True).prctl(36, 1, 0, 0, 0)  # PR_SET_CHILD_SUBREAPER
+    except Exception:
+        pass  # no prctl: such a process outlives the attempt, as it would anywhere
+
+
+def _end_escapees() -> None:
+    """After the attempt: kill (with their groups) and reap the monitor's other children,
+    which can only be the attempt's processes that left its group."""
+    pids: set[int] = set()
+    for tid in os.listdir("/proc/self/task"):
+        try:
+            with open(f"/proc/self/task/{tid}/children") as handle:
+                pids.update(int(p) for p in handle.read().split())
+        except OSError:
+            continue
+    for pid in pids:
+        for kill in (os.killpg, os.kill):
+            try:
+                kill(pid, signal.SIGKILL)
+            except OSError:
+                pass
+    for pid in pids:
+        try:
+            os.waitpid(pid, 0)
+        except OSError:
+            pass
+
+
 def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
     """In the detached grandchild: run the attempt, wait, record how it ended."""
+    _become_subreaper()
     status: dict[str, Any] = {"started": time.time()}
     if cg is not None:
         status["mechanism"], status["cgroup"] = cg.mechanism, cg.name
@@ -250,6 +284,7 @@ def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
         os.killpg(proc.pid, signal.SIGKILL)  # what the attempt left behind ends with it
     except OSError:
         pass
+    _end_escapees()
     status["cpu"] = usage.ru_utime + usage.ru_stime
     if _fenced(directory):
         status["fenced"] = _fenced(directory)

@@ -1,0 +1,98 @@
+"""Processes that left their attempt's process group (`setsid`, a daemonizing fork) end with it.
+
+Without a cgroup or a container nothing holds such a process: SIGKILL to the attempt's
+group misses it, and it outlives the attempt. So the runner makes itself a child
+subreaper (prctl PR_SET_CHILD_SUBREAPER): an orphan of any attempt becomes the runner's
+child instead of init's. Each attempt carries `LABRUN_ATTEMPT_KEY` in its environment
+(inherited by everything it starts); when attempts end, the runner's children that carry
+the key of an attempt no longer running in this process are killed, with their group,
+and reaped. Limits: an escapee of an attempt whose runner died (then adopted by a later
+runner) was re-parented to init and is not found.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import ctypes
+import os
+import signal
+
+KEY_VARIABLE = "LABRUN_ATTEMPT_KEY"
+_PR_SET_CHILD_SUBREAPER = 36
+
+running: set[str] = set()  # keys of the attempts running in this process, every executor's
+_subreaper: bool | None = None
+_killed: set[int] = set()  # escapees killed, to reap
+
+
+def attempt_key(run_dir: str, attempt_id: int) -> str:
+    return f"{run_dir}:{attempt_id}"
+
+
+def become_subreaper() -> bool:
+    """Once per process; False where the kernel (or libc) does not offer it."""
+    global _subreaper
+    if _subreaper is None:
+        try:
+            libc = ctypes.CDLL(None, use_errno=True)
+            _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
+        except (OSError, AttributeError):
+            _subreaper = False
+    return _subreaper
+
+
+def sweep(known: set[int]) -> list[int]:
+    """Kill this process's children that carry the key of an attempt that is not running
+    here any more (`known`: pids the executors wait for themselves); the pids killed."""
+    if not _subreaper:
+        return []
+    killed = []
+    for pid in _children() - known - _killed:
+        key = _key_of(pid)
+        if key is not None and key not in running:
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.killpg(pid, signal.SIGKILL)
+            with contextlib.suppress(ProcessLookupError, PermissionError):
+                os.kill(pid, signal.SIGKILL)
+            _killed.add(pid)
+            killed.append(pid)
+    _reap()
+    return killed
+
+
+def _reap() -> None:
+    for pid in list(_killed):
+        try:
+            done, _ = os.waitpid(pid, os.WNOHANG)
+        except ChildProcessError:
+            done = pid
+        if done:
+            _killed.discard(pid)
+
+
+def _children() -> set[int]:
+    pids: set[int] = set()
+    try:
+        tasks = os.listdir("/proc/self/task")
+    except OSError:
+        return pids
+    for tid in tasks:
+        try:
+            with open(f"/proc/self/task/{tid}/children", encoding="ascii") as handle:
+                pids.update(int(p) for p in handle.read().split())
+        except OSError:
+            continue
+    return pids
+
+
+def _key_of(pid: int) -> str | None:
+    try:
+        with open(f"/proc/{pid}/environ", "rb") as handle:
+            environ = handle.read()
+    except OSError:
+        return None
+    prefix = KEY_VARIABLE.encode() + b"="
+    for entry in environ.split(b"\0"):
+        if entry.startswith(prefix):
+            return entry[len(prefix) :].decode(errors="replace")
+    return None
