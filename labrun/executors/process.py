@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from labrun import attempt_facts
+from labrun import attempt_facts, private
 from labrun.executors.base import Executor, Waker
 from labrun.executors.sampling import SAMPLE_AFTER, SAMPLE_EVERY, tree_rss
 from labrun.model import Facts, Launch, LaunchError, Runtime, Started
@@ -30,7 +30,7 @@ _UNKNOWN_EXIT = (
     "killed with SIGKILL (by someone other than labrun, or at a shutdown), or it was stopped "
     "before its command began"
 )
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_LOG_FLAGS = os.O_WRONLY | os.O_TRUNC
 
 
 @dataclass
@@ -167,9 +167,9 @@ def process_start_time(pid: int) -> float | None:
 
 
 def open_logs(launch: Launch) -> tuple[int, int]:
-    os.makedirs(os.path.dirname(launch.stdout_path), mode=0o700, exist_ok=True)
-    out = os.open(launch.stdout_path, _LOG_FLAGS, 0o600)
-    err = os.open(launch.stderr_path, _LOG_FLAGS, 0o600)
+    private.makedirs(os.path.dirname(launch.stdout_path))
+    out = private.open_fd(launch.stdout_path, _LOG_FLAGS)
+    err = private.open_fd(launch.stderr_path, _LOG_FLAGS)
     return out, err
 
 
@@ -272,9 +272,8 @@ class ProcessExecutor(Executor):
         path = attempt_facts.exits_path(attempt_dir(launch))
         fd = self._exit_fds.get(path)
         if fd is None:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
             try:
-                fd = self._exit_fds[path] = os.open(path, flags, 0o600)
+                fd = self._exit_fds[path] = private.open_append(path)
             except OSError as exc:
                 raise LaunchError(f"cannot open {path}: {exc.strerror}") from None
         return fd
