@@ -353,7 +353,17 @@ class Runner:
         """The launch of a claimed attempt, and the slot it holds from now on."""
         spec = self.specs[task.spec]
         n = task.attempts
-        launch = launch_for(self.paths, self.run, spec, task, n, attempt_id, self.job.workdir, task.memory)
+        launch = launch_for(
+            self.paths,
+            self.run,
+            spec,
+            task,
+            n,
+            attempt_id,
+            self.job.workdir,
+            task.memory,
+            self.job.secret_names,
+        )
         gpus = self._gpus_for(node, spec.gpus)
         if gpus:
             env = {**launch.env, **gpu_env(gpus)}

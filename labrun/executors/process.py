@@ -248,7 +248,10 @@ class ProcessExecutor(Executor):
         attempt's cgroup). posix_spawn costs the runner about 40% of a Popen per attempt."""
         if not os.path.isdir(launch.workdir):
             raise LaunchError(f"the working directory {launch.workdir} does not exist")
-        env = {**self._base_env, **launch.env}
+        base = self._base_env
+        if launch.withheld:  # other tasks' secrets: this one does not declare them
+            base = {k: v for k, v in base.items() if k not in launch.withheld}
+        env = {**base, **launch.env}
         self.commands.check(launch.argv[0], launch.workdir, env.get("PATH", os.defpath))
         out, err = open_logs(launch)
         actions = [

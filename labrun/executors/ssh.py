@@ -313,6 +313,7 @@ def start_request(launch: Launch, runtime: Runtime, key: str) -> dict[str, Any]:
         "attempt_id": launch.attempt_id,
         "argv": list(launch.argv),
         "env": dict(launch.env),
+        "withheld": list(launch.withheld),
         "cwd": launch.workdir,
         "outputs": list(launch.outputs),
         "runtime": runtime.value,

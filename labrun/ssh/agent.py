@@ -167,6 +167,8 @@ def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
     out = private.open_fd(os.path.join(directory, "stdout"), os.O_WRONLY | os.O_TRUNC)
     err = private.open_fd(os.path.join(directory, "stderr"), os.O_WRONLY | os.O_TRUNC)
     env = dict(os.environ)
+    for name in spec.get("withheld") or ():  # secrets of other tasks, should the node have them
+        env.pop(name, None)
     env.update(spec.get("env", {}))
     try:
         with cg.entered() if cg is not None else contextlib.nullcontext():
