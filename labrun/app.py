@@ -13,7 +13,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from types import FrameType
 
-from labrun import job_edits
+from labrun import job_edits, private
 from labrun.backends.base import Connection
 from labrun.backends.registry import connect
 from labrun.config.envvars import unset_in_env, with_env_expanded
@@ -278,7 +278,7 @@ def _drive(
     prepare: Callable[[Runner], object] | None = None,
     excused: int = 0,
 ) -> RunResult:
-    os.makedirs(paths.shared_dir(run.id), mode=0o700, exist_ok=True)
+    private.makedirs(paths.shared_dir(run.id))
     waker = Waker()
     connection = connect_nodes(lab, waker)
     executors = connection.executors

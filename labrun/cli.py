@@ -359,6 +359,7 @@ def why(
     from labrun.app import find_run, find_task, job_of, open_reader
     from labrun.diagnose import diagnose
     from labrun.fit import task_with_item
+    from labrun.masking import masker
     from labrun.views.build import task_view
     from labrun.why import record_for
 
@@ -367,8 +368,9 @@ def why(
         found = find_run(snap, run_ref)
         row = find_task(snap, found, task)
         view = task_view(snap, row)
-    timeout = job_of(found).task(row.spec).timeout
-    diagnosis = diagnose(record_for(paths, found, view, timeout, attempt))
+    job = job_of(found)
+    mask = masker(job.secret_names)
+    diagnosis = diagnose(record_for(paths, found, view, job.task(row.spec).timeout, attempt, mask))
     if as_json:
         print(
             json.dumps({"run": found.id, "task": row.name, "item": row.item, **diagnosis.to_json()}, indent=2)

@@ -23,7 +23,7 @@ from labrun.items_file import FileItem, ItemsFileError, fields_of, missing_field
 from labrun.model import Launch
 from labrun.paths import StatePaths
 from labrun.rows import RunRow, TaskRow
-from labrun.secrets import secret_values
+from labrun.secrets import secret_values, withheld
 from labrun.states import TaskState
 from labrun.store import NewTask
 
@@ -198,7 +198,9 @@ def launch_for(
     attempt_id: int,
     workdir: str,
     memory: int,
+    secret_names: Iterable[str] = (),
 ) -> Launch:
+    """The attempt's launch; `secret_names`: every secret the job declares (`JobSpec.secret_names`)."""
     values = placeholder_values(paths, run, task, attempt)
     env = {name: _fill(value, values, quote=False) for name, value in spec.env.items()}
     env.update({_exported(key): value for key, value in values.items()})
@@ -217,4 +219,5 @@ def launch_for(
         memory=memory,
         outputs=outputs_for(spec, values, workdir),
         options=launch_options(spec, values["shared"]),
+        withheld=withheld(spec, secret_names),
     )

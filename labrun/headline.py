@@ -7,14 +7,21 @@ Read only for attempts whose failure counts: a success costs nothing here.
 from __future__ import annotations
 
 from labrun.diagnose import AttemptRecord, diagnose
-from labrun.logtail import stderr_tail
+from labrun.masking import Masker, shown_tail
 from labrun.model import Facts, Launch, Runtime
 from labrun.states import Outcome
 
 
 def failure_headline(
-    launch: Launch, runtime: Runtime, outcome: Outcome, detail: str, facts: Facts, timeout: float | None
+    launch: Launch,
+    runtime: Runtime,
+    outcome: Outcome,
+    detail: str,
+    facts: Facts,
+    timeout: float | None,
+    mask: Masker,
 ) -> str:
+    """`mask`: the job's secret values; the line never shows one (labrun/masking.py)."""
     record = AttemptRecord(
         task=launch.task_name,
         state="failed",
@@ -29,8 +36,8 @@ def failure_headline(
         memory_limit=launch.memory,
         timeout=timeout,
         missing_outputs=facts.missing_outputs,
-        stderr_tail=stderr_tail(launch.stderr_path),
+        stderr_tail=shown_tail(launch.stderr_path, mask),
         run=launch.run_id,
     )
     found = diagnose(record)
-    return f"{found.cause.label}: {found.title}"
+    return mask(f"{found.cause.label}: {found.title}")

@@ -12,6 +12,7 @@ import os
 import time
 from collections.abc import Callable, Iterator
 
+from labrun import private
 from labrun.errors import LockHeld
 
 
@@ -54,7 +55,7 @@ class JobLock:
         from filelock import FileLock
 
         self.path, self.job = path, job
-        self._lock = FileLock(path)
+        self._lock = FileLock(path, mode=private.FILE_MODE)
 
     @contextlib.contextmanager
     def hold(self, wait: bool, on_wait: Callable[[str], None] | None = None) -> Iterator[JobLock]:
@@ -62,6 +63,7 @@ class JobLock:
         which run and pid it waits for (a blank screen looks like a hang)."""
         from filelock import Timeout
 
+        os.close(private.open_fd(self.path, os.O_RDWR))  # 0600 whatever the umask and filelock's version
         try:
             self._lock.acquire(timeout=0)
         except Timeout:
@@ -80,7 +82,4 @@ class JobLock:
 
     def record(self, run_id: int | None) -> None:
         info = {"pid": os.getpid(), "run": run_id, "since": time.time()}
-        tmp = self.path + ".holder.tmp"
-        with open(tmp, "w", encoding="utf-8") as handle:
-            json.dump(info, handle)
-        os.replace(tmp, self.path + ".holder")
+        private.write_atomic(self.path + ".holder", json.dumps(info).encode())

@@ -96,6 +96,9 @@ class Launch:
     outputs: tuple[str, ...] = ()  # absolute paths that must be present after exit 0 (attempt_facts)
     options: RuntimeOptions = field(default_factory=ProcessOptions)
     gpus: tuple[int, ...] = ()  # device indices this attempt holds alone (assigned at claim time)
+    # removed from the runner's (or node's) environment before `env` is added: the secrets
+    # other tasks of the job declare, which this one does not (`secrets.withheld`)
+    withheld: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)

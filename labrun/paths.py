@@ -1,10 +1,11 @@
-"""The layout of the state directory. Created 0700; logs 0600."""
+"""The layout of the state directory: 0700 directories, 0600 files (labrun/private.py)."""
 
 from __future__ import annotations
 
 import os
 from dataclasses import dataclass
 
+from labrun import private
 from labrun.errors import StoreError
 
 
@@ -44,8 +45,8 @@ class StatePaths:
                 os.path.join(self.root, "runs"),
                 os.path.join(self.root, "locks"),
             ):
-                os.makedirs(path, mode=0o700, exist_ok=True)
-            os.chmod(self.root, 0o700)
+                private.makedirs(path)
+            os.chmod(self.root, private.DIR_MODE)  # one made by an older labrun, or by hand
         except OSError as exc:
             raise StoreError(
                 f"cannot create the state directory {self.root}: {exc.strerror}; set state_dir "

@@ -17,6 +17,7 @@ import os
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 
+from labrun import private
 from labrun.config.job import JobSpec
 from labrun.config.schema import FromItems
 from labrun.deps import upstream_map
@@ -102,6 +103,6 @@ def adopt_shared(paths: StatePaths, old_run: int, new_run: int) -> None:
     old, new = paths.shared_dir(old_run), paths.shared_dir(new_run)
     if os.path.lexists(new) or not os.path.isdir(old) or os.path.islink(old):
         return  # done already (a resumed rerun), or nothing to move
-    os.makedirs(os.path.dirname(new), mode=0o700, exist_ok=True)
+    private.makedirs(os.path.dirname(new))
     os.rename(old, new)
     os.symlink(os.path.relpath(new, os.path.dirname(old)), old)

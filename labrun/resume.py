@@ -48,7 +48,15 @@ def _adopt(runner: Runner, task: TaskRow, attempt: AttemptRow) -> Active | None:
         return None  # the job changed under the run, or the runtime is not offered now
     memory = attempt.memory_limit if attempt.memory_limit is not None else task.memory
     launch = launch_for(
-        runner.paths, runner.run, spec, task, attempt.n, attempt.id, runner.job.workdir, memory
+        runner.paths,
+        runner.run,
+        spec,
+        task,
+        attempt.n,
+        attempt.id,
+        runner.job.workdir,
+        memory,
+        runner.job.secret_names,
     )
     started = Started(attempt.pid, attempt.pid_start, attempt.ref, attempt.mechanism or "")
     if not executor.adopt(attempt.id, launch, started):

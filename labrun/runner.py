@@ -27,6 +27,7 @@ from labrun.gpus import assign, gpu_env
 from labrun.headline import failure_headline
 from labrun.learned import Learner, node_max
 from labrun.ledger import Ledger
+from labrun.masking import keep_excerpt, masked_facts, masker
 from labrun.memory import OomAttempt, OomPolicy
 from labrun.model import Facts, Launch, LaunchError, Runtime, Started
 from labrun.outcome import Stop, classify
@@ -103,6 +104,7 @@ class Runner:
         self.node_failures: dict[str, int] = {}  # counted failures of this run per node
         self.extra: list[tuple[int, str]] = []  # (task id, why): another attempt asked for
         self.excused = 0  # tasks removed from the job file (job_edits): they do not fail the run
+        self.mask = masker(job.secret_names)  # secret values, never recorded nor shown
 
     @property
     def counts(self) -> Mapping[TaskState, int]:
@@ -198,6 +200,7 @@ class Runner:
     # -- what ended ---------------------------------------------------------------------
 
     def _record_end(self, act: Active, facts: Facts, now: float) -> None:
+        facts = masked_facts(facts, self.mask)
         outcome, detail = classify(facts, act.stop, act.spec.timeout)
         live = self.ledger.live[act.task_id]
         oom = self._oom_attempt(act, facts) if outcome is Outcome.OOM else None
@@ -206,6 +209,7 @@ class Runner:
         instructions = on_end(live.task, attempts, ended, policy_of(act.spec), now, self.rng())
         self.ledger.apply_end(act.task_id, act.attempt_id, facts, instructions, now)
         record = next(ins for ins in instructions if isinstance(ins, Record))
+        keep_excerpt(act.launch.stderr_path, self.mask)  # what `why` shows of it, masked
         if record.counted:
             self.node_failures[act.node] = self.node_failures.get(act.node, 0) + 1
         decision = None
@@ -218,7 +222,7 @@ class Runner:
         if record.counted:  # the error itself in the line cron mails, not only "exited 1"
             launch, runtime = act.launch, act.spec.runtime
             headline = failure_headline(
-                launch, runtime, record.outcome, record.detail, facts, act.spec.timeout
+                launch, runtime, record.outcome, record.detail, facts, act.spec.timeout, self.mask
             )
         item = live.task.item
         end = AttemptEnd(act.name, act.n, act.node, record.outcome, record.detail, decision, item, headline)
@@ -353,7 +357,17 @@ class Runner:
         """The launch of a claimed attempt, and the slot it holds from now on."""
         spec = self.specs[task.spec]
         n = task.attempts
-        launch = launch_for(self.paths, self.run, spec, task, n, attempt_id, self.job.workdir, task.memory)
+        launch = launch_for(
+            self.paths,
+            self.run,
+            spec,
+            task,
+            n,
+            attempt_id,
+            self.job.workdir,
+            task.memory,
+            self.job.secret_names,
+        )
         gpus = self._gpus_for(node, spec.gpus)
         if gpus:
             env = {**launch.env, **gpu_env(gpus)}

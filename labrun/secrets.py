@@ -2,12 +2,14 @@
 
 The job text stored with a run holds only the names. The values are read when an attempt
 is launched and go into its environment, never into the database, a status or a message.
+A task gets only the secrets it declares: the others the job declares are removed from the
+environment it inherits (`withheld`), on every runtime and node.
 """
 
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 
 from labrun.config.job import JobSpec, TaskSpec
 from labrun.config.schema import ENV_NAME_RE
@@ -17,6 +19,12 @@ from labrun.errors import PreflightFailed
 def secret_values(spec: TaskSpec, environ: Mapping[str, str] | None = None) -> dict[str, str]:
     source = os.environ if environ is None else environ
     return {name: source[name] for name in spec.secret_env if name in source}
+
+
+def withheld(spec: TaskSpec, declared: Iterable[str]) -> tuple[str, ...]:
+    """The job's secret names `spec` does not declare: taken out of its environment, so a
+    secret exported for one task never reaches another."""
+    return tuple(sorted(name for name in declared if name not in spec.secret_env))
 
 
 def require_secrets(job: JobSpec, environ: Mapping[str, str] | None = None) -> None:

@@ -20,6 +20,7 @@ import time
 from collections.abc import Iterable, Iterator, Sequence
 from typing import Any
 
+from labrun import private
 from labrun.errors import StoreError
 from labrun.migrations import MIGRATIONS
 from labrun.model import Facts, Runtime, Started
@@ -48,6 +49,18 @@ from labrun.states import (
 NewTask = tuple[int, str, str, str | None, int | None, TaskState, int]  # seq..memory
 # run_id, task_id, attempt, time, from_state, to_state, cause, subject
 NewEvent = tuple[int, int | None, int | None, float, str | None, str | None, str, str]
+
+
+def _create_private(path: str) -> None:
+    """A new database file made 0600 before SQLite opens it: SQLite gives its -wal and -shm
+    files the database's own mode, so none of the three follows the umask (a process-wide
+    umask set around the open would also reach files other threads create meanwhile)."""
+    if path == ":memory:" or path.startswith("file:"):
+        return
+    try:
+        os.close(private.open_fd(path, os.O_WRONLY | os.O_EXCL))
+    except OSError:
+        pass  # it exists; or SQLite's own open says what is wrong, with the path (`_friendly`)
 
 
 def _connect(path: str) -> sqlite3.Connection:
@@ -86,14 +99,12 @@ class Store(Reads):
 
     def __init__(self, path: str) -> None:
         self.path = path
-        old_umask = os.umask(0o077)  # nothing in the state directory is world-readable
+        _create_private(path)
         try:
             self.conn = _connect(path)
             self._migrate()
         except sqlite3.Error as exc:
             raise _friendly(exc, path) from None
-        finally:
-            os.umask(old_umask)
         self._in_tx = False
 
     def close(self) -> None:

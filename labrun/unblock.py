@@ -12,6 +12,7 @@ import json
 import os
 from dataclasses import dataclass, field
 
+from labrun import private
 from labrun.config.job import JobSpec, TaskSpec
 from labrun.config.schema import FromItems
 from labrun.deps import SETUP, UNMADE, Plan, Tracker, skip_reason, upstream_map
@@ -173,7 +174,7 @@ class Unblocker:
         if not tolerated:
             return
         directory = os.path.join(self.paths.shared_dir(self.run.id), "upstream")
-        os.makedirs(directory, mode=0o700, exist_ok=True)
+        private.makedirs(directory)
         lines: dict[str, list[str]] = {up: [] for up in tolerated}
         for task in self.store.tasks(self.run.id):
             if task.spec in lines:
@@ -181,10 +182,7 @@ class Unblocker:
                 lines[task.spec].append(json.dumps(row) + "\n")
         for up, rows in lines.items():
             path = os.path.join(directory, f"{up}.jsonl")
-            fd = os.open(path + ".tmp", os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-            with os.fdopen(fd, "w", encoding="utf-8") as handle:
-                handle.writelines(rows)
-            os.replace(path + ".tmp", path)
+            private.write_atomic(path, "".join(rows).encode())
 
 
 def fanned_from(job: JobSpec, source: str) -> list[TaskSpec]:

@@ -10,7 +10,7 @@ from __future__ import annotations
 from labrun.deps import upstream_of
 from labrun.diagnose import AttemptRecord
 from labrun.errors import UsageError
-from labrun.logtail import stderr_tail
+from labrun.masking import Masker, shown_tail
 from labrun.model import Runtime
 from labrun.paths import StatePaths
 from labrun.rows import RunRow
@@ -28,9 +28,18 @@ def _choose(task: TaskView, attempt: int | None) -> AttemptView | None:
 
 
 def record_for(
-    paths: StatePaths, run: RunRow, task: TaskView, timeout: float | None, attempt: int | None
+    paths: StatePaths,
+    run: RunRow,
+    task: TaskView,
+    timeout: float | None,
+    attempt: int | None,
+    mask: Masker | None = None,
 ) -> AttemptRecord:
-    """Everything `diagnose` needs about `task` and its last attempt (or attempt `attempt`)."""
+    """Everything `diagnose` needs about `task` and its last attempt (or attempt `attempt`).
+
+    `mask`: the job's secret values this process knows (`masking.masker`); the stderr shown
+    is the excerpt the runner kept masked, when there is one."""
+    mask = mask or Masker(())
     chosen = _choose(task, attempt)
     upstream = upstream_of(task.reason)
     if chosen is None:
@@ -43,7 +52,7 @@ def record_for(
             job_file=run.job_file,
         )
     last = chosen is task.last
-    reason = (task.reason if last else chosen.detail) or chosen.detail or ""
+    reason = mask((task.reason if last else chosen.detail) or chosen.detail or "")
     # Only a cgroup keeps the kernel's OOM counter: elsewhere a 0 is "not measured", not "none".
     measured = chosen.runtime is Runtime.CGROUP or bool(chosen.oom_kills)
     container = chosen.runtime is Runtime.DOCKER
@@ -59,13 +68,13 @@ def record_for(
         container_oom_killed=bool(chosen.container_oom_killed)
         if container and chosen.ended is not None
         else None,
-        note=chosen.note or "",
+        note=mask(chosen.note or ""),
         peak_memory=chosen.peak_memory,
         memory_limit=chosen.memory_limit,
         timeout=timeout,
         runtime=chosen.duration,
         missing_outputs=chosen.missing_outputs,
-        stderr_tail=stderr_tail(paths.log(run.id, task.name, chosen.n, "stderr")),
+        stderr_tail=shown_tail(paths.log(run.id, task.name, chosen.n, "stderr"), mask),
         upstream_failed=upstream,
         node=chosen.node,
         run=run.id,

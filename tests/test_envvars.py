@@ -91,6 +91,9 @@ def test_an_unset_secret_of_task_0_refuses_the_run(tmp_path: Path) -> None:
     )
     check = labrun(tmp_path / "state", "check", "job.toml", cwd=tmp_path)
     assert check.returncode == 3 and "secret_env SETUP_TOKEN (task setup)" in check.stdout
+    # the fix: export it; never "add it to [defaults] env", which would write it in the job file
+    assert "export SETUP_TOKEN=... in the shell that runs labrun" in check.stdout
+    assert "[defaults] env" not in check.stdout
     done = labrun(tmp_path / "state", "run", "job.toml", "--no-preflight", cwd=tmp_path)
     assert done.returncode == 3
     assert "task setup: secret_env SETUP_TOKEN is not set" in done.stderr

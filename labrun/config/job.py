@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import difflib
+import functools
 import os
 import re
 import sys
@@ -94,6 +95,7 @@ class JobSpec:
     setup: TaskSpec | None = None  # task 0, named "setup"; runs first, alone
     preflight: PreflightSpec = field(default_factory=PreflightSpec)
     notify: NotifySpec | None = None  # [notify]: who hears how a run ended
+    default_secret_env: tuple[str, ...] = ()  # [defaults] secret_env, kept where a task overrides it
 
     @property
     def all_tasks(self) -> tuple[TaskSpec, ...]:
@@ -101,6 +103,11 @@ class JobSpec:
         return (self.setup, *self.tasks) if self.setup is not None else self.tasks
 
     resume: bool = False  # `labrun run` continues the latest unfinished run by default
+
+    @functools.cached_property  # read at every launch
+    def secret_names(self) -> frozenset[str]:
+        """Every secret the job declares: [defaults]', [setup]'s and each task's `secret_env`."""
+        return frozenset(self.default_secret_env).union(*(t.secret_env for t in self.all_tasks))
 
     def task(self, name: str) -> TaskSpec:
         for spec in self.all_tasks:
@@ -316,6 +323,7 @@ def _parse_job(text: str, file: str) -> JobSpec:
         preflight=preflight,
         notify=notify,
         resume=job_values.get("resume", False),
+        default_secret_env=tuple(defaults.get("secret_env", ())),
     )
 
 

@@ -21,7 +21,7 @@ import uuid
 from dataclasses import dataclass, replace
 from typing import Any
 
-from labrun import attempt_facts, docker_args
+from labrun import attempt_facts, docker_args, private
 from labrun.docker_args import ATTEMPT_LABEL
 from labrun.executors import docker_cgroup
 from labrun.executors.base import Executor, Waker
@@ -285,9 +285,9 @@ class DockerExecutor(Executor):
     def _copy_logs(self, api: Any, tracked: _Tracked) -> None:
         launch = tracked.launch
         streams = ((launch.stdout_path, True), (launch.stderr_path, False))
-        os.makedirs(os.path.dirname(launch.stdout_path), mode=0o700, exist_ok=True)
+        private.makedirs(os.path.dirname(launch.stdout_path))
         for path, out in streams:
-            with open(path, "ab") as sink:
+            with os.fdopen(private.open_append(path), "ab") as sink:
                 for chunk in api.logs(tracked.container, stdout=out, stderr=not out, stream=True):
                     sink.write(chunk)
 

@@ -20,7 +20,7 @@ from collections.abc import Callable, Sequence
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
-from labrun import attempt_facts
+from labrun import attempt_facts, private
 from labrun.executors import escapes
 from labrun.executors.base import Executor, Waker
 from labrun.executors.sampling import SAMPLE_AFTER, SAMPLE_EVERY, tree_rss
@@ -31,7 +31,7 @@ _UNKNOWN_EXIT = (
     "killed with SIGKILL (by someone other than labrun, or at a shutdown), or it was stopped "
     "before its command began"
 )
-_LOG_FLAGS = os.O_WRONLY | os.O_CREAT | os.O_TRUNC | os.O_CLOEXEC
+_LOG_FLAGS = os.O_WRONLY | os.O_TRUNC
 
 
 @dataclass
@@ -175,9 +175,9 @@ def process_start_time(pid: int) -> float | None:
 
 
 def open_logs(launch: Launch) -> tuple[int, int]:
-    os.makedirs(os.path.dirname(launch.stdout_path), mode=0o700, exist_ok=True)
-    out = os.open(launch.stdout_path, _LOG_FLAGS, 0o600)
-    err = os.open(launch.stderr_path, _LOG_FLAGS, 0o600)
+    private.makedirs(os.path.dirname(launch.stdout_path))
+    out = private.open_fd(launch.stdout_path, _LOG_FLAGS)
+    err = private.open_fd(launch.stderr_path, _LOG_FLAGS)
     return out, err
 
 
@@ -257,7 +257,10 @@ class ProcessExecutor(Executor):
         attempt's cgroup). posix_spawn costs the runner about 40% of a Popen per attempt."""
         if not os.path.isdir(launch.workdir):
             raise LaunchError(f"the working directory {launch.workdir} does not exist")
-        env = {**self._base_env, **launch.env, escapes.KEY_VARIABLE: _escape_key(launch)}
+        base = self._base_env
+        if launch.withheld:  # other tasks' secrets: this one does not declare them
+            base = {k: v for k, v in base.items() if k not in launch.withheld}
+        env = {**base, **launch.env, escapes.KEY_VARIABLE: _escape_key(launch)}
         self.commands.check(launch.argv[0], launch.workdir, env.get("PATH", os.defpath))
         try:
             out, err = open_logs(launch)
@@ -286,9 +289,8 @@ class ProcessExecutor(Executor):
         path = attempt_facts.exits_path(attempt_dir(launch))
         fd = self._exit_fds.get(path)
         if fd is None:
-            flags = os.O_WRONLY | os.O_APPEND | os.O_CREAT | os.O_CLOEXEC
             try:
-                fd = self._exit_fds[path] = os.open(path, flags, 0o600)
+                fd = self._exit_fds[path] = private.open_append(path)
             except OSError as exc:
                 raise LaunchError(f"cannot open {path}: {exc.strerror}") from None
         return fd

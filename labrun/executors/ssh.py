@@ -27,6 +27,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from labrun import private
 from labrun.executors.base import Executor, Waker
 from labrun.model import Facts, Launch, LaunchError, Runtime, Started, options_wire
 from labrun.ssh.session import AgentSession
@@ -269,7 +270,7 @@ class SshExecutor(Executor):
             data = base64.b64decode(info.get(stream) or "")
             if data:
                 path = remote.launch.stdout_path if index == 0 else remote.launch.stderr_path
-                with open(path, "ab") as handle:
+                with os.fdopen(private.open_append(path), "ab") as handle:
                     handle.write(data)
                 remote.offsets[index] += len(data)
             short = short and len(data) < (1 << 20)
@@ -358,6 +359,7 @@ def start_request(launch: Launch, runtime: Runtime, key: str) -> dict[str, Any]:
         "attempt_id": launch.attempt_id,
         "argv": list(launch.argv),
         "env": dict(launch.env),
+        "withheld": list(launch.withheld),
         "cwd": launch.workdir,
         "outputs": list(launch.outputs),
         "runtime": runtime.value,
@@ -394,6 +396,6 @@ def _size(path: str) -> int:
 
 
 def _truncate(launch: Launch) -> None:
-    os.makedirs(os.path.dirname(launch.stdout_path), mode=0o700, exist_ok=True)
+    private.makedirs(os.path.dirname(launch.stdout_path))
     for path in (launch.stdout_path, launch.stderr_path):
-        os.close(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600))
+        os.close(private.open_fd(path, os.O_WRONLY | os.O_TRUNC))

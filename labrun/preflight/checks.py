@@ -174,11 +174,17 @@ def _fstype(path: str) -> str:
     return kind
 
 
-def env_set(name: str, environ: Mapping[str, str]) -> Check:
-    """The environment variable `name` is set and non-empty in `environ`."""
+def env_set(name: str, environ: Mapping[str, str], secret: bool = False) -> Check:
+    """The environment variable `name` is set and non-empty in `environ`. A `secret` one
+    (a `secret_env` name) is never to be written in the job file: the fix says so."""
 
     def probe(_timeout: float) -> Verdict:
         value = environ.get(name)
+        if value is None and secret:
+            return failed(
+                "not set",
+                f"export {name}=... in the shell that runs labrun (a secret never goes in the job file)",
+            )
         if value is None:
             return failed("not set", f"export {name}=... before running, or add it to [defaults] env")
         if not value.strip():

@@ -75,10 +75,10 @@ def _env_references(job: JobSpec) -> list[Check]:
                     seen.add(name)
                     check = env_set(name, os.environ)
                     checks.append(Check(f"env {name} (used by task {spec.name} env {key})", check.probe))
-        for name in spec.secret_env:  # task 0's too: `run` refuses when one is unset
+        for name in spec.secret_env:  # task 0's ([setup]) too: `run` refuses when one is unset
             if name not in seen:
                 seen.add(name)
-                check = env_set(name, os.environ)
+                check = env_set(name, os.environ, secret=True)
                 checks.append(Check(f"secret_env {name} (task {spec.name})", check.probe))
     return checks
 

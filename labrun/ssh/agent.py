@@ -1,7 +1,8 @@
 """labrun's agent on a remote node: standard library only, Python >= 3.8.
 
 The head ships it to the node as one zipapp, `agent-<hash>.pyz` (this file as
-`__main__`, plus the stdlib-only `labrun.cgroup` package), cached there by content hash,
+`__main__`, plus the stdlib-only `labrun.cgroup` package and the modules it shares with the
+head: attempt facts, Docker arguments, private files), cached there by content hash,
 and talks to it over the multiplexed SSH connection. Commands, each a JSON request on
 stdin and a JSON answer on stdout:
 
@@ -46,7 +47,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from labrun import attempt_facts  # shipped in the zipapp: the head's rules for an ended attempt
+from labrun import attempt_facts, private  # shipped in the zipapp: the head's rules, 0600 files
 
 CHUNK = 1 << 20  # log bytes per stream per poll: keeps one answer small
 WAIT_STEP = 0.005  # how often a waiting poll looks at ended.log (one stat)
@@ -60,10 +61,7 @@ def _attempt_dir(workdir: str, key: str) -> str:
 
 
 def _write_status(directory: str, status: dict[str, Any]) -> None:
-    tmp = os.path.join(directory, "status.json.tmp")
-    with open(tmp, "w") as handle:
-        json.dump(status, handle)
-    os.replace(tmp, os.path.join(directory, "status.json"))
+    private.write_atomic(os.path.join(directory, "status.json"), json.dumps(status).encode())
 
 
 LEASE_FILE = "lease"  # in the attempt directory: touched by every poll that asks about it
@@ -82,8 +80,7 @@ def _fence_when_lapsed(directory: str, lease: float, stop: Callable[[], object])
     head has given it up as lost (after `lost_after` plus a margin) and runs the task
     elsewhere, so it must not go on here: `stop` kills it, and its status says fenced."""
     path = os.path.join(directory, LEASE_FILE)
-    with open(path, "w"):
-        pass  # the lease starts now
+    os.close(private.open_fd(path, os.O_WRONLY))  # the lease starts now
 
     def watch() -> None:
         while True:
@@ -93,8 +90,8 @@ def _fence_when_lapsed(directory: str, lease: float, stop: Callable[[], object])
             except OSError:
                 return
             if age > lease:
-                with open(os.path.join(directory, "fenced"), "w") as handle:
-                    handle.write(f"no poll for {age:.1f}s (lease {lease:g}s)\n")
+                why = f"no poll for {age:.1f}s (lease {lease:g}s)\n"
+                private.write_atomic(os.path.join(directory, "fenced"), why.encode())
                 stop()
                 return
 
@@ -140,7 +137,7 @@ def _gpus() -> list[dict[str, Any]]:
 
 def probe(request: dict[str, Any]) -> dict[str, Any]:
     workdir = request["workdir"]
-    os.makedirs(workdir, mode=0o700, exist_ok=True)
+    private.makedirs(workdir)
     disk = os.statvfs(workdir)
     runtimes = ["process"]
     if shutil.which("docker"):
@@ -244,9 +241,11 @@ def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
     status: dict[str, Any] = {"started": time.time()}
     if cg is not None:
         status["mechanism"], status["cgroup"] = cg.mechanism, cg.name
-    out = os.open(os.path.join(directory, "stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    err = os.open(os.path.join(directory, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    out = private.open_fd(os.path.join(directory, "stdout"), os.O_WRONLY | os.O_TRUNC)
+    err = private.open_fd(os.path.join(directory, "stderr"), os.O_WRONLY | os.O_TRUNC)
     env = dict(os.environ)
+    for name in spec.get("withheld") or ():  # secrets of other tasks, should the node have them
+        env.pop(name, None)
     env.update(spec.get("env", {}))
     try:
         with cg.entered() if cg is not None else contextlib.nullcontext():
@@ -325,8 +324,8 @@ def _monitor_container(directory: str, spec: dict[str, Any], container: str) -> 
         stop = lambda: _signal_container(directory, container, signal.SIGKILL)  # noqa: E731
         _fence_when_lapsed(directory, float(spec["lease"]), stop)
     _deliver_pending(directory, lambda signum: _signal_container(directory, container, signum))
-    out = os.open(os.path.join(directory, "stdout"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    err = os.open(os.path.join(directory, "stderr"), os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    out = private.open_fd(os.path.join(directory, "stdout"), os.O_WRONLY | os.O_TRUNC)
+    err = private.open_fd(os.path.join(directory, "stderr"), os.O_WRONLY | os.O_TRUNC)
     status.update(remote_docker.monitor(container, out, err))
     # Docker gives its init's exit code: 128+N is signal N only if N was sent (the head's rule)
     signum = attempt_facts.container_signal(
@@ -347,7 +346,7 @@ def _events(workdir: str) -> str:
 
 
 def _announce_end(workdir: str, key: str) -> None:
-    fd = os.open(_events(workdir), os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    fd = private.open_append(_events(workdir))
     try:
         os.write(fd, (key + "\n").encode())
     finally:
@@ -382,7 +381,7 @@ def _record_outputs(status: dict[str, Any], spec: dict[str, Any]) -> None:
 
 def start(request: dict[str, Any]) -> dict[str, Any]:
     directory = _attempt_dir(request["workdir"], request["key"])
-    os.makedirs(directory, mode=0o700, exist_ok=True)
+    private.makedirs(directory)
     _write_status(directory, {"launching": time.time()})
     cg, container, runtime = None, "", request.get("runtime") or "process"
     try:
@@ -460,7 +459,7 @@ def _signal_container(directory: str, container: str, signum: int) -> bool:
     """Record the signal, then send it: the monitor reads the record once the container ended."""
     from labrun.ssh import remote_docker
 
-    with open(_sent_path(directory), "a") as handle:
+    with os.fdopen(private.open_append(_sent_path(directory)), "a") as handle:
         handle.write(f"{int(signum)}\n")
     return remote_docker.kill(container, signum)
 
@@ -488,8 +487,7 @@ def kill(request: dict[str, Any]) -> dict[str, Any]:
     if status is None or "ended" in status:
         return {"sent": False}
     if not status.get("pid"):  # still launching: the monitor sends it once the task runs
-        with open(_pending(directory), "w") as handle:
-            handle.write(str(int(request["signal"])))
+        private.write_atomic(_pending(directory), str(int(request["signal"])).encode())
         status = _read_status(directory) or {}
         if not status.get("pid") or "ended" in status:
             return {"sent": True}

@@ -20,6 +20,7 @@ import subprocess
 import tempfile
 from dataclasses import dataclass
 
+from labrun import private
 from labrun.errors import LabrunError
 
 CONNECT_TIMEOUT = 10
@@ -88,7 +89,7 @@ class SshTarget:
         return [*args, "--", self.destination, remote]
 
     def prepare(self) -> None:
-        os.makedirs(os.path.dirname(self.control_path), mode=0o700, exist_ok=True)
+        private.makedirs(os.path.dirname(self.control_path))
 
     def run(self, remote: str, stdin: bytes = b"", timeout: float = 60.0) -> bytes:
         """Run `remote` on the node; its stdout, or SshError when ssh itself failed."""
