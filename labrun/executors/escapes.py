@@ -6,8 +6,10 @@ subreaper (prctl PR_SET_CHILD_SUBREAPER): an orphan of any attempt becomes the r
 child instead of init's. Each attempt carries `LABRUN_ATTEMPT_KEY` in its environment
 (inherited by everything it starts); when attempts end, the runner's children that carry
 the key of an attempt no longer running in this process are killed, with their group,
-and reaped. Limits: an escapee of an attempt whose runner died (then adopted by a later
-runner) was re-parented to init and is not found.
+and reaped. Only the process runtime turns this on (a cgroup or a container holds its
+escapees already). Limits: an escapee of an attempt whose runner died (then adopted by a
+later runner) was re-parented to init and is not found; one that ends before any sweep
+sees it stays a zombie of the runner until the runner exits.
 """
 
 from __future__ import annotations
@@ -22,7 +24,7 @@ _PR_SET_CHILD_SUBREAPER = 36
 
 running: set[str] = set()  # keys of the attempts running in this process, every executor's
 _subreaper: bool | None = None
-_killed: set[int] = set()  # escapees killed, to reap
+_seen: set[int] = set()  # escapees seen alive (killed, or of a running attempt): reaped when they end
 
 
 def attempt_key(run_dir: str, attempt_id: int) -> str:
@@ -47,27 +49,31 @@ def sweep(known: set[int]) -> list[int]:
     if not _subreaper:
         return []
     killed = []
-    for pid in _children() - known - _killed:
-        key = _key_of(pid)
-        if key is not None and key not in running:
+    for pid in _children() - known:
+        key = _key_of(pid)  # None for a zombie: its environment is gone
+        if key is None:
+            continue
+        _seen.add(pid)
+        if key not in running:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.killpg(pid, signal.SIGKILL)
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
-            _killed.add(pid)
             killed.append(pid)
     _reap()
     return killed
 
 
 def _reap() -> None:
-    for pid in list(_killed):
+    """Reap the escapees that ended (only those: other children have their own waiters).
+    One that ended before any sweep saw it stays a zombie until the runner exits."""
+    for pid in list(_seen):
         try:
             done, _ = os.waitpid(pid, os.WNOHANG)
         except ChildProcessError:
             done = pid
         if done:
-            _killed.discard(pid)
+            _seen.discard(pid)
 
 
 def _children() -> set[int]:

@@ -240,7 +240,6 @@ class ProcessExecutor(Executor):
         self.adopted: dict[int, _Adopted] = {}
         self._base_env = dict(os.environ)
         self.commands = CommandCheck()
-        escapes.become_subreaper()  # so an attempt's escaped processes come back to us
         self._exit_fds: dict[str, int] = {}  # a run's exits file -> open for the wrappers
         self._exit_logs: dict[str, attempt_facts.ExitLog] = {}  # ... -> what adoption read of it
 
@@ -311,6 +310,7 @@ class ProcessExecutor(Executor):
         escapes.sweep({c.pid for c in self.children.values()})
 
     def start(self, launch: Launch) -> Started:
+        escapes.become_subreaper()  # so what leaves an attempt's process group comes back to us
         pid = self.spawn(launch, wrapped(launch))
         self._watch(launch, pid)
         return Started(pid=pid, pid_start=process_start_time(pid), mechanism="process")
@@ -400,6 +400,7 @@ class ProcessExecutor(Executor):
 
     def finished(self) -> list[tuple[int, Facts]]:
         done = self._adopted_finished() if self.adopted else []
+        ended = []
         for attempt_id, child in list(self.children.items()):
             try:
                 pid, status, usage = os.wait4(child.pid, os.WNOHANG)
@@ -410,10 +411,12 @@ class ProcessExecutor(Executor):
             kill_group(child.pid)
             self._forget(attempt_id, child)
             escapes.running.discard(_escape_key(child.launch))
+            ended.append((attempt_id, child, status, usage))
+        if ended:  # what left their process groups goes too (before a cgroup is emptied)
+            escapes.sweep({c.pid for c in self.children.values()})
+        for attempt_id, child, status, usage in ended:
             facts = facts_from_status(child.launch, status, usage)
             done.append((attempt_id, self._ended(attempt_id, child, facts)))
-        if done:  # what left the process groups of the attempts that ended goes too
-            escapes.sweep({c.pid for c in self.children.values()})
         return done
 
     def _ended(self, attempt_id: int, child: _Child | None, facts: Facts) -> Facts:
