@@ -6,7 +6,10 @@ and between the two; failpoints (`labrun.failpoint`) put kills exactly between a
 its spawn, and between a spawn and the commit of its pid. Nothing fails and the kills
 never touch the tasks, so with every attempt adopted (or its end read from its exit
 record) each task runs exactly once: that is the invariant, for commands labrun execs
-and commands run through the shell, on the process and the cgroup runtimes.
+and commands run through the shell, on the process, cgroup and docker runtimes. Docker
+adds its own failpoints: a container created and not started, ends collected and not
+committed, and ends committed with their containers not yet removed; at the end no
+container of the state directory is left on the daemon.
 
 Bounded for `make test` (one seed each); `make soak` sets LABRUN_SOAK_SEEDS for more.
 """
@@ -24,6 +27,7 @@ from pathlib import Path
 import pytest
 from labrun_proc import integrity, query, run, start
 
+from labrun import state_id
 from labrun.cgroup import detect
 
 TASKS = 16
@@ -35,7 +39,7 @@ COMMANDS = {
 }
 
 
-def job_text(runtime: str, command: str) -> str:
+def job_text(runtime: str, command: str, image: str = "") -> str:
     return f"""
 [job]
 name = "chaos"
@@ -45,6 +49,7 @@ max_parallel = 5
 runtime = "{runtime}"
 memory = "64MiB"
 retry_delay = 0
+{f'image = "{image}"' if image else ""}
 
 [[tasks]]
 name = "t"
@@ -78,14 +83,19 @@ def _kill_at(proc: subprocess.Popen[str], starts: Path, point: int, delay: float
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("runtime", ["process", "cgroup"])
+@pytest.mark.parametrize("runtime", ["process", "cgroup", "docker"])
 @pytest.mark.parametrize("kind", sorted(COMMANDS))
 def test_sigkill_the_runner_at_random_then_resume_runs_each_task_once(
-    tmp_path: Path, kind: str, runtime: str, seed: int
+    tmp_path: Path, kind: str, runtime: str, seed: int, request: pytest.FixtureRequest
 ) -> None:
     if runtime == "cgroup" and not detect().ok:
         pytest.skip(f"runtime cgroup cannot run here: {detect().reason}")
-    (tmp_path / "job.toml").write_text(job_text(runtime, COMMANDS[kind]))
+    env: dict[str, str] = {}
+    image = ""
+    if runtime == "docker":
+        env["DOCKER_HOST"] = request.getfixturevalue("docker_url")
+        image = request.getfixturevalue("docker_image")
+    (tmp_path / "job.toml").write_text(job_text(runtime, COMMANDS[kind], image))
     state, starts, ends = tmp_path / "state", tmp_path / "starts.txt", tmp_path / "ends.txt"
     rng = random.Random(f"{kind}-{runtime}-{seed}")
     # Seeded kills: at the failpoints (the runner SIGKILLs itself right after claiming, or
@@ -94,22 +104,29 @@ def test_sigkill_the_runner_at_random_then_resume_runs_each_task_once(
     plan: list[tuple[str, int]] = [("spawned", rng.randint(1, 4)), ("claimed", rng.randint(1, 3))]
     plan += [("started", point) for point in sorted(rng.sample(range(3, TASKS - 2), 3))]
     plan.insert(rng.randint(0, 2), ("spawned", rng.randint(2, 6)))
-    kills = 0
+    if runtime == "docker":
+        for point in ("docker-created", "ended", "recorded"):
+            plan.insert(rng.randint(0, len(plan)), (point, rng.randint(1, 3)))
+    kills, outcome = 0, ""
     for i, (how, n) in enumerate(plan):
         args = ["run", "job.toml", "--plain"] + (["--resume"] if i else [])
         if how == "started":
-            kills += _kill_at(start(args, state, tmp_path), starts, n, rng.uniform(0.0, 0.04))
+            killed = _kill_at(start(args, state, tmp_path, **env), starts, n, rng.uniform(0.0, 0.04))
         else:
-            done = run(args, state, tmp_path, LABRUN_FAILPOINT=f"{how}:{n}")
-            kills += done.returncode == -signal.SIGKILL
+            done = run(args, state, tmp_path, LABRUN_FAILPOINT=f"{how}:{n}", **env)
+            killed, outcome = done.returncode == -signal.SIGKILL, done.stdout + done.stderr
         assert integrity(state) == "ok"
+        if not killed:  # the run ended: a further `--resume` would start a new run of every task
+            break
+        kills += 1
     assert kills >= 4, "the job finished before most kill points: the test proves little"
     for _ in range(3):
-        done = run(["run", "job.toml", "--plain", "--resume"], state, tmp_path)
-        if done.returncode == 0:
+        if query(state, "SELECT state FROM runs") == [("succeeded",)]:
             break
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
+        done = run(["run", "job.toml", "--plain", "--resume"], state, tmp_path, **env)
+        outcome = done.stdout + done.stderr
+    assert query(state, "SELECT state FROM runs") == [("succeeded",)], outcome
+    assert "Traceback" not in outcome
 
     names = {f"t[{i}]" for i in range(TASKS)}
     began, finished = collections.Counter(_lines(starts)), collections.Counter(_lines(ends))
@@ -122,3 +139,17 @@ def test_sigkill_the_runner_at_random_then_resume_runs_each_task_once(
     assert integrity(state) == "ok"
     ps = subprocess.run(["ps", "-eo", "args"], capture_output=True, text=True).stdout
     assert str(tmp_path) not in ps, "an attempt outlived the run"
+    if runtime == "docker":
+        assert _containers_of(env["DOCKER_HOST"], state) == [], "a container outlived the run"
+
+
+def _containers_of(url: str, state: Path) -> list[str]:
+    """The state directory's containers on the daemon, running or not."""
+    import docker
+
+    client = docker.APIClient(base_url=url, version="auto")
+    try:
+        found = client.containers(all=True, filters={"label": f"labrun.state={state_id.read(str(state))}"})
+    finally:
+        client.close()
+    return [f"{c['Id'][:12]} {c['State']} {c['Labels'].get('labrun.task')}" for c in found]
