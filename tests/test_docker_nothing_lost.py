@@ -140,7 +140,8 @@ def test_a_container_whose_end_was_committed_is_swept_and_others_are_left(
     try:
         if by == "gc":
             said = labrun_ok(["gc"], state, tmp_path, docker_url)
-            assert f"removed container {orphan['Id'][:12]} (exited) of run 1, task t[0], attempt 1" in said
+            which = "(exited) of run 1, task t[0], attempt 1 (attempt id 1): its attempt is no longer open"
+            assert f"removed container {orphan['Id'][:12]} {which}" in said
         said = labrun_ok(["run", "job.toml", "--plain", "--resume"], state, tmp_path, docker_url)
         if by == "resume":
             assert f"removed what an earlier runner left: container {orphan['Id'][:12]}" in said

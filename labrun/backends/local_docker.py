@@ -74,7 +74,7 @@ class Containers:
             removed.append(
                 f"container {str(container['Id'])[:12]} ({container.get('State', '?')}) of run "
                 f"{labels.get('labrun.run', '?')}, task {labels.get('labrun.task', '?')}, "
-                f"attempt {attempt or '?'}"
+                f"attempt {labels.get('labrun.attempt', '?')} (attempt id {attempt or '?'})"
             )
         return removed
 
