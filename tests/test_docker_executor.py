@@ -317,3 +317,44 @@ def test_container_the_daemon_refuses_is_a_launch_error(
     with pytest.raises(LaunchError, match=r"did not start: network no-such-network not found"):
         executor.start(launch)
     assert executor.running() == []
+
+
+def test_an_end_not_committed_is_reported_again_after_a_restart(
+    docker_url: str,
+    executor: DockerExecutor,
+    waker: Waker,
+    docker_image: str,
+    tmp_path: Path,
+    api: Any,
+    state_dir: str,
+) -> None:
+    """`finished` keeps the container (the attempt's exit record) until `committed`: a runner
+    that died in between leaves it, and the next executor reads the same end from it."""
+    launch = make_launch(tmp_path, docker_image, "sh", "-c", "echo once; exit 3", attempt_id=11)
+    first_waker = Waker()
+    first = DockerExecutor(first_waker, base_url=docker_url, state_dir=state_dir)
+    started = first.start(launch)
+    [(_, seen)] = wait_end(first, first_waker, commit=False)
+    first.close()  # died before its commit
+    first_waker.close()
+    assert api.inspect_container(started.ref)["State"]["Status"] == "exited"
+    assert executor.adopt(11, launch, Started(mechanism="docker")) is True
+    [(attempt_id, facts)] = wait_end(executor, waker)
+    assert (attempt_id, seen.exit_code, facts.exit_code) == (11, 3, 3)
+    assert Path(launch.stdout_path).read_text() == "once\n"  # copied afresh, not twice
+    with pytest.raises(docker.errors.NotFound):
+        api.inspect_container(started.ref)
+
+
+def test_a_container_of_another_state_directory_is_never_adopted(
+    docker_url: str, executor: DockerExecutor, docker_image: str, tmp_path: Path, api: Any
+) -> None:
+    launch = make_launch(tmp_path, docker_image, "sleep", "30", attempt_id=12)
+    other = DockerExecutor(None, base_url=docker_url, state_dir=str(tmp_path / "other"))
+    started = other.start(launch)
+    try:
+        assert executor.adopt(12, launch, Started(mechanism="docker")) is False  # same attempt id
+        assert executor.running() == []
+    finally:
+        other.close()
+        api.remove_container(started.ref, force=True)
