@@ -35,8 +35,9 @@ from labrun.model import DockerOptions, Launch
 def one_executor_task(ex: DockerExecutor, waker: Waker, launch: Launch) -> float:
     begun = time.perf_counter()
     ex.start(launch)
-    while not ex.finished():
+    while not (ended := ex.finished()):
         waker.wait(30)
+    ex.committed([attempt_id for attempt_id, _ in ended])  # as the runner does: removes it
     return time.perf_counter() - begun
 
 
@@ -69,9 +70,9 @@ def main() -> int:
     url = args.url or dockerd.find_or_start_daemon()
     image = dockerd.ensure_image(url, args.image)
     waker = Waker()
-    ex = DockerExecutor(waker, base_url=url)
     ours = theirs = 0.0
     with tempfile.TemporaryDirectory() as workdir:
+        ex = DockerExecutor(waker, base_url=url, state_dir=workdir)
         for i in range(-3, args.n):  # three warm-up rounds, not counted
             launch = launch_for(i + 10, workdir, image, init=not args.no_init)
             a, b = one_executor_task(ex, waker, launch), one_cli_run(docker_cli, url, image)

@@ -24,6 +24,7 @@ from labrun.errors import NothingToRerun, PreflightFailed, UsageError
 from labrun.executors.base import Waker
 from labrun.expand import instances
 from labrun.fit import shorten_middle
+from labrun.gc import sweep_leftovers
 from labrun.learned import Learner, node_max
 from labrun.lock import JobLock
 from labrun.outcome import Stop
@@ -148,6 +149,7 @@ def run_job(job_path: str, lab: LabConfig, options: RunOptions) -> RunResult:
             else:
                 stored, excused = runnable, _follow_edits(store, paths, previous, job, options, now)
             reopened = reopen(store, previous, now)
+            _sweep_leftovers(store, lab, options)
             return _drive(store, paths, stored, reopened, lab, options, reconcile, excused)
         if options.resume and not options.quiet:
             _say_nothing_to_resume(store, job)
@@ -205,6 +207,16 @@ def _follow_edits(
                 flush=True,
             )
     return job_edits.excused(store.tasks(run.id), expected)
+
+
+def _sweep_leftovers(store: Store, lab: LabConfig, options: RunOptions) -> None:
+    """What earlier runners of this state directory left (containers whose end was recorded
+    but that were not removed yet) goes before the resume; say what went."""
+    removed, problems = sweep_leftovers(store, lab)
+    if removed and not options.quiet:
+        print(f"labrun: removed what an earlier runner left: {'; '.join(removed)}", flush=True)
+    for problem in problems:
+        print(f"labrun: {problem}", file=sys.stderr, flush=True)
 
 
 def _learned_line(learned: list[tuple[str, str]]) -> str:

@@ -400,20 +400,27 @@ def gc(
     ] = "30d",
     config: ConfigOpt = None,
 ) -> int:
-    """Remove old finished runs (rows and logs); never a running one. Example: labrun gc --older-than 30d"""
+    """Remove old finished runs (rows and logs), never a running one, and containers no open
+    attempt owns. Example: labrun gc --older-than 30d"""
     from labrun.app import open_store
     from labrun.errors import UsageError
-    from labrun.gc import collect
+    from labrun.gc import collect, sweep_leftovers
     from labrun.units import format_size, parse_duration
 
     try:
         age = parse_duration(older_than)
     except ValueError as exc:
         raise UsageError(f"--older-than {older_than!r}: {exc}") from None
-    store, paths = open_store(_lab(config))
+    lab = _lab(config)
+    store, paths = open_store(lab)
     done = collect(store, paths, age, time.time())
     left = f", {done.cgroups} cgroup(s) that dead runners left" if done.cgroups else ""
     print(f"removed {done.runs} run(s), {format_size(done.bytes)} of logs{left}")
+    removed, problems = sweep_leftovers(store, lab)
+    for line in removed:
+        print(f"removed {line}: its attempt is no longer open")
+    for problem in problems:
+        print(f"labrun: {problem}", file=sys.stderr)
     return ExitCode.OK
 
 

@@ -6,7 +6,7 @@ The local executor (labrun/executors/docker.py) turns the same description into 
 SDK's keyword arguments. So the labels, the user, the mounts, the limits and the
 flags are decided here once, whichever way the container is made:
 
-    container = describe(run_id=..., task=..., image=..., argv=..., memory=..., ...)
+    container = describe(state=..., run_id=..., task=..., image=..., argv=..., memory=...)
     cli_flags(container)      # ["--label", "labrun.run=7", ..., "--memory", "268435456", ...]
     cli_run_argv(container)   # ["run", "-d", *flags, "--", image, *argv]
 
@@ -23,6 +23,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 ATTEMPT_LABEL = "labrun.attempt_id"  # what adoption and the orphan sweep look containers up by
+# The state directory's id (labrun/state_id.py): attempt ids repeat across installations, so
+# a container is ours only when it carries this label with our id, whatever its attempt id.
+STATE_LABEL = "labrun.state"
 
 
 @dataclass(frozen=True)
@@ -44,8 +47,9 @@ class Container:
     init: bool = True  # docker-init as PID 1 so signals reach the task's process group
 
 
-def labels(run_id: int, task: str, attempt: int, attempt_id: int) -> dict[str, str]:
+def labels(run_id: int, task: str, attempt: int, attempt_id: int, state: str) -> dict[str, str]:
     return {
+        STATE_LABEL: state,
         "labrun.run": str(run_id),
         "labrun.task": task,
         "labrun.attempt": str(attempt),
@@ -60,8 +64,17 @@ def init_env(init: bool) -> dict[str, str]:
     return {"TINI_KILL_PROCESS_GROUP": "1"} if init else {}
 
 
+def ours(state: str, attempt_id: int | None = None) -> dict[str, list[str]]:
+    """The daemon's `filters` for this state directory's containers (of one attempt, if given)."""
+    wanted = [f"{STATE_LABEL}={state}"]
+    if attempt_id is not None:
+        wanted.append(f"{ATTEMPT_LABEL}={attempt_id}")
+    return {"label": wanted}
+
+
 def describe(
     *,
+    state: str,
     run_id: int,
     task: str,
     attempt: int,
@@ -86,7 +99,7 @@ def describe(
     return Container(
         image=image,
         argv=tuple(argv),
-        labels=labels(run_id, task, attempt, attempt_id),
+        labels=labels(run_id, task, attempt, attempt_id, state),
         user=user or f"{os.getuid()}:{os.getgid()}",
         workdir=workdir,
         mounts=tuple(mounts),

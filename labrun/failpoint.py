@@ -3,9 +3,12 @@
 `LABRUN_FAILPOINT=NAME:N` (read once, at import) makes the runner send itself SIGKILL the
 Nth time it passes the point NAME; `NAME:N:raise` raises an internal error there instead
 (what a bug in labrun would do). Points: `claimed` (attempts claimed and committed,
-nothing spawned yet) and `spawned` (an attempt spawned, its pid not yet committed). A kill
-from outside rarely lands in those few microseconds; these are the moments a resume must
-get right. Unset (always, outside tests), a point costs one comparison.
+nothing spawned yet), `spawned` (an attempt spawned, its pid not yet committed),
+`docker-created` (a container created, not started), `ended` (ends collected from the
+executors, not yet committed) and `recorded` (ends committed, the executors not yet told,
+so a container is still there). A kill from outside rarely lands in those few
+microseconds; these are the moments a resume must get right. Unset (always, outside
+tests), a point costs one comparison.
 """
 
 from __future__ import annotations

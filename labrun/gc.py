@@ -1,7 +1,11 @@
-"""`labrun gc --older-than 30d`: forget finished runs, their rows and their logs.
+"""`labrun gc --older-than 30d`: forget finished runs, their rows and their logs; and the
+orphan sweep, which `gc` and every resume run.
 
 Only runs that ended (succeeded, failed, cancelled) before the cut are removed; a
 running or interrupted run is never touched, whatever its age, since it may be resumed.
+The sweep removes what this state directory's attempts left on the nodes (containers)
+whose attempt is not open in a run that may go on: a runner killed after recording an
+end but before removing its container, a run cancelled while its daemon was away.
 Cgroups that dead runners of this state directory left are removed too (`orphans`).
 """
 
@@ -11,8 +15,11 @@ import os
 import shutil
 from dataclasses import dataclass
 
+from labrun.backends.registry import sweep_orphans
+from labrun.config.lab import LabConfig
 from labrun.orphans import sweep_cgroups
 from labrun.paths import StatePaths
+from labrun.reads import Reads
 from labrun.store import Store
 
 
@@ -45,3 +52,9 @@ def collect(store: Store, paths: StatePaths, older_than: float, now: float) -> C
         shutil.rmtree(directory, ignore_errors=True)
         runs += 1
     return Collected(runs, freed, len(sweep_cgroups(store)))
+
+
+def sweep_leftovers(store: Reads, lab: LabConfig) -> tuple[list[str], list[str]]:
+    """Remove what attempts of this state directory left on its nodes and no open attempt
+    owns; returns (what was removed, one line each; why some backend could not look)."""
+    return sweep_orphans(lab, store.live_attempt_ids)

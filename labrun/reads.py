@@ -163,6 +163,18 @@ class Reads:
         for row in self._stream(sql, (run_id,)):
             yield attempt_row(row)
 
+    def live_attempt_ids(self) -> set[int]:
+        """Ids of the attempts still open in runs that may go on (running or interrupted):
+        what an orphan sweep must leave alone. An attempt left open in a finished run is
+        not among them: nothing will ever wait on it."""
+        states = (RunState.RUNNING.value, RunState.INTERRUPTED.value)
+        rows = self._read(
+            "SELECT a.id FROM attempts a JOIN runs r ON r.id = a.run_id"
+            " WHERE a.outcome IS NULL AND r.state IN (?, ?)",
+            states,
+        )
+        return {int(r[0]) for r in rows}
+
     # -- events -------------------------------------------------------------------------
 
     def learned(self, run_id: int) -> list[tuple[str, str]]:

@@ -143,6 +143,8 @@ class Runner:
             if due is not None and due <= now:
                 ex.tick(now)
         ended = [item for ex in self.executors.values() for item in ex.finished()]
+        if ended:
+            failpoint.reached("ended")  # ends seen, not committed: a resume must read them again
         claimed: list[Active] = []
         may_launch = self.stop is None and (self.counts[TaskState.READY] > 0 or bool(self.extra))
         if ended or self.deps.dirty(False) or (may_launch and self._slots() > 0):
@@ -155,6 +157,8 @@ class Runner:
                     claimed = self._claim_extra(now)
                     claimed += self._claim(self._ready(now), now)
                 self._settle(now)  # tasks that can never be placed fail their dependents
+        if ended:
+            self._committed([attempt_id for attempt_id, _ in ended])
         self._enforce_stops(now)
         unblocked = self._start(claimed, now)
         self.reporter.progress(dict(self.counts), now)
@@ -183,6 +187,12 @@ class Runner:
                 self.ledger.abandon(attempt, Outcome.LOST, why, now)
             for task, cause in plan.requeue:
                 self.ledger.requeue(task, cause, now)
+
+    def _committed(self, attempt_ids: list[int]) -> None:
+        """After the transaction that recorded these ends: executors may drop their records."""
+        failpoint.reached("recorded")  # committed, not yet removed: the orphan sweep's case
+        for ex in dict.fromkeys(self.executors.values()):
+            ex.committed(attempt_ids)
 
     def _settle(self, now: float) -> bool:
         """Apply what finished tasks unblock, until nothing more does; True when some task

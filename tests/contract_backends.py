@@ -115,7 +115,9 @@ def collect(executor: Executor, waker: Waker, ids: set[int] | None, limit: float
         due = executor.wake_at(now)
         if due is not None and due <= now:
             executor.tick(now)
-        found.update(executor.finished())
+        ended = executor.finished()
+        executor.committed([attempt_id for attempt_id, _ in ended])  # as the runner, after its commit
+        found.update(ended)
         left = deadline - time.monotonic()
         if (ids is not None and ids <= found.keys()) or left <= 0:
             return found
@@ -237,10 +239,11 @@ def _container_left(url: str, container: str | None) -> list[str]:
 def _docker(request: pytest.FixtureRequest) -> Backend:
     url: str = request.getfixturevalue("docker_url")
     image: str = request.getfixturevalue("docker_image")
+    state_dir = str(request.getfixturevalue("tmp_path") / "state")  # a restarted executor's too
 
     return Backend(
         "docker",
-        lambda waker: DockerExecutor(waker, base_url=url),
+        lambda waker: DockerExecutor(waker, base_url=url, state_dir=state_dir),
         options=DockerOptions(image=image),
         enforces_memory=True,
         leftovers=lambda started, closed: _container_left(url, started.ref),

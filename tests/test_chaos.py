@@ -6,8 +6,10 @@ and between the two; failpoints (`labrun.failpoint`) put kills exactly between a
 its spawn, and between a spawn and the commit of its pid. Nothing fails and the kills
 never touch the tasks, so with every attempt adopted (or its end read from its exit
 record) each task runs exactly once: that is the invariant, for commands labrun execs
-and commands run through the shell, on the process, cgroup and ssh runtimes (the ssh
-node is an sshd on loopback).
+and commands run through the shell, on the process, cgroup, docker and ssh runtimes (the
+ssh node is an sshd on loopback). Docker adds its own failpoints: a container created and
+not started, ends collected and not committed, and ends committed with their containers
+not yet removed; at the end no container of the state directory is left on the daemon.
 
 Bounded for `make test` (one seed each); `make soak` sets LABRUN_SOAK_SEEDS for more.
 """
@@ -25,6 +27,7 @@ from pathlib import Path
 import pytest
 from labrun_proc import integrity, query, run, start
 
+from labrun import state_id
 from labrun.cgroup import detect, open_existing
 
 TASKS = 20
@@ -36,8 +39,10 @@ COMMANDS = {
 }
 
 
-def job_text(runtime: str, command: str) -> str:
+def job_text(runtime: str, command: str, image: str = "") -> str:
     where = 'runtime = "process"\nnodes = ["node-a"]' if runtime == "ssh" else f'runtime = "{runtime}"'
+    if image:
+        where += f'\nimage = "{image}"'
     return f"""
 [job]
 name = "chaos"
@@ -85,7 +90,7 @@ def _kill_at(proc: subprocess.Popen[str], starts: Path, point: int, delay: float
 
 @pytest.mark.slow
 @pytest.mark.parametrize("seed", SEEDS)
-@pytest.mark.parametrize("runtime", ["process", "cgroup", "ssh"])
+@pytest.mark.parametrize("runtime", ["process", "cgroup", "docker", "ssh"])
 @pytest.mark.parametrize("kind", sorted(COMMANDS))
 def test_sigkill_the_runner_at_random_then_resume_runs_each_task_once(
     tmp_path: Path, kind: str, runtime: str, seed: int, request: pytest.FixtureRequest
@@ -100,7 +105,12 @@ def test_sigkill_the_runner_at_random_then_resume_runs_each_task_once(
         sshd_lab.start("node-a")
         write_lab(tmp_path, sshd_lab, {"node-a": "cpus = 5"}, local_cpus=1)
         config = ["--config", str(tmp_path / "labrun.toml")]
-    (tmp_path / "job.toml").write_text(job_text(runtime, COMMANDS[kind]))
+    env: dict[str, str] = {}
+    image = ""
+    if runtime == "docker":
+        env["DOCKER_HOST"] = request.getfixturevalue("docker_url")
+        image = request.getfixturevalue("docker_image")
+    (tmp_path / "job.toml").write_text(job_text(runtime, COMMANDS[kind], image))
     state, starts, ends = tmp_path / "state", tmp_path / "starts.txt", tmp_path / "ends.txt"
     rng = random.Random(f"{kind}-{runtime}-{seed}")
     # Seeded kills: at the failpoints (the runner SIGKILLs itself right after claiming, or
@@ -112,23 +122,31 @@ def test_sigkill_the_runner_at_random_then_resume_runs_each_task_once(
         ("spawned", rng.randint(2, 5)),
     ]
     plan += [("started", rng.randint(1, 3)) for _ in range(3)]  # that many more than have started
-    kills = 0
+    if runtime == "docker":
+        for point in ("docker-created", "ended", "recorded"):
+            plan.insert(rng.randint(0, len(plan)), (point, rng.randint(1, 3)))
+    kills, outcome = 0, ""
     for i, (how, n) in enumerate(plan):
         args = ["run", "job.toml", "--plain", *config] + (["--resume"] if i else [])
         if how == "started":
             point = len(_lines(starts)) + n
-            kills += _kill_at(start(args, state, tmp_path), starts, point, rng.uniform(0.0, 0.04))
+            proc = start(args, state, tmp_path, **env)
+            killed = _kill_at(proc, starts, point, rng.uniform(0.0, 0.04))
         else:
-            done = run(args, state, tmp_path, LABRUN_FAILPOINT=f"{how}:{n}")
-            kills += done.returncode == -signal.SIGKILL
+            done = run(args, state, tmp_path, LABRUN_FAILPOINT=f"{how}:{n}", **env)
+            killed, outcome = done.returncode == -signal.SIGKILL, done.stdout + done.stderr
         assert integrity(state) == "ok"
+        if not killed:  # the run ended: a further `--resume` would start a new run of every task
+            break
+        kills += 1
     assert kills >= 4, "the job finished before most kill points: the test proves little"
     for _ in range(3):
-        done = run(["run", "job.toml", "--plain", "--resume", *config], state, tmp_path)
-        if done.returncode == 0:
+        if query(state, "SELECT state FROM runs") == [("succeeded",)]:
             break
-    assert done.returncode == 0, done.stdout + done.stderr
-    assert "Traceback" not in done.stderr
+        done = run(["run", "job.toml", "--plain", "--resume", *config], state, tmp_path, **env)
+        outcome = done.stdout + done.stderr
+    assert query(state, "SELECT state FROM runs") == [("succeeded",)], outcome
+    assert "Traceback" not in outcome
 
     names = {f"t[{i}]" for i in range(TASKS)}
     began, finished = collections.Counter(_lines(starts)), collections.Counter(_lines(ends))
@@ -148,3 +166,17 @@ def test_sigkill_the_runner_at_random_then_resume_runs_each_task_once(
         names = [str(ref) for (ref,) in refs]
         left = [name for name in names if open_existing(detect(), name) is not None]
         assert not left, f"{len(left)} of {len(names)} cgroups left after the final resume: {left[:3]}"
+    if runtime == "docker":
+        assert _containers_of(env["DOCKER_HOST"], state) == [], "a container outlived the run"
+
+
+def _containers_of(url: str, state: Path) -> list[str]:
+    """The state directory's containers on the daemon, running or not."""
+    import docker
+
+    client = docker.APIClient(base_url=url, version="auto")
+    try:
+        found = client.containers(all=True, filters={"label": f"labrun.state={state_id.read(str(state))}"})
+    finally:
+        client.close()
+    return [f"{c['Id'][:12]} {c['State']} {c['Labels'].get('labrun.task')}" for c in found]

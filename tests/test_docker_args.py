@@ -24,7 +24,7 @@ from test_ssh_nodes import write_lab
 
 from labrun import docker_args
 from labrun.cgroup import detect
-from labrun.executors.docker import container_for, sdk_kwargs
+from labrun.executors.docker_create import container_for, sdk_kwargs
 from labrun.executors.ssh import start_request
 from labrun.model import DockerOptions, Launch, Runtime, options_wire
 from labrun.ssh import remote_docker
@@ -65,11 +65,13 @@ def test_typed_options_round_trip_to_the_agent(tmp_path: Path) -> None:
     wire = json.loads(json.dumps(start_request(launch, Runtime.DOCKER, "r7-a42")))
     assert wire["runtime"] == "docker"
     assert wire["options"] == {"runtime": "docker", "image": "img:1", **options}
-    assert remote_docker.container_of(wire) == container_for(launch)
+    assert remote_docker.container_of(wire) == container_for(launch, "")
 
 
 def test_the_sdk_kwargs_and_the_cli_argv_say_the_same(tmp_path: Path) -> None:
-    container = container_for(docker_launch(tmp_path, "img:1", shared=str(tmp_path / "s"), network="none"))
+    container = container_for(
+        docker_launch(tmp_path, "img:1", shared=str(tmp_path / "s"), network="none"), "0123abcd"
+    )
     create, host = sdk_kwargs(container)
     argv = docker_args.cli_run_argv(container)
     flags: dict[str, list[str]] = {}
@@ -137,7 +139,9 @@ def test_a_container_made_by_the_sdk_and_by_the_cli_is_the_same(
     if docker_cli is None:
         pytest.skip("the docker CLI is not installed; run `sudo tests/setup-system.sh`")
     launch = docker_launch(tmp_path, docker_image, shared=str(tmp_path / "shared"), network="none")
-    container = docker_args.Container(**{**container_for(launch).__dict__, "gpus": ()})  # no GPU here
+    container = docker_args.Container(
+        **{**container_for(launch, "0123abcd").__dict__, "gpus": ()}
+    )  # no GPU here
     create, host = sdk_kwargs(container)
     by_sdk = str(api.create_container(**create, host_config=api.create_host_config(**host))["Id"])
     env = docker_args.cli_environment(container, {**os.environ, "DOCKER_HOST": docker_url})

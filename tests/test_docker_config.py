@@ -6,7 +6,8 @@ from typing import Any
 
 import pytest
 
-from labrun.executors.docker import DockerExecutor, container_for, sdk_kwargs
+from labrun.executors.docker import DockerExecutor
+from labrun.executors.docker_create import container_for, sdk_kwargs
 from labrun.model import DockerOptions, Launch, LaunchError
 
 
@@ -29,7 +30,7 @@ def launch(gpus: tuple[int, ...] = (), **options: Any) -> Launch:
 
 
 def host_args(launch: Launch) -> dict[str, Any]:
-    return sdk_kwargs(container_for(launch))[1]
+    return sdk_kwargs(container_for(launch, "0123abcd"))[1]
 
 
 def test_memory_swap_equals_memory_and_cpus_are_nano() -> None:
@@ -54,15 +55,15 @@ def test_privileged_network_and_gpus_when_asked() -> None:
 
 
 def test_workdir_and_shared_are_mounted_at_the_same_path() -> None:
-    assert container_for(launch(shared="/s")).mounts == ("/w", "/s")
-    assert container_for(launch(shared="/w")).mounts == ("/w",)
+    assert container_for(launch(shared="/s"), "0123abcd").mounts == ("/w", "/s")
+    assert container_for(launch(shared="/w"), "0123abcd").mounts == ("/w",)
     binds = host_args(launch(shared="/s"))["binds"]
     assert binds == {"/w": {"bind": "/w", "mode": "rw"}, "/s": {"bind": "/s", "mode": "rw"}}
 
 
 def test_unreachable_daemon_names_socket_and_fix(tmp_path: object) -> None:
     url = "unix:///tmp/labrun-no-such-dockerd.sock"
-    ex = DockerExecutor(None, base_url=url)
+    ex = DockerExecutor(None, base_url=url, state_dir=str(tmp_path))
     with pytest.raises(LaunchError, match=r"labrun-no-such-dockerd\.sock.*dockerd -H"):
         ex.start(launch())
     ex.close()
@@ -70,4 +71,4 @@ def test_unreachable_daemon_names_socket_and_fix(tmp_path: object) -> None:
 
 def test_missing_image_option_is_a_launch_error() -> None:
     with pytest.raises(LaunchError, match="needs an `image`"):
-        DockerExecutor().start(launch(image=""))
+        DockerExecutor(state_dir="/nonexistent").start(launch(image=""))

@@ -13,6 +13,7 @@ from typing import Any
 import docker
 import pytest
 
+from labrun import state_id
 from labrun.executors.base import Waker
 from labrun.executors.docker import DockerExecutor
 from labrun.model import DockerOptions, Facts, Launch, LaunchError, Started
@@ -28,8 +29,14 @@ def waker() -> Iterator[Waker]:
 
 
 @pytest.fixture
-def executor(docker_url: str, waker: Waker) -> Iterator[DockerExecutor]:
-    ex = DockerExecutor(waker, base_url=docker_url)
+def state_dir(tmp_path: Path) -> str:
+    """The state directory whose id labels the test's containers."""
+    return str(tmp_path / "state")
+
+
+@pytest.fixture
+def executor(docker_url: str, waker: Waker, state_dir: str) -> Iterator[DockerExecutor]:
+    ex = DockerExecutor(waker, base_url=docker_url, state_dir=state_dir)
     yield ex
     # Kill and collect what a test left running, so no container or cgroup outlives it.
     for attempt_id in ex.running():
@@ -72,11 +79,16 @@ def make_launch(
     )
 
 
-def wait_end(ex: DockerExecutor, waker: Waker, timeout: float = 30.0) -> list[tuple[int, Facts]]:
+def wait_end(
+    ex: DockerExecutor, waker: Waker, timeout: float = 30.0, commit: bool = True
+) -> list[tuple[int, Facts]]:
+    """The next ends; `commit`: then told committed, as the runner does after its transaction."""
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         done = ex.finished()
         if done:
+            if commit:
+                ex.committed([attempt_id for attempt_id, _ in done])
             return done
         waker.wait(deadline - time.monotonic())
     raise AssertionError(f"no attempt ended within {timeout}s")
@@ -165,11 +177,12 @@ def test_image_tar_without_the_image_says_so(
 
 
 def test_labels_user_limits_and_no_privilege(
-    executor: DockerExecutor, docker_image: str, tmp_path: Path, api: Any
+    executor: DockerExecutor, docker_image: str, tmp_path: Path, api: Any, state_dir: str
 ) -> None:
     started = executor.start(make_launch(tmp_path, docker_image, "sleep", "30", attempt_id=42))
     info = api.inspect_container(started.ref)
     assert info["Config"]["Labels"] == {
+        "labrun.state": state_id.read(state_dir),  # made by the first start, 0600
         "labrun.run": "7",
         "labrun.task": "t",
         "labrun.attempt": "1",
@@ -181,6 +194,7 @@ def test_labels_user_limits_and_no_privilege(
     assert host["Privileged"] is False
     assert host["NetworkMode"] != "host"
     assert started.mechanism == "docker"
+    assert os.stat(state_id.path_of(state_dir)).st_mode & 0o777 == 0o600
 
 
 def test_files_in_workdir_are_owned_by_the_mapped_user(
@@ -221,6 +235,7 @@ def test_exit_wakes_the_waker(
     while not (done := executor.finished()) and time.monotonic() < deadline:
         waker.wait(deadline - time.monotonic())
     assert [a for a, _ in done] == [1]
+    executor.committed([1])
 
 
 def test_missing_outputs_after_exit_zero(
@@ -235,10 +250,10 @@ def test_missing_outputs_after_exit_zero(
 
 
 def test_adopt_finds_container_started_by_another_executor(
-    docker_url: str, executor: DockerExecutor, waker: Waker, docker_image: str, tmp_path: Path
+    docker_url: str, executor: DockerExecutor, waker: Waker, docker_image: str, tmp_path: Path, state_dir: str
 ) -> None:
     launch = make_launch(tmp_path, docker_image, "sh", "-c", "sleep 1; exit 5", attempt_id=9)
-    first = DockerExecutor(None, base_url=docker_url)
+    first = DockerExecutor(None, base_url=docker_url, state_dir=state_dir)
     started = first.start(launch)
     first.close()  # the first runner "crashed"; its container keeps running
     assert executor.adopt(9, launch, Started(mechanism="docker")) is True  # found by label
@@ -302,3 +317,44 @@ def test_container_the_daemon_refuses_is_a_launch_error(
     with pytest.raises(LaunchError, match=r"did not start: network no-such-network not found"):
         executor.start(launch)
     assert executor.running() == []
+
+
+def test_an_end_not_committed_is_reported_again_after_a_restart(
+    docker_url: str,
+    executor: DockerExecutor,
+    waker: Waker,
+    docker_image: str,
+    tmp_path: Path,
+    api: Any,
+    state_dir: str,
+) -> None:
+    """`finished` keeps the container (the attempt's exit record) until `committed`: a runner
+    that died in between leaves it, and the next executor reads the same end from it."""
+    launch = make_launch(tmp_path, docker_image, "sh", "-c", "echo once; exit 3", attempt_id=11)
+    first_waker = Waker()
+    first = DockerExecutor(first_waker, base_url=docker_url, state_dir=state_dir)
+    started = first.start(launch)
+    [(_, seen)] = wait_end(first, first_waker, commit=False)
+    first.close()  # died before its commit
+    first_waker.close()
+    assert api.inspect_container(started.ref)["State"]["Status"] == "exited"
+    assert executor.adopt(11, launch, Started(mechanism="docker")) is True
+    [(attempt_id, facts)] = wait_end(executor, waker)
+    assert (attempt_id, seen.exit_code, facts.exit_code) == (11, 3, 3)
+    assert Path(launch.stdout_path).read_text() == "once\n"  # copied afresh, not twice
+    with pytest.raises(docker.errors.NotFound):
+        api.inspect_container(started.ref)
+
+
+def test_a_container_of_another_state_directory_is_never_adopted(
+    docker_url: str, executor: DockerExecutor, docker_image: str, tmp_path: Path, api: Any
+) -> None:
+    launch = make_launch(tmp_path, docker_image, "sleep", "30", attempt_id=12)
+    other = DockerExecutor(None, base_url=docker_url, state_dir=str(tmp_path / "other"))
+    started = other.start(launch)
+    try:
+        assert executor.adopt(12, launch, Started(mechanism="docker")) is False  # same attempt id
+        assert executor.running() == []
+    finally:
+        other.close()
+        api.remove_container(started.ref, force=True)

@@ -10,7 +10,11 @@ values, and for its nodes supplies:
     rows(lab, nodes)            -> one `NodeRow` per node for `labrun nodes`
     control(lab, node)          -> a `NodeControl`: signal, find and sweep attempts
                                    without a runner (`labrun cancel` of a dead runner's
-                                   run; the orphan sweep)
+                                   run)
+    sweep_orphans(lab, nodes, live)
+                                -> remove what this state directory's attempts left on
+                                   these nodes (containers...) unless `live()` holds their
+                                   attempt id; one line per thing removed (resume, gc)
 
 Adoption after a runner restart is the executors' (`Executor.adopt`), which `connect`
 returns. The registry (`registry.py`) is the only list of backends: the runner, app and
@@ -22,7 +26,7 @@ from __future__ import annotations
 import abc
 import signal
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -135,3 +139,12 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def control(self, lab: LabConfig, node: NodeConfig) -> NodeControl:
         """Reach the node's attempts without a runner."""
+
+    def sweep_orphans(
+        self, lab: LabConfig, nodes: Sequence[NodeConfig], live: Callable[[], Collection[int]]
+    ) -> list[str]:
+        """Remove what attempts of this state directory (`lab.state_dir`) left on these nodes
+        whose attempt is not open any more; one description per thing removed. `live()`
+        gives the open attempt ids: call it AFTER listing what exists, so that something a
+        live runner made just now (its attempt committed before it was made) is kept."""
+        return []

@@ -10,7 +10,7 @@ The node exists without a table. Executors are cheap to build: the cgroup execut
 detects its mechanism on its first start, the Docker executor connects on its first
 start. Without a runner, attempts are found by what the store recorded: a process group
 by pid and start time (so a reused pid is not mistaken), a cgroup by name, a container
-by its attempt label.
+by its labels (this state directory's id and the attempt id; local_docker.py).
 """
 
 from __future__ import annotations
@@ -18,18 +18,18 @@ from __future__ import annotations
 import contextlib
 import os
 import signal
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, ClassVar
 
 from labrun.backends.base import Backend, Connection, NodeControl, NodeRow
+from labrun.backends.local_docker import Containers
 from labrun.config.job import JobSpec
 from labrun.config.lab import LabConfig, NodeConfig, NodeSpec, local_capacity
 from labrun.config.schema import Key
 from labrun.executors.base import Executor, Waker
 from labrun.executors.cgroup import CgroupExecutor
 from labrun.executors.docker import DockerExecutor
-from labrun.executors.docker_daemon import ATTEMPT_LABEL
 from labrun.executors.process import ProcessExecutor, alive
 from labrun.model import Runtime
 from labrun.preflight.core import Check
@@ -76,11 +76,11 @@ class LocalNode(NodeConfig):
         return NodeSpec(self.name, self.cpus, self.memory, self.runtimes, self.gpus)
 
 
-def _makers(waker: Waker) -> Mapping[Runtime, Callable[[], Executor]]:
+def _makers(waker: Waker, state_dir: str) -> Mapping[Runtime, Callable[[], Executor]]:
     return {
         Runtime.PROCESS: lambda: ProcessExecutor(waker),
         Runtime.CGROUP: lambda: CgroupExecutor(waker),
-        Runtime.DOCKER: lambda: DockerExecutor(waker),
+        Runtime.DOCKER: lambda: DockerExecutor(waker, state_dir=state_dir),
     }
 
 
@@ -107,7 +107,7 @@ class LocalBackend(Backend):
         )
 
     def connect(self, lab: LabConfig, nodes: Sequence[NodeConfig], waker: Waker) -> Connection:
-        makers = _makers(waker)
+        makers = _makers(waker, lab.state_dir)
         connection = Connection()
         for node in nodes:
             spec = node.declared()
@@ -125,7 +125,20 @@ class LocalBackend(Backend):
         return [NodeRow(s.name, self.name, "online", s.cpus, s.memory, s.gpus, s.runtimes) for s in specs]
 
     def control(self, lab: LabConfig, node: NodeConfig) -> NodeControl:
-        return LocalControl()
+        return LocalControl(lab.state_dir)
+
+    def sweep_orphans(
+        self, lab: LabConfig, nodes: Sequence[NodeConfig], live: Callable[[], Collection[int]]
+    ) -> list[str]:
+        """Containers of this state directory whose attempt is not open (its runner died
+        after recording the end, or the run finished): removed, with their cgroup parents."""
+        if not any(isinstance(n, LocalNode) and Runtime.DOCKER in n.runtimes for n in nodes):
+            return []
+        containers = Containers(lab.state_dir)
+        try:
+            return containers.orphans(live)
+        finally:
+            containers.close()
 
 
 def _group_alive(attempt: AttemptRow) -> bool:
@@ -135,27 +148,14 @@ def _group_alive(attempt: AttemptRow) -> bool:
 class LocalControl(NodeControl):
     """This machine's attempts: process groups (and their cgroups) and Docker containers."""
 
-    def __init__(self, base_url: str | None = None) -> None:
-        self._base_url = base_url
-        self._api: Any = None
-
-    def _docker(self) -> Any:
-        if self._api is None:
-            from labrun.executors.docker_daemon import connect
-
-            self._api = connect(self._base_url, timeout=30.0)
-        return self._api
-
-    def _containers(self, attempt: AttemptRow, everything: bool) -> list[str]:
-        """Containers labelled with the attempt's id (running ones only unless `everything`)."""
-        found = self._docker().containers(all=everything, filters={"label": f"{ATTEMPT_LABEL}={attempt.id}"})
-        return [str(c["Id"]) for c in found]
+    def __init__(self, state_dir: str, base_url: str | None = None) -> None:
+        self._containers = Containers(state_dir, base_url)
 
     def running(self, attempts: Sequence[AttemptRow]) -> list[int]:
         out = []
         for attempt in attempts:
             if attempt.runtime is Runtime.DOCKER:
-                if self._containers(attempt, everything=False):
+                if self._containers.of(attempt.id, everything=False):
                     out.append(attempt.id)
             elif _group_alive(attempt):
                 out.append(attempt.id)
@@ -164,32 +164,16 @@ class LocalControl(NodeControl):
     def signal(self, attempts: Sequence[AttemptRow], signum: int) -> None:
         for attempt in attempts:
             if attempt.runtime is Runtime.DOCKER:
-                self._kill_containers(attempt, signum)
+                self._containers.kill(attempt.id, signum)
             elif _group_alive(attempt):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
                     os.killpg(attempt.pid or 0, signum)
-
-    def _kill_containers(self, attempt: AttemptRow, signum: int) -> None:
-        import docker.errors
-
-        for container in self._containers(attempt, everything=False):
-            with contextlib.suppress(docker.errors.APIError):  # it ended meanwhile
-                self._docker().kill(container, signal=int(signum))
-
-    def _remove_containers(self, attempt: AttemptRow) -> list[str]:
-        import docker.errors
-
-        found = self._containers(attempt, everything=True)
-        for container in found:
-            with contextlib.suppress(docker.errors.NotFound):
-                self._docker().remove_container(container, force=True)
-        return [f"container {c[:12]} of attempt {attempt.id}" for c in found]
 
     def sweep(self, attempts: Sequence[AttemptRow]) -> list[str]:
         found = []
         for attempt in attempts:
             if attempt.runtime is Runtime.DOCKER:
-                found += self._remove_containers(attempt)
+                found += self._containers.remove(attempt.id)
                 continue
             if _group_alive(attempt):
                 with contextlib.suppress(ProcessLookupError, PermissionError):
@@ -200,8 +184,7 @@ class LocalControl(NodeControl):
         return found
 
     def close(self) -> None:
-        if self._api is not None:
-            self._api.close()
+        self._containers.close()
 
 
 def _remove_cgroup(attempt: AttemptRow) -> list[str]:

@@ -13,7 +13,7 @@ Nodes come in backend order, so the local node is first (task 0 runs there).
 from __future__ import annotations
 
 import difflib
-from collections.abc import Callable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Collection, Iterator, Mapping, Sequence
 from typing import Any
 
 from labrun.backends.base import Backend, Connection, NodeControl, NodeRow, stop_attempts
@@ -180,6 +180,20 @@ def sweep_attempts(lab: LabConfig, attempts: Sequence[AttemptRow]) -> tuple[list
     Returns what was found and one message per node that could not be reached."""
     found: list[str] = []
     messages = _each_node(lab, attempts, lambda control, mine: found.extend(control.sweep(mine)))
+    return found, messages
+
+
+def sweep_orphans(lab: LabConfig, live: Callable[[], Collection[int]]) -> tuple[list[str], list[str]]:
+    """Remove, on every node, what this state directory's attempts left and no open attempt
+    owns (`Backend.sweep_orphans`). Returns what was removed and one message per backend
+    that could not look."""
+    found: list[str] = []
+    messages: list[str] = []
+    for backend, nodes in _by_backend(lab.nodes):
+        try:
+            found += backend.sweep_orphans(lab, nodes, live)
+        except Exception as exc:  # one unreachable daemon must not stop a resume
+            messages.append(f"{backend.name} nodes: leftovers were not looked for: {exc}")
     return found, messages
 
 

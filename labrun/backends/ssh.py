@@ -16,6 +16,7 @@ from collections.abc import Mapping, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
+from labrun import state_id
 from labrun.backends.base import Backend, Connection, NodeControl, NodeRow
 from labrun.config.job import JobSpec
 from labrun.config.lab import LabConfig, NodeConfig
@@ -57,13 +58,16 @@ class SshBackend(Backend):
         """Each node's first runtime gets its SshExecutor (the one that polls the node); each
         further runtime an SshRuntime that starts attempts through it."""
         connection = Connection()
+        # Labels the nodes' containers when this state directory has an id (it made a
+        # container here); the agent finds them by its own records, never by label.
+        state = state_id.read(lab.state_dir) or ""
         for found in connect_all(lab, _ssh_nodes(nodes)):
             if found.session is None:
                 connection.problems.append(f"node {found.spec.name} is left out of this run: {found.error}")
                 continue
             first, *others = found.spec.runtimes
             executor = SshExecutor(
-                found.session, lost_after=found.spec.lost_after, waker=waker, runtime=first
+                found.session, lost_after=found.spec.lost_after, waker=waker, runtime=first, state=state
             )
             connection.executors[(found.spec.name, first)] = executor
             for runtime in others:  # one agent session per node; the SshExecutor polls for all

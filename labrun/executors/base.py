@@ -2,7 +2,8 @@
 
 An executor runs attempts of one runtime on one node. The runner gives it a `Launch`,
 gets back a `Started` (what identifies the attempt if the runner must find it again),
-and later collects `Facts` from `finished()`. Executors report what they observed and
+later collects `Facts` from `finished()`, and calls `committed()` once the store holds
+them. Executors report what they observed and
 nothing more: exit code, signal, OOM-kill counter, peak memory, CPU time, missing
 outputs. `outcome.classify` turns facts into an outcome.
 
@@ -17,6 +18,7 @@ from __future__ import annotations
 import abc
 import os
 import selectors
+from collections.abc import Sequence
 
 from labrun.model import Facts, Launch, Runtime, Started
 
@@ -94,6 +96,12 @@ class Executor(abc.ABC):
     @abc.abstractmethod
     def finished(self) -> list[tuple[int, Facts]]:
         """(attempt_id, facts) for each attempt that ended since the last call. Never blocks."""
+
+    def committed(self, attempt_ids: Sequence[int]) -> None:  # noqa: B027 - optional
+        """The runner committed the ends of these attempts (ids `finished()` returned; others
+        are ignored): what an executor keeps as an attempt's exit record until then (a
+        container) may go now. Until this call, a fresh executor's `adopt` after a runner
+        crash must still find the attempt and report the same end."""
 
     @abc.abstractmethod
     def signal(self, attempt_id: int, signum: int) -> None:

@@ -1,14 +1,18 @@
 """`runtime = "docker"`: each attempt in its own container, through the `docker` SDK.
 
-It takes `model.DockerOptions`. What the container is (labels, user, mounts, limits,
-network, GPUs, init) is decided by `labrun.docker_args.describe`, the same builder the
-agent uses on SSH nodes; `sdk_kwargs` only turns that description into the SDK's
-keyword arguments.
+It takes `model.DockerOptions`; the container is described and created by
+`docker_create`. Every container carries the state directory's id (`labrun.state`,
+labrun/state_id.py) beside its attempt id, and the executor sees, adopts and signals
+only containers with its own id: another installation on the same daemon has the same
+attempt ids.
 
-The container is not auto-removed: its exit code and `State.OOMKilled` are read, and its
-logs copied, before labrun removes it. Peak memory is not recorded: the container's
-cgroup is gone by the time it is inspected, and sampling stats while it runs costs a
-stream per container (see `finished`).
+The container is the attempt's exit record, so it outlives the runner until its outcome
+is committed: `finished` reads its exit code and `State.OOMKilled` and copies its logs,
+and only `committed` (called by the runner after the transaction that recorded the end)
+removes it. A runner killed in between leaves the container, and the resume reads the
+real exit from it instead of recording the attempt `lost`. A container that was created
+but not started when a runner died is started by the resume that adopts it (`docker
+start` of a started container does nothing, so it never runs twice).
 """
 
 from __future__ import annotations
@@ -18,14 +22,16 @@ import os
 import threading
 import time
 import uuid
+from collections.abc import Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
-from labrun import attempt_facts, docker_args, private
-from labrun.docker_args import ATTEMPT_LABEL
+from labrun import attempt_facts, docker_args, failpoint, private, state_id
+from labrun.docker_args import ATTEMPT_LABEL, STATE_LABEL
 from labrun.executors import docker_cgroup
 from labrun.executors.base import Executor, Waker
-from labrun.executors.docker_daemon import DieWatcher, connect, daemon_url, unreachable_message
+from labrun.executors.docker_create import Creator, container_for
+from labrun.executors.docker_daemon import DieWatcher, connect, daemon_url
 from labrun.model import DockerOptions, Facts, Launch, LaunchError, Runtime, Started, options_for
 
 
@@ -37,74 +43,23 @@ class _Tracked:
     signalled: int | None = None
 
 
-def container_for(launch: Launch) -> docker_args.Container:
-    """The attempt's container, described by the builder the agent on SSH nodes uses too."""
-    options = options_for(launch, DockerOptions)
-    return docker_args.describe(
-        run_id=launch.run_id,
-        task=launch.task_name,
-        attempt=launch.attempt,
-        attempt_id=launch.attempt_id,
-        image=options.image,
-        argv=launch.argv,
-        env=dict(launch.env),
-        workdir=launch.workdir,
-        memory=launch.memory,
-        cpus=launch.cpus,
-        gpus=launch.gpus,
-        shared=options.shared,
-        user=options.user,
-        privileged=options.privileged,
-        network=options.network,
-        init=options.init,
-    )
-
-
-def sdk_kwargs(c: docker_args.Container) -> tuple[dict[str, Any], dict[str, Any]]:
-    """(`APIClient.create_container` kwargs without host_config, `create_host_config` kwargs)."""
-    import docker.types
-
-    create = {
-        "image": c.image,
-        "command": list(c.argv),
-        "environment": dict(c.env),
-        "working_dir": c.workdir,
-        "user": c.user,
-        "labels": dict(c.labels),
-        "volumes": list(c.mounts),
-    }
-    host: dict[str, Any] = {
-        "binds": {path: {"bind": path, "mode": "rw"} for path in c.mounts},
-        "privileged": c.privileged,
-        "init": c.init,
-    }
-    if c.memory > 0:
-        host["mem_limit"] = c.memory
-        host["memswap_limit"] = c.memory
-    if c.cpus > 0:
-        host["nano_cpus"] = int(c.cpus * 1e9)
-    if c.gpus:
-        host["device_requests"] = [
-            docker.types.DeviceRequest(device_ids=list(c.gpus), capabilities=[["gpu"]])
-        ]
-    if c.network:
-        host["network_mode"] = c.network
-    return create, host
-
-
 class DockerExecutor(Executor):
-    """Runs attempts as containers on one Docker daemon (DOCKER_HOST or the default socket)."""
+    """Runs attempts as containers on one Docker daemon (DOCKER_HOST or the default socket),
+    for the state directory `state_dir` (its id labels every container)."""
 
     runtime = Runtime.DOCKER
 
-    def __init__(self, waker: Waker | None = None, base_url: str | None = None) -> None:
+    def __init__(self, waker: Waker | None = None, base_url: str | None = None, *, state_dir: str) -> None:
         self._waker = waker
         self._base_url = base_url
+        self._state_dir = state_dir
+        self._state = ""  # the state directory's id, read (or made) on first use
         self._client: Any = None
         self._watcher: DieWatcher | None = None
+        self._creator = Creator(self.url)
         self._lock = threading.Lock()
         self._tracked: dict[int, _Tracked] = {}
-        self._loaded_tars: set[str] = set()
+        self._ended: dict[int, _Tracked] = {}  # collected, removed once their end is committed
         self._cgroup_version: str | None = None  # set when per-container parents work here
         self._stale_parents: list[str] = []
 
@@ -115,26 +70,36 @@ class DockerExecutor(Executor):
     def _api(self) -> Any:
         # Connected on first use: building an executor must not need a running daemon.
         if self._client is None:
+            self._state = self._state_id()
             self._client = connect(self._base_url)
-            self._watcher = DieWatcher(self._base_url, self._waker)
+            self._watcher = DieWatcher(self._base_url, self._waker, f"{STATE_LABEL}={self._state}")
             info = self._client.info()
             version = str(info.get("CgroupVersion") or "1")
             if docker_cgroup.usable(str(info.get("CgroupDriver")), version, self.url):
                 self._cgroup_version = version
         return self._client
 
+    def _state_id(self) -> str:
+        try:
+            return state_id.ensure(self._state_dir)
+        except OSError as exc:
+            raise LaunchError(
+                f"cannot record the state directory's id in {state_id.path_of(self._state_dir)} "
+                f"({exc.strerror or exc}); make {self._state_dir} writable by this user"
+            ) from None
+
     def start(self, launch: Launch) -> Started:
-        container = container_for(launch)
-        image = container.image
+        image = options_for(launch, DockerOptions).image
         if not image:
             raise LaunchError(f"task {launch.task_name!r}: runtime docker needs an `image`")
         api = self._api()
         parent = None
         if self._cgroup_version is not None:
             parent = docker_cgroup.parent_for(launch.run_id, launch.attempt_id, uuid.uuid4().hex[:8])
-        ident = self._create(api, launch, container, parent)
+        ident = self._creator.create(api, launch, container_for(launch, self._state), parent)
         with self._lock:
             self._tracked[launch.attempt_id] = _Tracked(launch, ident, parent)
+        failpoint.reached("docker-created")  # a resume finds it `Created` and starts it
         try:
             api.start(ident)
         except Exception as exc:
@@ -147,73 +112,6 @@ class DockerExecutor(Executor):
                 f"task {launch.task_name!r}: container from {image} did not start: {why}"
             ) from exc
         return Started(ref=ident, mechanism="docker")
-
-    def _create(self, api: Any, launch: Launch, container: docker_args.Container, parent: str | None) -> str:
-        import docker.errors
-
-        image = container.image
-        kwargs, host_args = sdk_kwargs(container)
-        if parent is not None:
-            host_args["cgroup_parent"] = parent
-        kwargs["host_config"] = api.create_host_config(**host_args)
-        try:
-            return self._create_once(api, launch, kwargs)
-        except docker.errors.ImageNotFound:
-            if not self._load_tar(api, launch, image):
-                raise LaunchError(self._missing_image(launch, image)) from None
-        try:
-            return self._create_once(api, launch, kwargs)
-        except docker.errors.ImageNotFound:
-            tar = options_for(launch, DockerOptions).image_tar
-            raise LaunchError(
-                f"task {launch.task_name!r}: loaded {tar} but it does not contain image "
-                f"{image}; check the tag with `docker load -i {tar}` and `docker images`"
-            ) from None
-
-    def _create_once(self, api: Any, launch: Launch, kwargs: dict[str, Any]) -> str:
-        """Create the container; any failure but a missing image becomes a LaunchError."""
-        import docker.errors
-        import requests
-
-        try:
-            return str(api.create_container(**kwargs)["Id"])
-        except docker.errors.ImageNotFound:
-            raise
-        except docker.errors.APIError as exc:
-            raise LaunchError(
-                f"task {launch.task_name!r}: the daemon refused the container: {exc.explanation}"
-            ) from exc
-        except requests.exceptions.ConnectionError as exc:
-            raise LaunchError(unreachable_message(self.url, exc)) from exc
-
-    def _load_tar(self, api: Any, launch: Launch, image: str) -> bool:
-        """Load `image_tar` once per executor; False when there is none to load."""
-        tar = options_for(launch, DockerOptions).image_tar
-        if not tar or tar in self._loaded_tars:
-            return False
-        self._loaded_tars.add(tar)
-        try:
-            with open(tar, "rb") as data:
-                for message in api.load_image(data):
-                    if isinstance(message, dict) and message.get("error"):
-                        raise LaunchError(
-                            f"task {launch.task_name!r}: image_tar {tar} could not be loaded: "
-                            f"{message['error']}; make it with `docker save -o {tar} {image}`"
-                        )
-        except OSError as exc:
-            raise LaunchError(
-                f"task {launch.task_name!r}: image {image} is missing and image_tar {tar} "
-                f"cannot be read ({exc.strerror}); fix the path or run `docker load -i {tar}`"
-            ) from exc
-        return True
-
-    def _missing_image(self, launch: Launch, image: str) -> str:
-        tar = options_for(launch, DockerOptions).image_tar
-        if tar:
-            fix = f"`docker load -i {tar}` (it was already loaded once and did not provide it)"
-        else:
-            fix = f"`docker load -i IMAGE.tar` or `docker pull {image}`, or set image_tar"
-        return f"task {launch.task_name!r}: image {image} not found on {self.url}; run {fix}"
 
     def finished(self) -> list[tuple[int, Facts]]:
         if self._watcher is None:  # no container started yet: nothing to import or ask
@@ -236,11 +134,20 @@ class DockerExecutor(Executor):
             if facts is not None:
                 with self._lock:
                     del self._tracked[attempt_id]
+                    self._ended[attempt_id] = tracked
                 results.append((attempt_id, facts))
         return results
 
+    def committed(self, attempt_ids: Sequence[int]) -> None:
+        """The ends of these attempts are in the store: their containers may go now."""
+        with self._lock:
+            done = [t for t in (self._ended.pop(a, None) for a in attempt_ids) if t is not None]
+        for tracked in done:
+            self._remove(tracked.container)
+            self._drop_parent(tracked.cgroup_parent)
+
     def _collect(self, tracked: _Tracked) -> Facts | None:
-        """Facts about an ended container, then remove it; None while it still runs."""
+        """Facts about an ended container (kept until `committed`); None while it still runs."""
         import docker.errors
 
         api = self._api()
@@ -253,7 +160,6 @@ class DockerExecutor(Executor):
         code = int(state.get("ExitCode", -1))
         oom = bool(state.get("OOMKilled"))
         self._copy_logs(api, tracked)
-        self._remove(tracked.container)
         usage = self._usage(tracked.cgroup_parent)
         return Facts(
             exit_code=code,
@@ -271,9 +177,7 @@ class DockerExecutor(Executor):
     def _usage(self, parent: str | None) -> docker_cgroup.Usage:
         if parent is None or self._cgroup_version is None:
             return docker_cgroup.Usage(None, None)
-        usage = docker_cgroup.read_usage(parent, self._cgroup_version)
-        self._drop_parent(parent)
-        return usage
+        return docker_cgroup.read_usage(parent, self._cgroup_version)
 
     def _drop_parent(self, parent: str | None) -> None:
         """Remove a container's cgroup parent; busy ones are retried on later calls."""
@@ -283,18 +187,23 @@ class DockerExecutor(Executor):
         self._stale_parents = [p for p in pending if not docker_cgroup.remove(p, self._cgroup_version)]
 
     def _copy_logs(self, api: Any, tracked: _Tracked) -> None:
+        """The container's whole logs, written afresh: a resume after a runner died between
+        this copy and the commit copies them again, and must not append a second copy."""
         launch = tracked.launch
         streams = ((launch.stdout_path, True), (launch.stderr_path, False))
         private.makedirs(os.path.dirname(launch.stdout_path))
         for path, out in streams:
-            with os.fdopen(private.open_append(path), "ab") as sink:
+            with os.fdopen(private.open_fd(path, os.O_WRONLY | os.O_TRUNC), "wb") as sink:
                 for chunk in api.logs(tracked.container, stdout=out, stderr=not out, stream=True):
                     sink.write(chunk)
 
     def _remove(self, container: str) -> None:
+        """Remove a container; one the daemon cannot remove now is left to the orphan sweep
+        (`labrun gc`, the next resume), never a reason to stop the run."""
         import docker.errors
+        import requests
 
-        with contextlib.suppress(docker.errors.NotFound):
+        with contextlib.suppress(docker.errors.APIError, requests.exceptions.ConnectionError):
             self._api().remove_container(container, force=True)
 
     def signal(self, attempt_id: int, signum: int) -> None:
@@ -320,19 +229,24 @@ class DockerExecutor(Executor):
             return list(self._tracked)
 
     def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
-        api = self._api()
-        ident = started.ref or self._find_by_label(api, attempt_id)
-        if not ident:
-            return False
+        """Watch this state directory's container of the attempt: by the id the store
+        recorded, else by its labels (spawned before the id was committed). One left
+        `Created` by a runner that died before starting it is started now."""
         import docker.errors
 
+        api = self._api()
+        ident = started.ref or self._find(api, attempt_id)
+        if not ident:
+            return False
         try:
-            labels = api.inspect_container(ident)["Config"]["Labels"] or {}
+            info = api.inspect_container(ident)
         except docker.errors.NotFound:
             return False
-        if labels.get(ATTEMPT_LABEL) != str(attempt_id):
+        if not self._is_ours(info, attempt_id, recorded=bool(started.ref)):
             return False
-        parent = api.inspect_container(ident)["HostConfig"].get("CgroupParent") or None
+        if _never_started(info["State"]) and not self._start_left(api, ident):
+            return False
+        parent = info["HostConfig"].get("CgroupParent") or None
         with self._lock:
             self._tracked[attempt_id] = _Tracked(launch, ident, parent)
         # It may have died before we subscribed; a wake makes the runner call `finished`,
@@ -340,8 +254,31 @@ class DockerExecutor(Executor):
         self._force_check()
         return True
 
-    def _find_by_label(self, api: Any, attempt_id: int) -> str | None:
-        found = api.containers(all=True, filters={"label": f"{ATTEMPT_LABEL}={attempt_id}"})
+    def _is_ours(self, info: dict[str, Any], attempt_id: int, recorded: bool) -> bool:
+        labels = info["Config"].get("Labels") or {}
+        if labels.get(ATTEMPT_LABEL) != str(attempt_id):
+            return False
+        # A container id this store recorded is this directory's even from a labrun that
+        # did not label the state yet; one found by labels must carry our id.
+        return labels.get(STATE_LABEL) == self._state or (recorded and STATE_LABEL not in labels)
+
+    def _start_left(self, api: Any, ident: str) -> bool:
+        """Start a container a dead runner created; False (and removed) when it cannot be."""
+        import docker.errors
+
+        with contextlib.suppress(docker.errors.APIError):
+            api.start(ident)  # 304 when the dead runner's own start got through: no second run
+        try:
+            state = api.inspect_container(ident)["State"]
+        except docker.errors.NotFound:
+            return False
+        if _never_started(state):  # refused without a State.Error to report: run it afresh
+            self._remove(ident)
+            return False
+        return True
+
+    def _find(self, api: Any, attempt_id: int) -> str | None:
+        found = api.containers(all=True, filters=docker_args.ours(self._state, attempt_id))
         return str(found[0]["Id"]) if found else None
 
     def _force_check(self) -> None:
@@ -351,6 +288,7 @@ class DockerExecutor(Executor):
             self._waker.wake()
 
     def close(self) -> None:
+        """Containers collected but not committed stay: the resume or `gc` deals with them."""
         if self._client is not None:
             self._drop_parent(None)
         if self._watcher is not None:
@@ -361,9 +299,14 @@ class DockerExecutor(Executor):
             self._client = None
 
 
+def _never_started(state: dict[str, Any]) -> bool:
+    """`Created` and never tried: a runner died between creating and starting it."""
+    return state.get("Status") == "created" and not state.get("Error")
+
+
 def _still_running(state: dict[str, Any]) -> bool:
     """A container that runs, restarts, or waits to be started. One that was created and
     failed to start (`State.Error` set: a runner died before removing it) has ended."""
     if state.get("Running") or state.get("Status") == "restarting":
         return True
-    return state.get("Status") == "created" and not state.get("Error")
+    return _never_started(state)

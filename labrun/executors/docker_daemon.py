@@ -12,12 +12,11 @@ import threading
 import time
 from typing import Any
 
-from labrun.docker_args import ATTEMPT_LABEL  # every container labrun starts carries it
 from labrun.executors.base import Waker
 from labrun.model import LaunchError
 
 DEFAULT_SOCKET = "unix:///var/run/docker.sock"
-__all__ = ["ATTEMPT_LABEL", "DieWatcher", "connect", "daemon_url", "unreachable_message"]
+__all__ = ["DieWatcher", "connect", "daemon_url", "unreachable_message"]
 
 
 def daemon_url(base_url: str | None) -> str:
@@ -50,15 +49,17 @@ def unreachable_message(url: str, exc: BaseException) -> str:
 
 
 class DieWatcher:
-    """A thread reading the daemon's event stream; wakes the runner when a labrun container dies.
+    """A thread reading the daemon's event stream; wakes the runner when a container with
+    `label` (`labrun.state=<id>`: this state directory's) dies.
 
     It keeps the ids of containers that died; `take()` hands them over. If the stream
     breaks (daemon restarted) it reconnects from where it stopped and flags `resync`, so
     the executor re-inspects what it tracks instead of trusting that no event was missed.
     """
 
-    def __init__(self, base_url: str | None, waker: Waker | None) -> None:
+    def __init__(self, base_url: str | None, waker: Waker | None, label: str) -> None:
         self._base_url = base_url
+        self._label = label
         self._waker = waker
         self._lock = threading.Lock()
         self._died: set[str] = set()
@@ -108,7 +109,7 @@ class DieWatcher:
 
         # A client of its own: requests sessions are not meant to be shared across threads.
         client = docker.APIClient(base_url=daemon_url(self._base_url), version="auto")
-        filters = {"type": "container", "event": "die", "label": ATTEMPT_LABEL}
+        filters = {"type": "container", "event": "die", "label": self._label}
         self._stream = client.events(since=since, filters=filters, decode=True)
         self._ready.set()
         for event in self._stream:

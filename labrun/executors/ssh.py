@@ -74,8 +74,10 @@ class SshExecutor(Executor):
         poll_interval: float = POLL_INTERVAL,
         waker: Waker | None = None,
         runtime: Runtime = Runtime.PROCESS,
+        state: str = "",
     ) -> None:
         self.runtime = runtime
+        self.state = state  # the state directory's id: labels the node's containers
         self.session, self.lost_after, self.clock = session, lost_after, clock
         self.poll_interval, self.waker = poll_interval, waker
         self.node = session.target.node
@@ -176,7 +178,10 @@ class SshExecutor(Executor):
     def start(self, launch: Launch, runtime: Runtime | None = None) -> Started:
         remote = _Remote(launch, attempt_key(launch))
         _truncate(launch)
-        request = {**start_request(launch, runtime or self.runtime, remote.key), "lease": self.lost_after}
+        request = {
+            **start_request(launch, runtime or self.runtime, remote.key, self.state),
+            "lease": self.lost_after,
+        }
         mechanism = f"ssh-{request['runtime']}"
         try:
             if not self._ensure(self.clock()):
@@ -349,10 +354,12 @@ class SshRuntime(Executor):
         return []
 
 
-def start_request(launch: Launch, runtime: Runtime, key: str) -> dict[str, Any]:
-    """The agent's `start` request: the launch as JSON, its options as `options_wire` writes them."""
+def start_request(launch: Launch, runtime: Runtime, key: str, state: str = "") -> dict[str, Any]:
+    """The agent's `start` request: the launch as JSON, its options as `options_wire` writes
+    them; `state`, the state directory's id, labels a container (labrun/state_id.py)."""
     return {
         "key": key,
+        "state": state,
         "run_id": launch.run_id,
         "task": launch.task_name,
         "attempt": launch.attempt,

@@ -59,6 +59,7 @@ def container_of(spec: dict[str, Any]) -> docker_args.Container:
     """The container the head's request describes (its fields, and `options` as a plain dict)."""
     options = spec.get("options") or {}
     return docker_args.describe(
+        state=str(spec.get("state") or ""),  # the head's state directory (labrun/state_id.py)
         run_id=int(spec["run_id"]),
         task=str(spec["task"]),
         attempt=int(spec["attempt"]),
