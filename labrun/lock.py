@@ -81,5 +81,8 @@ class JobLock:
             self._lock.release()
 
     def record(self, run_id: int | None) -> None:
+        """Who holds the lock, for the refusal's message; a full disk leaves it unsaid
+        (the lock itself holds), and the store's first write then says what is wrong."""
         info = {"pid": os.getpid(), "run": run_id, "since": time.time()}
-        private.write_atomic(self.path + ".holder", json.dumps(info).encode())
+        with contextlib.suppress(OSError):
+            private.write_atomic(self.path + ".holder", json.dumps(info).encode())

@@ -53,6 +53,13 @@ def open_append(path: str) -> int:
 def write_atomic(path: str, data: bytes) -> None:
     """Replace `path` with `data` in one rename: a reader sees the old or the new, never half."""
     tmp = f"{path}.tmp.{os.getpid()}"
-    with os.fdopen(open_fd(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as handle:
-        handle.write(data)
-    os.replace(tmp, path)
+    try:
+        with os.fdopen(open_fd(tmp, os.O_WRONLY | os.O_TRUNC), "wb") as handle:
+            handle.write(data)
+        os.replace(tmp, path)
+    except BaseException:
+        try:
+            os.unlink(tmp)  # a full disk must not also be left a stray file
+        except OSError:
+            pass
+        raise

@@ -157,14 +157,26 @@ def test_ctrl_c_stops_gracefully_and_leaves_no_process(tmp_path: Path) -> None:
 
 
 def _group_gone(pgid: int) -> bool:
+    """No live process in the group (a zombie has ended: whoever adopted it reaps it)."""
     deadline = time.monotonic() + 5
     while time.monotonic() < deadline:
-        try:
-            os.killpg(pgid, 0)
-        except ProcessLookupError:
+        if not _live_members(pgid):
             return True
         time.sleep(0.05)
     return False
+
+
+def _live_members(pgid: int) -> list[int]:
+    found = []
+    for name in os.listdir("/proc"):
+        try:
+            with open(f"/proc/{name}/stat", "rb") as handle:
+                fields = handle.read().rpartition(b")")[2].split()
+        except (OSError, ValueError):
+            continue
+        if name.isdigit() and int(fields[2]) == pgid and fields[0] != b"Z":
+            found.append(int(name))
+    return found
 
 
 def test_a_second_run_of_the_same_job_exits_75_naming_the_holder(tmp_path: Path) -> None:

@@ -23,7 +23,8 @@ KEY_VARIABLE = "LABRUN_ATTEMPT_KEY"
 _PR_SET_CHILD_SUBREAPER = 36
 
 running: set[str] = set()  # keys of the attempts running in this process, every executor's
-_subreaper: bool | None = None
+_subreaper = False
+_users = 0  # executors that asked for it and are not closed
 _seen: set[int] = set()  # escapees seen alive (killed, or of a running attempt): reaped when they end
 
 
@@ -31,16 +32,32 @@ def attempt_key(run_dir: str, attempt_id: int) -> str:
     return f"{run_dir}:{attempt_id}"
 
 
-def become_subreaper() -> bool:
-    """Once per process; False where the kernel (or libc) does not offer it."""
-    global _subreaper
-    if _subreaper is None:
-        try:
-            libc = ctypes.CDLL(None, use_errno=True)
-            _subreaper = libc.prctl(_PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) == 0
-        except (OSError, AttributeError):
-            _subreaper = False
+def acquire() -> bool:
+    """An executor needs the runner to be a subreaper (until it `release`s); False where
+    the kernel (or libc) does not offer it."""
+    global _subreaper, _users
+    _users += 1
+    if _users == 1:
+        _subreaper = _prctl(1)
     return _subreaper
+
+
+def release() -> None:
+    """The last executor is closed: the process is no subreaper any more (a program that
+    runs labrun as a library keeps no such side effect after the run)."""
+    global _subreaper, _users
+    _users = max(0, _users - 1)
+    if _users == 0 and _subreaper:
+        _prctl(0)
+        _subreaper = False
+
+
+def _prctl(on: int) -> bool:
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        return bool(libc.prctl(_PR_SET_CHILD_SUBREAPER, on, 0, 0, 0) == 0)
+    except (OSError, AttributeError):
+        return False
 
 
 def sweep(known: set[int]) -> list[int]:

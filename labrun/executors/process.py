@@ -240,6 +240,7 @@ class ProcessExecutor(Executor):
         self.adopted: dict[int, _Adopted] = {}
         self._base_env = dict(os.environ)
         self.commands = CommandCheck()
+        self._reaping = False  # asked escapes to make this process a subreaper (until close)
         self._exit_fds: dict[str, int] = {}  # a run's exits file -> open for the wrappers
         self._exit_logs: dict[str, attempt_facts.ExitLog] = {}  # ... -> what adoption read of it
 
@@ -308,9 +309,14 @@ class ProcessExecutor(Executor):
             os.close(fd)
         # escapees of ended attempts; those still running are left, as a runner that dies leaves them
         escapes.sweep({c.pid for c in self.children.values()})
+        if self._reaping:
+            escapes.release()
+            self._reaping = False
 
     def start(self, launch: Launch) -> Started:
-        escapes.become_subreaper()  # so what leaves an attempt's process group comes back to us
+        if not self._reaping:  # so what leaves an attempt's process group comes back to us
+            escapes.acquire()
+            self._reaping = True
         pid = self.spawn(launch, wrapped(launch))
         self._watch(launch, pid)
         return Started(pid=pid, pid_start=process_start_time(pid), mechanism="process")
