@@ -49,6 +49,11 @@ def test_after_node_max_failures_the_node_is_not_used_again(tmp_path: Path) -> N
     }
     runner = Runner(store, paths, job, run, nodes, executors, waker, QuietReporter(), node_max_failures=3)
     assert runner.drive(time.time) is RunState.SUCCEEDED
-    on_broken = [a for a in store.run_attempts(run_id) if a.node == "broken"]
-    assert len(on_broken) == 3 and all(a.outcome is Outcome.FAILED for a in on_broken)
+    attempts = store.run_attempts(run_id)
+    on_broken = sorted((a for a in attempts if a.node == "broken"), key=lambda a: a.ended or 0)
+    assert len(on_broken) >= 3 and all(a.outcome is Outcome.FAILED for a in on_broken)
+    third = on_broken[2].ended or 0
+    # none started after the third failure was recorded (one already in flight may fail too)
+    late = [a for a in on_broken if a.started > third]
+    assert not late and len(on_broken) <= 4, on_broken
     waker.close()
