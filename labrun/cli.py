@@ -382,6 +382,38 @@ def why(
 
 
 @app.command()
+def report(
+    run_ref: Annotated[str, typer.Argument(help=RUN_HELP)] = "last",
+    config: ConfigOpt = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            "-f",
+            help="tsv or json: one row per attempt (task, item, attempt, node, runtime, outcome, exit, "
+            "signal, start, end, duration, cpu, peak, limit), streamed.",
+        ),
+    ] = "tsv",
+    output: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--output", "-o", help="Write to this file (0600) instead of the standard output."),
+    ] = None,
+) -> int:
+    """A run's attempts, one row each, like Nextflow's trace.
+    Example: labrun report last --format tsv -o trace.tsv"""
+    from labrun.app import open_reader
+    from labrun.report import FORMATS, write_report
+
+    if fmt not in FORMATS:
+        from labrun.errors import UsageError
+
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    reader, _ = open_reader(_lab(config))
+    write_report(reader, run_ref, fmt, output)
+    return ExitCode.OK
+
+
+@app.command()
 def cancel(run_ref: RunArg, config: ConfigOpt = None) -> int:
     """Cancel a run: its attempts are stopped and recorded cancelled. Example: labrun cancel last"""
     from labrun.app import find_run, open_store
