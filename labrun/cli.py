@@ -390,17 +390,22 @@ def report(
         typer.Option(
             "--format",
             "-f",
-            help="tsv or json: one row per attempt (task, item, attempt, node, runtime, outcome, exit, "
-            "signal, start, end, duration, cpu, peak, limit), streamed.",
+            help="html (one self-contained file), or tsv or json: one row per attempt (task, item, "
+            "attempt, node, runtime, outcome, exit, signal, start, end, duration, cpu, peak, limit).",
         ),
-    ] = "tsv",
+    ] = "html",
     output: Annotated[
         Optional[str],  # noqa: UP045
-        typer.Option("--output", "-o", help="Write to this file (0600) instead of the standard output."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to this file (0600); `-` the standard output. Default: "
+            "labrun-report-RUN.html here for html, the standard output for tsv and json.",
+        ),
     ] = None,
 ) -> int:
-    """A run's attempts, one row each, like Nextflow's trace.
-    Example: labrun report last --format tsv -o trace.tsv"""
+    """A run as one HTML file (why, timeline, memory, suggested requests, tasks), or its attempts
+    as TSV/JSON like Nextflow's trace. Example: labrun report last -o run.html"""
     from labrun.app import open_reader
     from labrun.report import FORMATS, write_report
 
@@ -408,8 +413,10 @@ def report(
         from labrun.errors import UsageError
 
         raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
-    reader, _ = open_reader(_lab(config))
-    write_report(reader, run_ref, fmt, output)
+    reader, paths = open_reader(_lab(config))
+    wrote = write_report(reader, paths, run_ref, fmt, output)
+    if wrote is not None:
+        print(f"wrote {wrote} ({os.path.getsize(wrote)} bytes)")
     return ExitCode.OK
 
 

@@ -85,8 +85,8 @@ def test_output_file_is_0600_and_replaces_a_looser_one(story: Path, tmp_path: Pa
     target = tmp_path / "trace.tsv"
     target.write_text("old\n")
     target.chmod(0o644)
-    done = labrun(story, "report", "last", "-o", str(target))
-    assert done.returncode == 0 and done.stdout == "", done.stderr
+    done = labrun(story, "report", "last", "--format", "tsv", "-o", str(target))
+    assert done.returncode == 0 and done.stdout.startswith(f"wrote {target} ("), done.stderr
     assert stat.S_IMODE(target.stat().st_mode) == 0o600
     assert target.read_text().splitlines()[0].split("\t") == list(FIELDS)
     assert len(target.read_text().splitlines()) == 6
