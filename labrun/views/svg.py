@@ -75,7 +75,19 @@ def timeline(bars: Sequence[Bar], first: float, last: float) -> str:
                 f'fill="{COLOURS.get(bar.outcome, "#999")}"><title>{_title(bar)}</title></rect>'
             )
         y += max(height, 16)
-    return _svg(parts, y, "timeline of attempts per node")
+    parts += _axis(first, span, y)
+    return _svg(parts, y + 16, "timeline of attempts per node")
+
+
+def _axis(first: float, span: float, y: int) -> list[str]:
+    """Ticks under the chart: time since the first attempt started, at 0, 1/4 ... the end."""
+    ticks = []
+    for i in range(5):
+        x = LABEL + i * (WIDTH - LABEL) / 4
+        anchor = "end" if i == 4 else "start" if i == 0 else "middle"
+        label = format_duration(span * i / 4)
+        ticks.append(f'<text x="{x:.1f}" y="{y + 12}" class="n" text-anchor="{anchor}">+{label}</text>')
+    return ticks
 
 
 def memory(bars: Sequence[Bar], first: float, last: float) -> str:
