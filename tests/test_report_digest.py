@@ -51,6 +51,14 @@ def test_an_oom_killed_spec_is_suggested_more_than_the_limit_it_hit() -> None:
     assert s.ooms == 1 and s.memory == 120 * MIB and s.timeout is None  # nothing succeeded: no time
 
 
+def test_after_an_oom_and_a_grown_retry_the_suggestion_follows_the_retrys_peak() -> None:
+    d = Digest()
+    killed = attempt(1, Outcome.OOM, 100 * MIB, 100 * MIB)
+    d.add(task(0, TaskState.SUCCEEDED, killed, attempt(2, Outcome.SUCCEEDED, 300 * MIB, 400 * MIB)))
+    (s,) = d.suggestions()
+    assert s.memory_now == 400 * MIB and s.memory == 360 * MIB  # 300 MiB * 1.2, not 400 * 1.2
+
+
 def test_every_failed_task_is_kept_and_succeeded_ones_are_bounded() -> None:
     total = 3 * DRAWN
     d = Digest.for_run(total)

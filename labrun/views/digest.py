@@ -47,6 +47,7 @@ class SpecStats:
     durations: array[float] = field(default_factory=lambda: array("d"))  # succeeded attempts
     limit: int | None = None  # the latest attempt's limit: what it asks for now
     ooms: int = 0
+    oom_limit: int = 0  # the largest limit an attempt was OOM-killed at
     timeouts: int = 0
     count: int = 0  # attempts
 
@@ -109,7 +110,9 @@ class Digest:
         if a.peak_memory is not None:
             stats.peaks.append(a.peak_memory)
         stats.limit = a.memory_limit
-        stats.ooms += a.outcome is Outcome.OOM
+        if a.outcome is Outcome.OOM:
+            stats.ooms += 1
+            stats.oom_limit = max(stats.oom_limit, a.memory_limit or 0)
         stats.timeouts += a.outcome is Outcome.TIMEOUT
         if a.outcome is Outcome.SUCCEEDED and a.duration is not None:
             stats.durations.append(a.duration)
@@ -136,8 +139,8 @@ def p95(values: array[int] | array[float]) -> float | None:
 def _suggest(spec: str, stats: SpecStats) -> Suggestion:
     peak = p95(stats.peaks)
     memory = None if peak is None else math.ceil(peak * MEMORY_MARGIN / MIB) * MIB
-    if memory is not None and stats.ooms and stats.limit:
-        memory = max(memory, math.ceil(stats.limit * MEMORY_MARGIN / MIB) * MIB)  # peaks hit the cap
+    if memory is not None and stats.oom_limit:  # a killed attempt's peak is its cap, not its need
+        memory = max(memory, math.ceil(stats.oom_limit * MEMORY_MARGIN / MIB) * MIB)
     seconds = p95(stats.durations)
     timeout = None if seconds is None else math.ceil(seconds * TIME_MARGIN / 60) * 60.0
     return Suggestion(
