@@ -73,3 +73,12 @@ def test_every_failed_task_is_kept_and_succeeded_ones_are_bounded() -> None:
     assert len(failed_bars) == 1000  # every attempt of a failed task is drawn
     assert len(d.bars) - 1000 <= DRAWN and d.undrawn == total - (len(d.bars) - 1000)
     assert d.outcomes == {"succeeded": total, "oom": 500, "failed": 500}
+
+
+def test_tasks_that_did_not_finish_are_bounded_failed_ones_never() -> None:
+    d = Digest()
+    for i in range(3 * LISTED):
+        d.add(task(i, TaskState.SKIPPED))
+    d.add(task(3 * LISTED, TaskState.FAILED, attempt(1, Outcome.FAILED, MIB, MIB)))
+    assert d.unfinished == 3 * LISTED and d.unfinished_unlisted == 2 * LISTED
+    assert len(d.problems) == LISTED + 1 and d.problems[-1].state is TaskState.FAILED

@@ -134,6 +134,6 @@ def test_a_100000_task_report_is_under_10_mb_and_keeps_every_failed_task(tmp_pat
     failed_names = {row[0] for row in page.rows[1:] if row and row[1] == "failed"}
     assert failed_names == {f"t[{i}] (item-{i})" for i in range(0, n, 50)}
     words = " ".join(page.text)
-    assert f"{n - failed_count(n) - 1000} more succeeded" in words
+    assert f"{n - failed_count(n) - 1000} more that succeeded" in words
     assert "1 in 25" in words  # succeeded attempts sampled on the timeline, failed ones all drawn
     assert "memory" in page.ids() and "oom" in words

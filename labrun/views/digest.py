@@ -1,11 +1,12 @@
 """What the HTML report shows about a run, gathered in one streamed pass over its tasks.
 
 A report of a 100,000-task run must stay small and be built without holding the run, so
-the `Digest` keeps, as tasks stream past: every task that did not succeed (all of them,
-never summarised away), the first `LISTED` others, timeline bars for every attempt that
-did not succeed plus an even sample of the rest (1 in `stride`), and per task name
-(`spec`) its peaks and durations as packed arrays, for the suggested requests. Pure: no
-I/O, no clock.
+the `Digest` keeps, as tasks stream past: every task that failed (all of them, never
+summarised away), the first `LISTED` that did not finish (skipped, cancelled, waiting: a
+failed task 0 can skip 100,000) and the first `LISTED` that succeeded; timeline bars for
+every attempt that did not succeed plus an even sample of the rest (1 in `stride`); and
+per task name (`spec`) its peaks and durations as packed arrays, for the suggested
+requests. Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -18,7 +19,7 @@ from dataclasses import dataclass, field
 from labrun.states import Outcome, TaskState
 from labrun.views.model import AttemptView, TaskView
 
-LISTED = 1000  # tasks that succeeded, listed in the table before it says "and N more"
+LISTED = 1000  # tasks that succeeded (and, apart, that did not finish) listed before "and N more"
 DRAWN = 4000  # attempts that succeeded, drawn on the timeline (sampled evenly past this)
 MIB = 1024 * 1024
 MEMORY_MARGIN = 1.2  # the suggested memory: p95 of the peaks, 20 % more, whole MiB up
@@ -72,7 +73,9 @@ def outcome_of(a: AttemptView) -> str:
 @dataclass
 class Digest:
     stride: int = 1  # 1 in `stride` succeeded attempts is drawn
-    problems: list[TaskView] = field(default_factory=list)  # every task that did not succeed
+    problems: list[TaskView] = field(default_factory=list)  # every failed task, then unfinished ones
+    unfinished: int = 0  # tasks that did not finish (not failed, not succeeded)
+    unfinished_unlisted: int = 0  # of those, past the first LISTED
     listed: list[TaskView] = field(default_factory=list)  # the first LISTED that did
     unlisted: int = 0
     bars: list[Bar] = field(default_factory=list)
@@ -93,8 +96,14 @@ class Digest:
                 self.listed.append(task)
             else:
                 self.unlisted += 1
-        else:
+        elif task.state is TaskState.FAILED:
             self.problems.append(task)
+        else:
+            self.unfinished += 1
+            if self.unfinished <= LISTED:
+                self.problems.append(task)
+            else:
+                self.unfinished_unlisted += 1
         stats = self.specs.setdefault(task.spec, SpecStats())
         for a in task.attempts:
             self._attempt(task, a, stats)

@@ -18,7 +18,7 @@ from typing import IO
 from labrun.diagnose import Diagnosis
 from labrun.units import format_duration, format_size
 from labrun.views import svg
-from labrun.views.digest import Digest, Suggestion, outcome_of
+from labrun.views.digest import LISTED, Digest, Suggestion, outcome_of
 from labrun.views.model import RunView, TaskView
 
 EXAMPLES = 3  # tasks of a cause shown with their evidence; the others are named
@@ -144,6 +144,11 @@ def _why(page: ReportPage) -> str:
             names = ", ".join(escape(e.task.label) for e in rest[:NAMED])
             more = f" and {len(rest) - NAMED} more (all in the task table)" if len(rest) > NAMED else ""
             parts.append(f"<p>Also: {names}{more}</p>")
+    if page.digest.unfinished_unlisted:
+        parts.append(
+            f"<p>{page.digest.unfinished_unlisted} more tasks did not finish (skipped, cancelled or "
+            "waiting); they are counted above and not explained one by one.</p>"
+        )
     return "\n".join(parts) + "\n"
 
 
@@ -233,8 +238,9 @@ def _tasks(page: ReportPage, out: IO[str]) -> None:
     for t in d.listed:
         out.write(_task_row(t, False))
     out.write("</tbody></table>\n")
-    if d.unlisted:
+    if d.unlisted or d.unfinished_unlisted:
         out.write(
-            f"<p>Every task that did not succeed is listed, and the first {len(d.listed)} that did; "
-            f"{d.unlisted} more succeeded. Every attempt: <code>{escape(page.trace_command)}</code></p>\n"
+            f"<p>Every failed task is listed, and the first {LISTED} that did not finish and that "
+            f"succeeded; not listed: {d.unfinished_unlisted} more that did not finish, {d.unlisted} "
+            f"more that succeeded. Every attempt: <code>{escape(page.trace_command)}</code></p>\n"
         )
