@@ -389,7 +389,6 @@ def report(
         str,
         typer.Option(
             "--format",
-            "-f",
             help="html (one self-contained file), or tsv or json: one row per attempt (task, item, "
             "attempt, node, runtime, outcome, exit, signal, start, end, duration, cpu, peak, limit).",
         ),
