@@ -60,13 +60,13 @@ def write_report(
                 for task in build.task_views(snap, run.id):
                     digest.add(task)
                 write_html(_page(paths, run, build.run_view(snap, run), digest), out)
-                return None if target == "-" else target
-            rows = trace.trace_rows(build.task_views(snap, run.id))
-            if fmt == "tsv":
-                trace.write_tsv(rows, out)
+            elif fmt == "tsv":
+                trace.write_tsv(trace.trace_rows(build.task_views(snap, run.id)), out)
             else:
-                trace.write_json(build.run_view(snap, run), rows, out)
-    return target
+                trace.write_json(
+                    build.run_view(snap, run), trace.trace_rows(build.task_views(snap, run.id)), out
+                )
+    return None if target in (None, "-") else target
 
 
 def _page(paths: StatePaths, run: RunRow, view: RunView, digest: Digest) -> ReportPage:

@@ -137,3 +137,10 @@ def test_a_100000_task_report_is_under_10_mb_and_keeps_every_failed_task(tmp_pat
     assert f"{n - failed_count(n) - 1000} more that succeeded" in words
     assert "1 in 25" in words  # succeeded attempts sampled on the timeline, failed ones all drawn
     assert "memory" in page.ids() and "oom" in words
+
+
+def test_html_to_the_standard_output_is_the_page_alone(story: Path) -> None:
+    done = labrun(story, "report", "last", "-o", "-")
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("<!DOCTYPE html>") and done.stdout.endswith("</body></html>\n")
+    assert done.stdout.count("<!DOCTYPE") == 1 and "wrote" not in done.stdout
