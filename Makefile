@@ -45,6 +45,7 @@ zipapp: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python -m compileall -q labrun
 	$(BIN)/python bench/throughput.py
+	$(BIN)/python bench/report.py
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -382,6 +382,44 @@ def why(
 
 
 @app.command()
+def report(
+    run_ref: Annotated[str, typer.Argument(help=RUN_HELP)] = "last",
+    config: ConfigOpt = None,
+    fmt: Annotated[
+        str,
+        typer.Option(
+            "--format",
+            help="html (one self-contained file), or tsv or json: one row per attempt (task, item, "
+            "attempt, node, runtime, outcome, exit, signal, start, end, duration, cpu, peak, limit).",
+        ),
+    ] = "html",
+    output: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option(
+            "--output",
+            "-o",
+            help="Write to this file (0600); `-` the standard output. Default: "
+            "labrun-report-RUN.html here for html, the standard output for tsv and json.",
+        ),
+    ] = None,
+) -> int:
+    """A run as one HTML file (why, timeline, memory, suggested requests, tasks), or its attempts
+    as TSV/JSON like Nextflow's trace. Example: labrun report last -o run.html"""
+    from labrun.app import open_reader
+    from labrun.report import FORMATS, write_report
+
+    if fmt not in FORMATS:
+        from labrun.errors import UsageError
+
+        raise UsageError(f"--format {fmt!r}: choose one of {', '.join(FORMATS)}")
+    reader, paths = open_reader(_lab(config))
+    wrote = write_report(reader, paths, run_ref, fmt, output)
+    if wrote is not None:
+        print(f"wrote {wrote} ({os.path.getsize(wrote)} bytes)")
+    return ExitCode.OK
+
+
+@app.command()
 def cancel(run_ref: RunArg, config: ConfigOpt = None) -> int:
     """Cancel a run: its attempts are stopped and recorded cancelled. Example: labrun cancel last"""
     from labrun.app import find_run, open_store

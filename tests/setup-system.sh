@@ -1,7 +1,7 @@
 #!/bin/sh
 # Install the Debian packages the test suite needs, when missing: dockerd (docker.io), a
-# static busybox (busybox-static) to build the test image from, and sshd (openssh-server)
-# for the ssh-node tests. Does nothing when they are
+# static busybox (busybox-static) to build the test image from, sshd (openssh-server)
+# for the ssh-node tests, and headless Chromium (chromium) for the report's browser test. Does nothing when they are
 # present; needs root to install. `make test` calls it; the tests themselves install nothing.
 set -eu
 
@@ -10,6 +10,7 @@ command -v dockerd >/dev/null 2>&1 || [ -x /usr/sbin/dockerd ] || missing="$miss
 dpkg-query -W -f='${Status}' busybox-static 2>/dev/null | grep -q "ok installed" \
     || missing="$missing busybox-static"
 [ -x /usr/sbin/sshd ] || missing="$missing openssh-server"
+command -v chromium >/dev/null 2>&1 || missing="$missing chromium"
 
 [ -z "$missing" ] && exit 0
 

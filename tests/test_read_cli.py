@@ -66,6 +66,8 @@ def check_every_read_command(state: Path) -> None:
     assert read(state, "logs", "last", "broken", "--stderr").stdout == "boom\n"
     events = read(state, "status", "--events", "last", "flaky").stdout
     assert "exited 3" in events
+    trace = read(state, "report", "last", "--format", "tsv", "-o", "-").stdout
+    assert "broken\t\t1\tlocal\tprocess\tfailed\t4" in trace
 
 
 def test_read_commands_answer_while_another_process_holds_the_write_lock(story: Path) -> None:
