@@ -21,12 +21,14 @@ from labrun import failpoint
 from labrun.config.job import JobSpec, TaskSpec
 from labrun.config.lab import NodeSpec
 from labrun.decisions import Ended, Fail, Record, Retry, Supersede, on_end
+from labrun.durations import Durations
 from labrun.executors.base import Executor, Waker
 from labrun.expand import launch_for
 from labrun.gpus import assign, gpu_env
 from labrun.headline import failure_headline
 from labrun.learned import Learner, node_max
 from labrun.ledger import Ledger
+from labrun.limits import Limit
 from labrun.masking import keep_excerpt, masked_facts, masker
 from labrun.memory import OomAttempt, OomPolicy
 from labrun.model import Facts, Launch, LaunchError, Runtime, Started
@@ -61,6 +63,8 @@ class Active:
     stop: Stop | None = None
     kill_at: float | None = None
     gpus: tuple[int, ...] = ()  # device indices this attempt holds alone
+    started: float = 0.0  # when it was claimed: its time limit and duration run from then
+    limit: Limit | None = None  # its time limit as it stands (a relative one moves)
 
 
 def policy_of(spec: TaskSpec) -> Policy:
@@ -105,6 +109,7 @@ class Runner:
         self.extra: list[tuple[int, str]] = []  # (task id, why): another attempt asked for
         self.excused = 0  # tasks removed from the job file (job_edits): they do not fail the run
         self.mask = masker(job.secret_names)  # secret values, never recorded nor shown
+        self.durations = Durations(store.succeeded_durations(run.id))  # for relative limits
 
     @property
     def counts(self) -> Mapping[TaskState, int]:
@@ -211,7 +216,12 @@ class Runner:
 
     def _record_end(self, act: Active, facts: Facts, now: float) -> None:
         facts = masked_facts(facts, self.mask)
-        outcome, detail = classify(facts, act.stop, act.spec.timeout)
+        timeout = act.limit.seconds if act.limit is not None else None
+        outcome, detail = classify(facts, act.stop, timeout)
+        if outcome is Outcome.TIMEOUT and act.limit is not None and act.limit.why:
+            detail = f"{detail} (limit: {act.limit.why})"
+        if outcome is Outcome.SUCCEEDED:
+            self._succeeded(act.spec, facts.ended - act.started)
         live = self.ledger.live[act.task_id]
         oom = self._oom_attempt(act, facts) if outcome is Outcome.OOM else None
         ended = Ended(live.attempts[act.attempt_id], outcome, detail, act.stop, oom, facts.exit_code)
@@ -232,11 +242,21 @@ class Runner:
         if record.counted:  # the error itself in the line cron mails, not only "exited 1"
             launch, runtime = act.launch, act.spec.runtime
             headline = failure_headline(
-                launch, runtime, record.outcome, record.detail, facts, act.spec.timeout, self.mask
+                launch, runtime, record.outcome, record.detail, facts, timeout, self.mask
             )
         item = live.task.item
         end = AttemptEnd(act.name, act.n, act.node, record.outcome, record.detail, decision, item, headline)
         self.reporter.attempt_ended(end)
+
+    def _succeeded(self, spec: TaskSpec, seconds: float) -> None:
+        """A success moves the relative limit of the attempts of its task name still running."""
+        self.durations.add(spec.name, seconds)
+        if spec.timeout_factor is None:
+            return
+        limit = self.durations.limit(spec)
+        for act in self.active.values():
+            if act.spec.name == spec.name and limit is not None:
+                act.limit, act.deadline = limit, act.started + limit.seconds
 
     def _supersede(self, attempt_ids: Sequence[int]) -> None:
         """Stop attempts that lost the race; `_enforce_stops` sends TERM, then KILL."""
@@ -382,9 +402,11 @@ class Runner:
         if gpus:
             env = {**launch.env, **gpu_env(gpus)}
             launch = dataclasses.replace(launch, env=env, gpus=gpus)
-        deadline = now + spec.timeout if spec.timeout else None
+        limit = self.durations.limit(spec)
+        deadline = now + limit.seconds if limit is not None else None
         executor = self.executors[(node, spec.runtime)]
         act = Active(attempt_id, task.id, task.name, n, spec, executor, launch, node, deadline, gpus=gpus)
+        act.started, act.limit = now, limit
         self.active[attempt_id] = act
         return act
 

@@ -27,6 +27,7 @@ from labrun.config.schema import (
     FromItems,
     Items,
     Key,
+    Relative,
     convert,
 )
 from labrun.deps import describe_cycle, find_cycle, upstream_map
@@ -54,7 +55,10 @@ class TaskSpec:
     runtime: Runtime = Runtime.PROCESS
     cpus: float = 1.0
     memory: int = 1024**3
-    timeout: float | None = None
+    timeout: float | None = None  # absolute; a relative one is timeout_factor
+    timeout_factor: float | None = None  # timeout = "300%": 3.0 x the median (labrun/limits.py)
+    relative_min: int = 5
+    timeout_floor: float | None = None
     retries: int = 3
     retry_delay: float = 10.0
     retry_delay_max: float = 600.0
@@ -250,7 +254,7 @@ def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
             dependencies = (*dependencies, Dependency(items.task))
         fields["depends_on"] = tuple(dict.fromkeys(d.task for d in dependencies))
         fields["allow_failed"] = tuple(d.task for d in dependencies if d.allow_failed)
-        specs.append(TaskSpec(**{**fields, "env": env}))
+        specs.append(TaskSpec(**{**_timeouts(fields), "env": env}))
     return specs
 
 
@@ -345,7 +349,15 @@ def _setup(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
     env = {**defaults.get("env", {}), **values.get("env", {})}
     fields = {k.name: values[k.name] for k in TASK_KEYS if k.name in values}
     fields.update(name=SETUP_NAME, items=None, depends_on=(), env=env)
-    return TaskSpec(**fields)
+    return TaskSpec(**_timeouts(fields))
+
+
+def _timeouts(fields: dict[str, Any]) -> dict[str, Any]:
+    """`timeout = "300%"` becomes `timeout_factor`; `timeout` holds absolute limits only."""
+    timeout = fields.get("timeout")
+    if isinstance(timeout, Relative):
+        return {**fields, "timeout": None, "timeout_factor": timeout.factor}
+    return fields
 
 
 def _check_dependencies(
