@@ -3,8 +3,12 @@ Tez, Spark and Hive that the rules guard against."""
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 
+from labrun.config.job import parse_job
+from labrun.errors import ConfigError
 from labrun.speculation import (
     FEW_TASKS,
     Figures,
@@ -129,3 +133,39 @@ def test_never_two_successes_and_the_winner_is_not_killed_spark_4879_hive_27899(
     assert not any(isinstance(i, Succeed) for i in late)
     record = next(i for i in late if isinstance(i, Record))
     assert record.outcome is Outcome.SUPERSEDED and not record.counted
+
+
+SPEC_JOB = """
+[job]
+name = "s"
+[[tasks]]
+name = "fit"
+speculate = true
+outputs = ["{out}"]
+command = "true"
+"""
+
+
+def test_speculate_is_refused_when_copies_would_write_the_same_outputs(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError) as err:
+        parse_job(SPEC_JOB.replace("{out}", "model.pt"), str(tmp_path / "job.toml"))
+    text = str(err.value)
+    assert f"{tmp_path / 'job.toml'}:6" in text and "tasks[0].speculate" in text, text
+    assert "output 'model.pt' is the same path for every attempt" in text
+    assert "{attempt_dir}/result.txt" in text and "speculate_shared_outputs = true" in text
+    body = SPEC_JOB.replace("{out}", "model.pt") + "speculate_shared_outputs = true\n"
+    assert parse_job(body, str(tmp_path / "job.toml")).tasks[0].speculate_shared_outputs
+    for scoped in ("{attempt_dir}/model.pt", "out/{attempt}/model.pt"):
+        spec = parse_job(SPEC_JOB.replace("{out}", scoped), str(tmp_path / "job.toml")).tasks[0]
+        assert spec.speculate and spec.speculate_after == 300.0
+
+
+def test_speculate_keys_from_defaults(tmp_path: Path) -> None:
+    body = SPEC_JOB.replace("speculate = true\n", "").replace(
+        "[[tasks]]", '[defaults]\nspeculate = true\nspeculate_after = "2s"\n[[tasks]]'
+    )
+    with pytest.raises(ConfigError) as err:  # pointed at the task's outputs
+        parse_job(body.replace("{out}", "m.pt"), str(tmp_path / "job.toml"))
+    assert "tasks[0].outputs" in str(err.value)
+    spec = parse_job(body.replace("{out}", "{attempt_dir}/m.pt"), str(tmp_path / "job.toml")).tasks[0]
+    assert (spec.speculate, spec.speculate_after) == (True, 2.0)

@@ -430,6 +430,26 @@ TASK_KEYS: tuple[Key, ...] = (
         "Start at the peak measured in the job's earlier runs + 20% (capped) when that is more.",
     ),
     Key("on_oom", "choice", "grow", "After an OOM kill: grow memory, retry as is, or fail.", choices=ON_OOM),
+    # -- stragglers (labrun/speculation.py) --
+    Key(
+        "speculate",
+        "bool",
+        False,
+        "Run a copy of a straggler on another node (past 3x the median and speculate_after); first wins.",
+    ),
+    Key(
+        "speculate_after",
+        "duration",
+        300.0,
+        "An attempt is not a straggler before it ran this long: " + DURATION_HELP + ".",
+    ),
+    Key(
+        "speculate_shared_outputs",
+        "bool",
+        False,
+        "Speculate although outputs are not under {attempt_dir}: the task writes to a temporary "
+        "name and renames, or is idempotent, so two copies never leave a half-written file.",
+    ),
     Key(
         "secret_env",
         "str_list",
