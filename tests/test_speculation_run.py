@@ -89,4 +89,8 @@ def test_a_straggler_gets_a_copy_on_the_other_node_and_the_first_success_wins(
     assert "speculative: attempt running" in status and "median" in status, status
     with pytest.raises(SystemExit):
         main(["status", "last", "w[0]", *config])
-    print(capsys.readouterr().out)
+    lines = capsys.readouterr().out.splitlines()
+    first_line = next(x for x in lines if x.strip().startswith("#1"))
+    copy_line = next(x for x in lines if x.strip().startswith("#2"))
+    assert first_line.endswith("superseded"), lines
+    assert copy_line.endswith("succeeded (speculative copy) (winner)"), lines
