@@ -76,10 +76,13 @@ def attempt_lines(attempts: tuple[AttemptView, ...]) -> list[str]:
 
 
 def _race_label(a: AttemptView, attempts: tuple[AttemptView, ...]) -> str:
-    """A speculative attempt started while an earlier one still ran; the winner beat one."""
+    """A speculative attempt started while an earlier one still ran: one that is running,
+    or ended superseded or succeeded (a retry starts only after a failure); the winner
+    beat another attempt."""
     raced = any(b.outcome is Outcome.SUPERSEDED for b in attempts)
     winner = " (winner)" if raced and a.outcome is Outcome.SUCCEEDED else ""
-    if any(b.n < a.n and (b.ended is None or b.ended > a.started) for b in attempts):
+    overlapped = (None, Outcome.SUPERSEDED, Outcome.SUCCEEDED)
+    if any(b.n < a.n and (b.ended is None or b.outcome in overlapped) for b in attempts):
         return " (speculative copy)" + winner
     return winner
 
