@@ -9,6 +9,7 @@ the same meaning, one `/bin/sh` fewer per attempt.
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import shlex
@@ -115,10 +116,22 @@ def placeholder_values(paths: StatePaths, run: RunRow, task: TaskRow, attempt: i
         "attempt": str(attempt),
         "shared": paths.shared_dir(run.id),
         "task": task.name,
+        "attempt_dir": attempt_output_dir(run.id, task.name, attempt),  # absolute in launch_for
     }
     for name, value in fields_of(task.item).items():  # a row of an items file
         values[f"item.{name}"] = value
     return values
+
+
+def attempt_output_dir(run_id: int, task: str, attempt: int) -> str:
+    """`{attempt_dir}`: the attempt's own directory for outputs, relative to the workdir, so
+    it names the same place on every node; made before the attempt starts, and kept."""
+    return os.path.join("attempts", f"run-{run_id}", task.replace("/", "_"), str(attempt))
+
+
+def _uses_attempt_dir(spec: TaskSpec) -> bool:
+    texts = [spec.command] if isinstance(spec.command, str) else list(spec.command)
+    return any("{attempt_dir}" in t for t in (*texts, *spec.env.values(), *spec.outputs))
 
 
 def outputs_for(spec: TaskSpec, values: Mapping[str, str], workdir: str) -> tuple[str, ...]:
@@ -202,6 +215,10 @@ def launch_for(
 ) -> Launch:
     """The attempt's launch; `secret_names`: every secret the job declares (`JobSpec.secret_names`)."""
     values = placeholder_values(paths, run, task, attempt)
+    values["attempt_dir"] = os.path.join(workdir, values["attempt_dir"])
+    if _uses_attempt_dir(spec):
+        with contextlib.suppress(OSError):  # else the command says it cannot write there
+            os.makedirs(values["attempt_dir"], exist_ok=True)
     env = {name: _fill(value, values, quote=False) for name, value in spec.env.items()}
     env.update({_exported(key): value for key, value in values.items()})
     env.update(secret_values(spec))  # from labrun's environment; never stored

@@ -61,9 +61,12 @@ def _adopt(runner: Runner, task: TaskRow, attempt: AttemptRow) -> Active | None:
     started = Started(attempt.pid, attempt.pid_start, attempt.ref, attempt.mechanism or "")
     if not executor.adopt(attempt.id, launch, started):
         return None
-    # the timeout runs from the attempt's real start, not from the resume
-    deadline = attempt.started + spec.timeout if spec.timeout else None
-    return Active(attempt.id, task.id, task.name, attempt.n, spec, executor, launch, attempt.node, deadline)
+    # the time limit runs from the attempt's real start, not from the resume
+    limit = runner.durations.limit(spec)
+    deadline = attempt.started + limit.seconds if limit is not None else None
+    act = Active(attempt.id, task.id, task.name, attempt.n, spec, executor, launch, attempt.node, deadline)
+    act.started, act.limit = attempt.started, limit
+    return act
 
 
 def plan(runner: Runner) -> ResumePlan:

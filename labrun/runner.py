@@ -21,12 +21,14 @@ from labrun import failpoint
 from labrun.config.job import JobSpec, TaskSpec
 from labrun.config.lab import NodeSpec
 from labrun.decisions import Ended, Fail, Record, Retry, Supersede, on_end
+from labrun.durations import Durations
 from labrun.executors.base import Executor, Waker
 from labrun.expand import launch_for
 from labrun.gpus import assign, gpu_env
 from labrun.headline import failure_headline
 from labrun.learned import Learner, node_max
 from labrun.ledger import Ledger
+from labrun.limits import Limit
 from labrun.masking import keep_excerpt, masked_facts, masker
 from labrun.memory import OomAttempt, OomPolicy
 from labrun.model import Facts, Launch, LaunchError, Runtime, Started
@@ -36,6 +38,8 @@ from labrun.progress import AttemptEnd, Reporter
 from labrun.retry import Policy
 from labrun.rows import AttemptRow, RunRow, TaskRow
 from labrun.scheduler import Demand, NodeCapacity, Plan, place
+from labrun.speculation import choose_node
+from labrun.speculator import InFlight, Speculator
 from labrun.states import Outcome, RunState, TaskState
 from labrun.store import Store
 from labrun.unblock import Unblocker
@@ -61,6 +65,8 @@ class Active:
     stop: Stop | None = None
     kill_at: float | None = None
     gpus: tuple[int, ...] = ()  # device indices this attempt holds alone
+    started: float = 0.0  # when it was claimed: its time limit and duration run from then
+    limit: Limit | None = None  # its time limit as it stands (a relative one moves)
 
 
 def policy_of(spec: TaskSpec) -> Policy:
@@ -102,9 +108,11 @@ class Runner:
         self.deps = Unblocker(store, paths, job, run, learner)  # waiting → ready or skipped
         self.node_max_failures = node_max_failures
         self.node_failures: dict[str, int] = {}  # counted failures of this run per node
-        self.extra: list[tuple[int, str]] = []  # (task id, why): another attempt asked for
+        self.extra: list[tuple[int, str, str | None]] = []  # (task id, why, node): one more attempt
         self.excused = 0  # tasks removed from the job file (job_edits): they do not fail the run
         self.mask = masker(job.secret_names)  # secret values, never recorded nor shown
+        self.durations = Durations(store.succeeded_durations(run.id))  # for relative limits
+        self.speculator = Speculator(self.specs.values(), self.durations)
 
     @property
     def counts(self) -> Mapping[TaskState, int]:
@@ -118,14 +126,17 @@ class Runner:
         self.stop = self.stop or stop
         self.waker.wake()
 
-    def launch_extra(self, task_id: int, why: str = "another attempt while the first runs") -> bool:
-        """Ask for one more attempt of a running task, beside those in flight; the next tick
-        places and starts it when there is room. The first attempt to succeed wins and the
-        others are stopped and recorded superseded. False if the task is not running."""
+    def launch_extra(
+        self, task_id: int, why: str = "another attempt while the first runs", node: str | None = None
+    ) -> bool:
+        """Ask for one more attempt of a running task, beside those in flight (on `node`, if
+        given); the next tick places and starts it when there is room. The first attempt to
+        succeed wins and the others are stopped and recorded superseded. False if the task
+        is not running."""
         live = self.ledger.live.get(task_id)
         if live is None or live.task.state is not TaskState.RUNNING:
             return False
-        self.extra.append((task_id, why))
+        self.extra.append((task_id, why, node))
         self.waker.wake()
         return True
 
@@ -161,6 +172,8 @@ class Runner:
             self._committed([attempt_id for attempt_id, _ in ended])
         self._enforce_stops(now)
         unblocked = self._start(claimed, now)
+        if self.stop is None and self._speculate(now):
+            unblocked = True  # a copy was asked for: claimed at once, in the next tick
         self.reporter.progress(dict(self.counts), now)
         return now if unblocked else self._next_wake(now)
 
@@ -211,7 +224,12 @@ class Runner:
 
     def _record_end(self, act: Active, facts: Facts, now: float) -> None:
         facts = masked_facts(facts, self.mask)
-        outcome, detail = classify(facts, act.stop, act.spec.timeout)
+        timeout = act.limit.seconds if act.limit is not None else None
+        outcome, detail = classify(facts, act.stop, timeout)
+        if outcome is Outcome.TIMEOUT and act.limit is not None and act.limit.why:
+            detail = f"{detail} (limit: {act.limit.why})"
+        if outcome is Outcome.SUCCEEDED:
+            self._succeeded(act.spec, facts.ended - act.started)
         live = self.ledger.live[act.task_id]
         oom = self._oom_attempt(act, facts) if outcome is Outcome.OOM else None
         ended = Ended(live.attempts[act.attempt_id], outcome, detail, act.stop, oom, facts.exit_code)
@@ -232,11 +250,21 @@ class Runner:
         if record.counted:  # the error itself in the line cron mails, not only "exited 1"
             launch, runtime = act.launch, act.spec.runtime
             headline = failure_headline(
-                launch, runtime, record.outcome, record.detail, facts, act.spec.timeout, self.mask
+                launch, runtime, record.outcome, record.detail, facts, timeout, self.mask
             )
         item = live.task.item
         end = AttemptEnd(act.name, act.n, act.node, record.outcome, record.detail, decision, item, headline)
         self.reporter.attempt_ended(end)
+
+    def _succeeded(self, spec: TaskSpec, seconds: float) -> None:
+        """A success moves the relative limit of the attempts of its task name still running."""
+        self.durations.add(spec.name, seconds)
+        if spec.timeout_factor is None:
+            return
+        limit = self.durations.limit(spec)
+        for act in self.active.values():
+            if act.spec.name == spec.name and limit is not None:
+                act.limit, act.deadline = limit, act.started + limit.seconds
 
     def _supersede(self, attempt_ids: Sequence[int]) -> None:
         """Stop attempts that lost the race; `_enforce_stops` sends TERM, then KILL."""
@@ -349,13 +377,16 @@ class Runner:
         the others wait for room while their task still runs."""
         requests, self.extra = self.extra, []
         claimed = []
-        for task_id, why in requests:
+        for task_id, why, on in requests:
             live = self.ledger.live.get(task_id)
             if live is None or live.task.state is not TaskState.RUNNING:
                 continue  # it finished meanwhile: nothing to race
-            plan = self._plan([live.task])
+            demand = self._demand(live.task)
+            if on is not None:
+                demand = dataclasses.replace(demand, nodes=(on,))
+            plan = place([demand], self._capacity(), self._slots(), self._avoid())
             if not plan.placements or self._slots() <= 0:
-                self.extra.append((task_id, why))
+                self.extra.append((task_id, why, on))
                 continue
             node = plan.placements[0].node
             runtime = self.specs[live.task.spec].runtime
@@ -382,9 +413,11 @@ class Runner:
         if gpus:
             env = {**launch.env, **gpu_env(gpus)}
             launch = dataclasses.replace(launch, env=env, gpus=gpus)
-        deadline = now + spec.timeout if spec.timeout else None
+        limit = self.durations.limit(spec)
+        deadline = now + limit.seconds if limit is not None else None
         executor = self.executors[(node, spec.runtime)]
         act = Active(attempt_id, task.id, task.name, n, spec, executor, launch, node, deadline, gpus=gpus)
+        act.started, act.limit = now, limit
         self.active[attempt_id] = act
         return act
 
@@ -432,6 +465,59 @@ class Runner:
             self.reporter.attempt_started(act.name, act.n, act.node)
         return unblocked
 
+    # -- stragglers (labrun/speculation.py) ------------------------------------------------
+
+    def _flights(self) -> list[InFlight]:
+        out = []
+        for act in self.active.values():
+            live = self.ledger.live.get(act.task_id)
+            if live is not None:
+                running = live.task.state is TaskState.RUNNING
+                attempts = len(live.live_attempts())
+                out.append(InFlight(act.task_id, act.spec.name, act.node, act.started, attempts, running))
+        return out
+
+    def _speculate(self, now: float) -> bool:
+        """Ask for a copy of each straggler the decision names, on a node it picks; True
+        when one was asked for."""
+        if not self.speculator.rules or not self.active:
+            return False
+        asked = False
+        ready_waiting = self.counts[TaskState.READY] > 0
+        for found in self.speculator.due(self._flights(), now, ready_waiting, self._progress):
+            task = self.ledger.live[found.task_id].task
+            free, able = self._nodes_for(self._demand(task))
+            node = choose_node(found.node, free, able)
+            if node is None:  # asked again when room frees up
+                self.speculator.copied.discard(found.task_id)
+                continue
+            asked = self.launch_extra(found.task_id, found.why, node) or asked
+        return asked
+
+    def _progress(self) -> dict[str, tuple[int, int]]:
+        """(done, total) tasks per task name, read once when a straggler is in sight."""
+        out: dict[str, list[int]] = {}
+        for spec, state, n, _ in self.store.spec_counts(self.run.id):
+            figures = out.setdefault(spec, [0, 0])
+            figures[0] += n if state.terminal else 0
+            figures[1] += n
+        return {spec: (done, total) for spec, (done, total) in out.items()}
+
+    def _nodes_for(self, demand: Demand) -> tuple[list[str], list[str]]:
+        """The nodes a copy fits on now, and those that could ever hold it."""
+        capacity, avoid = self._capacity(), self._avoid()
+        free, able = [], []
+        for node in capacity:
+            if demand.nodes and node.name not in demand.nodes:
+                continue
+            pinned = dataclasses.replace(demand, nodes=(node.name,))
+            if place([pinned], capacity, self._slots(), avoid).placements:
+                free.append(node.name)
+            whole = dataclasses.replace(node, cpus_used=0.0, memory_used=0, gpus_used=0)
+            if node.name not in avoid and place([pinned], [whole], 1).placements:
+                able.append(node.name)
+        return free, able
+
     # -- stopping -----------------------------------------------------------------------
 
     def _enforce_stops(self, now: float) -> None:
@@ -459,6 +545,9 @@ class Runner:
             if ready_at is not None and ready_at > now:
                 times.append(ready_at)
         times.extend(t for ex in self.executors.values() if (t := ex.wake_at(now)) is not None)
+        check = self.speculator.next_check(self._flights()) if self.speculator.rules else None
+        if check is not None:
+            times.append(max(check, now + 1.0) if check <= now else check)  # past it: waits for room
         if not self.active and self.counts[TaskState.READY] and not times:
             times.append(now + 1.0)  # never sleep for good while work is queued
         return min(times) if times else None

@@ -441,6 +441,15 @@ class Store(Reads):
                 "is another runner working on this run?"
             )
 
+    def succeeded_durations(self, run_id: int) -> list[tuple[str, float]]:
+        """(task name, seconds) of every succeeded attempt of the run: relative time limits."""
+        rows = self._read(
+            "SELECT t.spec, a.ended - a.started FROM attempts a JOIN tasks t ON t.id = a.task_id"
+            " WHERE a.run_id = ? AND a.outcome = ? AND a.ended IS NOT NULL",
+            (run_id, Outcome.SUCCEEDED.value),
+        )
+        return [(spec, float(seconds)) for spec, seconds in rows]
+
     def open_attempts(self, run_id: int) -> list[AttemptRow]:
         rows = self._read(
             f"SELECT {ATTEMPT_COLUMNS} FROM attempts WHERE run_id = ? AND outcome IS NULL",

@@ -21,7 +21,7 @@ from labrun.learned import Learner
 from labrun.paths import StatePaths
 from labrun.readfile import read_regular
 from labrun.rows import RunRow, TaskRow
-from labrun.states import TaskState
+from labrun.states import Outcome, TaskState
 from labrun.store import NewTask, Store
 
 MANIFEST_MAX = 256 * 1024 * 1024  # a manifest larger than this is a mistake, not a job
@@ -121,7 +121,10 @@ class Unblocker:
         fanned = fanned_from(self.job, source.spec)
         if not fanned:
             return False
-        lines, manifest, error = manifest_lines(self.paths, self.run, self.job, source)
+        won = [a.n for a in self.store.attempts(source.id) if a.outcome is Outcome.SUCCEEDED]
+        lines, manifest, error = manifest_lines(
+            self.paths, self.run, self.job, source, won[0] if won else None
+        )
         seq = self.store.max_seq(self.run.id)
         for spec in fanned:
             if lines is None:
@@ -200,11 +203,12 @@ def _list_of(task: str) -> str:
 
 
 def manifest_lines(
-    paths: StatePaths, run: RunRow, job: JobSpec, source: TaskRow
+    paths: StatePaths, run: RunRow, job: JobSpec, source: TaskRow, winner: int | None = None
 ) -> tuple[list[str] | None, str, str]:
     """The lines of `source`'s first output (task 0's manifest, or another task's list),
-    its path, and why it cannot be read."""
-    values = placeholder_values(paths, run, source, source.attempts)
+    its path, and why it cannot be read. `winner`: the number of the attempt that
+    succeeded, when a speculative copy may have run after it (`{attempt_dir}`)."""
+    values = placeholder_values(paths, run, source, winner if winner is not None else source.attempts)
     manifest = outputs_for(job.task(source.spec), values, job.workdir)[:1]
     if not manifest:
         return None, "", f"{_label(source.spec)} declares no outputs"

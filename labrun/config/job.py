@@ -27,6 +27,7 @@ from labrun.config.schema import (
     FromItems,
     Items,
     Key,
+    Relative,
     convert,
 )
 from labrun.deps import describe_cycle, find_cycle, upstream_map
@@ -40,7 +41,7 @@ if sys.version_info >= (3, 11):
 else:  # pragma: no cover
     import tomli as tomllib  # type: ignore[import-not-found, unused-ignore]
 
-PLACEHOLDERS = ("item", "index", "run", "attempt", "shared", "task")
+PLACEHOLDERS = ("item", "index", "run", "attempt", "shared", "task", "attempt_dir")
 _PLACEHOLDER_RE = re.compile(r"(?<![${])\{([A-Za-z_][A-Za-z0-9_]*)\}")
 
 
@@ -54,7 +55,10 @@ class TaskSpec:
     runtime: Runtime = Runtime.PROCESS
     cpus: float = 1.0
     memory: int = 1024**3
-    timeout: float | None = None
+    timeout: float | None = None  # absolute; a relative one is timeout_factor
+    timeout_factor: float | None = None  # timeout = "300%": 3.0 x the median (labrun/limits.py)
+    relative_min: int = 5
+    timeout_floor: float | None = None
     retries: int = 3
     retry_delay: float = 10.0
     retry_delay_max: float = 600.0
@@ -77,6 +81,9 @@ class TaskSpec:
     on_oom: str = "grow"
     learn_memory: bool = True  # start at the peak of earlier runs (labrun/learned.py)
     secret_env: tuple[str, ...] = ()  # names only: values come from the runner's environment
+    speculate: bool = False  # a straggler gets a copy on another node (labrun/speculation.py)
+    speculate_after: float = 300.0
+    speculate_shared_outputs: bool = False  # the job accepts copies writing the same outputs
 
     @property
     def attempt_cap(self) -> int:
@@ -206,6 +213,27 @@ def _check_isolation(c: _Collector, path: Path, values: Mapping[str, Any]) -> No
         c.add((*path, "memory_max"), "memory_max is below memory", "raise memory_max or lower memory")
 
 
+ATTEMPT_SCOPED = ("{attempt_dir}", "{attempt}")
+
+
+def _check_speculation(
+    c: _Collector, path: Path, values: Mapping[str, Any], table: Mapping[str, Any]
+) -> None:
+    """Two copies of a task must not write the same output unless the job accepts it."""
+    if not values.get("speculate") or values.get("speculate_shared_outputs"):
+        return
+    shared = [o for o in values.get("outputs", ()) if not any(p in o for p in ATTEMPT_SCOPED)]
+    if shared:
+        where = (*path, "speculate") if "speculate" in table else (*path, "outputs")
+        c.add(
+            where,
+            f"speculate = true, but output {shared[0]!r} is the same path for every attempt: "
+            "a speculative copy would write over the original's",
+            'write it under the attempt\'s own directory (outputs = ["{attempt_dir}/result.txt"]), or add '
+            "speculate_shared_outputs = true if the task writes to a temporary name and renames it",
+        )
+
+
 def _with_paths(spec: TaskSpec, base: str) -> TaskSpec:
     """Paths in task keys are relative to the job file."""
     if spec.image_tar is None:
@@ -243,6 +271,7 @@ def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
         _check_placeholders(c, (*path, "command"), command)
         _check_item_fields(c, path, values)
         _check_isolation(c, path, values)
+        _check_speculation(c, path, values, table)
         fields = {k.name: values[k.name] for k in TASK_KEYS if k.name in values}
         dependencies: tuple[Dependency, ...] = fields.pop("depends_on", ())
         items = fields.get("items")
@@ -250,7 +279,7 @@ def _tasks(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
             dependencies = (*dependencies, Dependency(items.task))
         fields["depends_on"] = tuple(dict.fromkeys(d.task for d in dependencies))
         fields["allow_failed"] = tuple(d.task for d in dependencies if d.allow_failed)
-        specs.append(TaskSpec(**{**fields, "env": env}))
+        specs.append(TaskSpec(**{**_timeouts(fields), "env": env}))
     return specs
 
 
@@ -345,7 +374,15 @@ def _setup(c: _Collector, data: Mapping[str, Any], defaults: dict[str, Any]) -> 
     env = {**defaults.get("env", {}), **values.get("env", {})}
     fields = {k.name: values[k.name] for k in TASK_KEYS if k.name in values}
     fields.update(name=SETUP_NAME, items=None, depends_on=(), env=env)
-    return TaskSpec(**fields)
+    return TaskSpec(**_timeouts(fields))
+
+
+def _timeouts(fields: dict[str, Any]) -> dict[str, Any]:
+    """`timeout = "300%"` becomes `timeout_factor`; `timeout` holds absolute limits only."""
+    timeout = fields.get("timeout")
+    if isinstance(timeout, Relative):
+        return {**fields, "timeout": None, "timeout_factor": timeout.factor}
+    return fields
 
 
 def _check_dependencies(

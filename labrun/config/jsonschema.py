@@ -71,6 +71,7 @@ def key_schema(key: Key) -> dict[str, Any]:
         "bool": {"type": "boolean"},
         "size": size,
         "duration": duration,
+        "timeout": {"oneOf": [*duration["oneOf"], {"type": "string", "pattern": r"^\s*\d+(\.\d+)?\s*%\s*$"}]},
         "choice": {"type": "string", "enum": list(key.choices)},
         "command": {
             "oneOf": [

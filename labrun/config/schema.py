@@ -67,6 +67,13 @@ class Dependency:
 
 
 @dataclass(frozen=True)
+class Relative:
+    """`timeout = "300%"`: a limit of `factor` x the median of the task's succeeded attempts."""
+
+    factor: float
+
+
+@dataclass(frozen=True)
 class Key:
     name: str
     kind: str  # one of the converters below
@@ -230,6 +237,8 @@ def convert(key: Key, value: object) -> Any:
         if seconds > 366 * 86400:
             raise ValueError(f"{value!r} is more than a year")
         return seconds
+    if key.kind == "timeout":
+        return _timeout(value, key)
     if key.kind == "choice":
         text = _string(value)
         if text not in key.choices:
@@ -260,6 +269,25 @@ def convert(key: Key, value: object) -> Any:
             raise ValueError(f"{wrong[0]!r} is not one of {', '.join(key.choices)}")
         return tuple(dict.fromkeys(value))
     raise AssertionError(f"unknown key kind {key.kind}")
+
+
+_PERCENT_RE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*%\s*$")
+
+
+def _timeout(value: object, key: Key) -> float | Relative:
+    """A duration, or a percentage of the median of the task's succeeded attempts."""
+    if isinstance(value, str) and "%" in value:
+        match = _PERCENT_RE.match(value)
+        if match is None:
+            raise ValueError(f'expected a percentage such as "300%" or {DURATION_HELP}, got {value[:40]!r}')
+        percent = float(match.group(1))
+        if percent <= 100 or percent > 100_000:
+            raise ValueError(
+                f"a relative timeout is more than 100% (100% would stop half the tasks) and at most "
+                f'100000%, got {value.strip()!r}; "300%" stops an attempt at 3x the median'
+            )
+        return Relative(percent / 100)
+    return float(convert(Key(key.name, "duration", None, key.help), value))
 
 
 def _dependencies(value: object) -> tuple[Dependency, ...]:
@@ -333,7 +361,27 @@ TASK_KEYS: tuple[Key, ...] = (
     Key("runtime", "choice", "process", "Where an attempt runs.", choices=RUNTIMES, enum=Runtime),
     Key("cpus", "number", 1.0, "CPUs an attempt needs (fractions allowed).", minimum=0.01),
     Key("memory", "size", 1024**3, "Memory an attempt needs: " + SIZE_HELP + ".", minimum=1),
-    Key("timeout", "duration", None, "Kill an attempt after this long: " + DURATION_HELP + "."),
+    Key(
+        "timeout",
+        "timeout",
+        None,
+        "Kill an attempt after this long: " + DURATION_HELP + ', or "300%" of the median '
+        "duration of the task's succeeded attempts (relative_min of them; before: timeout_floor).",
+    ),
+    Key(
+        "relative_min",
+        "int",
+        5,
+        'Succeeded attempts a relative timeout ("300%") waits for before it applies.',
+        minimum=1,
+        maximum=1_000_000,
+    ),
+    Key(
+        "timeout_floor",
+        "duration",
+        None,
+        "Least time limit of a relative timeout, and the limit before it applies: " + DURATION_HELP + ".",
+    ),
     Key(
         "retries",
         "int",
@@ -382,6 +430,26 @@ TASK_KEYS: tuple[Key, ...] = (
         "Start at the peak measured in the job's earlier runs + 20% (capped) when that is more.",
     ),
     Key("on_oom", "choice", "grow", "After an OOM kill: grow memory, retry as is, or fail.", choices=ON_OOM),
+    # -- stragglers (labrun/speculation.py) --
+    Key(
+        "speculate",
+        "bool",
+        False,
+        "Run a copy of a straggler on another node (past 3x the median and speculate_after); first wins.",
+    ),
+    Key(
+        "speculate_after",
+        "duration",
+        300.0,
+        "An attempt is not a straggler before it ran this long: " + DURATION_HELP + ".",
+    ),
+    Key(
+        "speculate_shared_outputs",
+        "bool",
+        False,
+        "Speculate although outputs are not under {attempt_dir}: the task writes to a temporary "
+        "name and renames, or is idempotent, so two copies never leave a half-written file.",
+    ),
     Key(
         "secret_env",
         "str_list",

@@ -11,7 +11,7 @@ from typing import IO
 
 from labrun.fit import column_width, item_text, plural, shorten_middle, task_with_item
 from labrun.model import Runtime
-from labrun.states import RunState, TaskState
+from labrun.states import Outcome, RunState, TaskState
 from labrun.units import format_duration, format_size
 from labrun.views.model import AttemptView, EventsView, EventView, RunView, StatusView, TaskView
 
@@ -67,12 +67,24 @@ def attempt_lines(attempts: tuple[AttemptView, ...]) -> list[str]:
         mechanism = a.mechanism if a.mechanism and a.mechanism != a.runtime else ""
         runtime = f"{a.runtime} ({mechanism})" if mechanism else str(a.runtime)
         cpu = f"{a.cpu_seconds:.2f}s" if a.cpu_seconds is not None else "-"
-        outcome = a.outcome.value if a.outcome else "running"
+        outcome = (a.outcome.value if a.outcome else "running") + _race_label(a, attempts)
         lines.append(
             f"  #{a.n:<3} {runtime:<20} limit {format_size(a.memory_limit):>9}  "
             f"peak {format_size(a.peak_memory):>9}  cpu {cpu:>8}  {outcome}\n"
         )
     return lines
+
+
+def _race_label(a: AttemptView, attempts: tuple[AttemptView, ...]) -> str:
+    """A speculative attempt started while an earlier one still ran: one that is running,
+    or ended superseded or succeeded (a retry starts only after a failure); the winner
+    beat another attempt."""
+    raced = any(b.outcome is Outcome.SUPERSEDED for b in attempts)
+    winner = " (winner)" if raced and a.outcome is Outcome.SUCCEEDED else ""
+    overlapped = (None, Outcome.SUPERSEDED, Outcome.SUCCEEDED)
+    if any(b.n < a.n and (b.ended is None or b.outcome in overlapped) for b in attempts):
+        return " (speculative copy)" + winner
+    return winner
 
 
 def run_heading(run: RunView) -> str:
