@@ -94,18 +94,13 @@ def _reap() -> None:
 
 
 def _children() -> set[int]:
-    pids: set[int] = set()
+    """The children of this process's main thread: where the kernel re-parents orphans
+    (its first live thread, which for a runner is the main one)."""
     try:
-        tasks = os.listdir("/proc/self/task")
+        with open(f"/proc/self/task/{os.getpid()}/children", encoding="ascii") as handle:
+            return {int(p) for p in handle.read().split()}
     except OSError:
-        return pids
-    for tid in tasks:
-        try:
-            with open(f"/proc/self/task/{tid}/children", encoding="ascii") as handle:
-                pids.update(int(p) for p in handle.read().split())
-        except OSError:
-            continue
-    return pids
+        return set()
 
 
 def _key_of(pid: int) -> str | None:

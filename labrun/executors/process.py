@@ -39,6 +39,7 @@ class _Child:
     launch: Launch
     pid: int  # the attempt's wrapper shell, leader of its process group
     pidfd: int | None
+    key: str = ""  # escapes.attempt_key: what its processes carry in their environment
     started: float = 0.0  # time.time() at start; memory is sampled from SAMPLE_AFTER on
     peak: int | None = None  # largest process-tree RSS sampled
 
@@ -95,7 +96,8 @@ def _wrapper_head(launch: Launch) -> tuple[str, ...]:
 
 
 def _run_dir(launch: Launch) -> str:
-    return os.path.dirname(attempt_facts.exits_path(attempt_dir(launch)))
+    """RUN of RUN/TASK/N/stdout (where `exits_path` puts the exits file)."""
+    return os.path.dirname(os.path.dirname(os.path.dirname(launch.stdout_path)))
 
 
 def _escape_key(launch: Launch) -> str:
@@ -330,8 +332,9 @@ class ProcessExecutor(Executor):
         if pidfd is not None:
             self.waker.watch(pidfd)
         started = time.time()
-        self.children[launch.attempt_id] = _Child(launch, pid, pidfd, started)
-        escapes.running.add(_escape_key(launch))
+        key = _escape_key(launch)
+        self.children[launch.attempt_id] = _Child(launch, pid, pidfd, key, started)
+        escapes.running.add(key)
         if self.samples_memory:
             self.next_sample_at = min(self.next_sample_at, started + SAMPLE_AFTER)
 
@@ -416,7 +419,7 @@ class ProcessExecutor(Executor):
                 continue
             kill_group(child.pid)
             self._forget(attempt_id, child)
-            escapes.running.discard(_escape_key(child.launch))
+            escapes.running.discard(child.key)
             ended.append((attempt_id, child, status, usage))
         if ended:  # what left their process groups goes too (before a cgroup is emptied)
             escapes.sweep({c.pid for c in self.children.values()})
