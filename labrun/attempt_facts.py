@@ -67,11 +67,6 @@ def exit_of(wait_status: int) -> tuple[int | None, int | None]:
     return os.WEXITSTATUS(wait_status), None
 
 
-def exits_path(attempt_dir: str) -> str:
-    """The run's exits file, from one of its attempt directories (RUN/TASK/N)."""
-    return os.path.join(os.path.dirname(os.path.dirname(attempt_dir)), EXITS_FILE)
-
-
 class ExitLog:
     """The statuses attempts' wrappers appended to one run's exits file, read incrementally.
 

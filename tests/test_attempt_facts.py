@@ -73,8 +73,7 @@ def test_wait_status_and_exit_record(tmp_path: Path) -> None:
     assert attempt_facts.exit_of(3 << 8) == (3, None)
     assert attempt_facts.exit_of(9) == (None, 9)
     attempt = tmp_path / "run" / "task" / "1"
-    log = attempt_facts.ExitLog(attempt_facts.exits_path(str(attempt)))
-    assert log.path == str(tmp_path / "run" / "exits")
+    log = attempt_facts.ExitLog(str(tmp_path / "run" / attempt_facts.EXITS_FILE))
     assert log.status(3) is None  # no file yet
     attempt.mkdir(parents=True)
     with open(log.path, "ab") as exits:

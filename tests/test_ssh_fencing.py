@@ -9,11 +9,9 @@ import time
 from pathlib import Path
 
 from sshd import SshdLab
-from test_ssh_nodes import launch, ssh_node, wait_for, write_lab
+from test_ssh_nodes import launch, node_executor, wait_for
 
-from labrun.executors.ssh import FENCE_MARGIN, SshExecutor
-from labrun.ssh.nodes import target_of
-from labrun.ssh.session import AgentSession
+from labrun.executors.ssh import FENCE_MARGIN
 
 LOST_AFTER = 3.0
 
@@ -31,11 +29,7 @@ def _status(tmp_path: Path) -> dict[str, object]:
 def test_a_silent_node_is_given_up_within_lost_after_and_its_attempt_is_fenced(
     tmp_path: Path, sshd_lab: SshdLab
 ) -> None:
-    server = sshd_lab.start("node-a")
-    lab = write_lab(tmp_path, sshd_lab, {"node-a": ""})
-    session = AgentSession(target_of(lab, ssh_node(lab)), ssh_node(lab).workdir)
-    session.connect()
-    executor = SshExecutor(session, lost_after=LOST_AFTER, poll_interval=0.1)
+    server, executor = node_executor(tmp_path, sshd_lab, LOST_AFTER)
     marker = tmp_path / "finished-there"
     try:
         executor.start(launch(tmp_path, ("sh", "-c", f"sleep 8; echo done > {marker}"), 1))
@@ -62,11 +56,7 @@ def test_a_silent_node_is_given_up_within_lost_after_and_its_attempt_is_fenced(
 
 
 def test_reconnecting_to_a_hung_node_does_not_stall_the_loop(tmp_path: Path, sshd_lab: SshdLab) -> None:
-    server = sshd_lab.start("node-a")
-    lab = write_lab(tmp_path, sshd_lab, {"node-a": ""})
-    session = AgentSession(target_of(lab, ssh_node(lab)), ssh_node(lab).workdir)
-    session.connect()
-    executor = SshExecutor(session, lost_after=1.0, poll_interval=0.1)
+    server, executor = node_executor(tmp_path, sshd_lab, lost_after=1.0)
     try:
         executor.start(launch(tmp_path, ("sleep", "30"), 1))
         server.freeze()

@@ -9,7 +9,7 @@ import time
 from pathlib import Path
 
 import pytest
-from sshd import SshdLab
+from sshd import SshdLab, SshdServer
 
 from labrun.app import RunOptions, open_store, run_job
 from labrun.backends.view import node_states
@@ -66,6 +66,15 @@ def launch(tmp_path: Path, argv: tuple[str, ...], attempt_id: int = 1) -> Launch
         cpus=1,
         memory=1 << 20,
     )
+
+
+def node_executor(tmp_path: Path, sshd: SshdLab, lost_after: float) -> tuple[SshdServer, SshExecutor]:
+    """node-a started, and an executor connected to it that polls every 0.1 s."""
+    server = sshd.start("node-a")
+    lab = write_lab(tmp_path, sshd, {"node-a": ""})
+    session = AgentSession(target_of(lab, ssh_node(lab)), ssh_node(lab).workdir)
+    session.connect()
+    return server, SshExecutor(session, lost_after=lost_after, poll_interval=0.1)
 
 
 def wait_for(executor: SshExecutor, count: int, limit: float = 30.0) -> dict[int, object]:
@@ -241,11 +250,7 @@ def test_labrun_nodes_lists_each_node(
 def test_a_node_that_returns_is_used_again_and_its_given_up_attempts_are_killed(
     tmp_path: Path, sshd_lab: SshdLab
 ) -> None:
-    server = sshd_lab.start("node-a")
-    lab = write_lab(tmp_path, sshd_lab, {"node-a": ""})
-    session = AgentSession(target_of(lab, ssh_node(lab)), ssh_node(lab).workdir)
-    session.connect()
-    executor = SshExecutor(session, lost_after=1.0, poll_interval=0.1)
+    server, executor = node_executor(tmp_path, sshd_lab, lost_after=1.0)
     try:
         executor.start(launch(tmp_path, ("sleep", "60"), 1))
         assert not wait_for(executor, 1, limit=1.0)

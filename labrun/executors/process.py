@@ -96,7 +96,7 @@ def _wrapper_head(launch: Launch) -> tuple[str, ...]:
 
 
 def _run_dir(launch: Launch) -> str:
-    """RUN of RUN/TASK/N/stdout (where `exits_path` puts the exits file)."""
+    """RUN of RUN/TASK/N/stdout: where the run's exits file is."""
     return os.path.dirname(os.path.dirname(os.path.dirname(launch.stdout_path)))
 
 
@@ -268,7 +268,10 @@ class ProcessExecutor(Executor):
             out, err = open_logs(launch)
         except OSError as exc:
             where = attempt_dir(launch)
-            raise LaunchError(f"cannot create the attempt's logs in {where}: {exc.strerror}") from None
+            raise LaunchError(
+                f"cannot create the attempt's logs in {where}: {exc.strerror}; free space on that "
+                "disk or make the state directory writable, then `labrun run --resume`"
+            ) from None
         actions = [
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_DUP2, out, 1),
@@ -288,18 +291,21 @@ class ProcessExecutor(Executor):
 
     def _exits_fd(self, launch: Launch) -> int:
         """The run's exits file, open for appending (one descriptor per run, kept)."""
-        path = attempt_facts.exits_path(attempt_dir(launch))
+        path = os.path.join(_run_dir(launch), attempt_facts.EXITS_FILE)
         fd = self._exit_fds.get(path)
         if fd is None:
             try:
                 fd = self._exit_fds[path] = private.open_append(path)
             except OSError as exc:
-                raise LaunchError(f"cannot open {path}: {exc.strerror}") from None
+                raise LaunchError(
+                    f"cannot open the run's exit records {path}: {exc.strerror}; free space on that "
+                    "disk or make the state directory writable, then `labrun run --resume`"
+                ) from None
         return fd
 
     def exit_status(self, launch: Launch) -> int | None:
         """The status the attempt's wrapper recorded, or None when it left none."""
-        path = attempt_facts.exits_path(attempt_dir(launch))
+        path = os.path.join(_run_dir(launch), attempt_facts.EXITS_FILE)
         log = self._exit_logs.get(path)
         if log is None:
             log = self._exit_logs[path] = attempt_facts.ExitLog(path)
