@@ -4,9 +4,12 @@
 default socket when a daemon answers there; otherwise, as root, it starts a private
 dockerd (own socket, data root and exec root under STATE_DIR) and LEAVES IT RUNNING, so
 later sessions and concurrent ones (the lead's and a helper's) share it and the image
-cache instead of paying for a start each time. The private daemon touches no host
-networking: no iptables rules, no docker0 bridge. Stop it with `kill $(cat
-/tmp/labrun-test-dockerd/docker.pid)`.
+cache instead of paying for a start each time. A start begins from empty roots: a data
+root left by a daemon that was killed (a machine reused between sessions and CI) holds
+one stale network sandbox per container it ever ran, and dockerd removes them one by one
+before it answers — over a thousand of them kept it silent for more than 150 s in CI.
+The private daemon touches no host networking: no iptables rules, no docker0 bridge.
+Stop it with `kill $(cat /tmp/labrun-test-dockerd/docker.pid)`.
 
 `docker_image` (session): `labrun-test/busybox:1`, imported from Debian's busybox-static
 with `docker import` when missing.
@@ -97,6 +100,7 @@ def start_private(dockerd: str) -> str:
     log_path = f"{STATE_DIR}/dockerd.log"
     tried: list[str] = []
     for extra in STORAGE_FALLBACKS:
+        clear_leftovers()
         argv = [
             dockerd,
             f"--data-root={STATE_DIR}/data",
@@ -125,6 +129,49 @@ def start_private(dockerd: str) -> str:
         f"{PRIVATE_URL} within {START_TIMEOUT_S:.0f}s; tried {'; '.join(tried)}. "
         f"{log_path} ends with:\n{tail}"
     )
+
+
+def clear_leftovers() -> None:
+    """End what a killed private daemon left (containerd and shims run in sessions of their
+    own and outlive it), unmount its mounts, and empty its roots."""
+    for pid in pids_using(STATE_DIR):
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    deadline = time.monotonic() + STOP_TIMEOUT_S
+    while pids_using(STATE_DIR) and time.monotonic() < deadline:
+        time.sleep(0.1)
+    for mount_point in sorted(mounts_under(STATE_DIR), key=len, reverse=True):
+        subprocess.run(["umount", "--lazy", mount_point], check=False, capture_output=True)
+    for name in ("docker.pid", "docker.sock"):
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(f"{STATE_DIR}/{name}")
+    for root in ("data", "exec"):
+        path = f"{STATE_DIR}/{root}"
+        shutil.rmtree(path, ignore_errors=True)
+        if os.path.exists(path):
+            raise StartFailed(f"could not empty {path} before starting a test dockerd; remove it by hand")
+
+
+def pids_using(directory: str) -> list[int]:
+    """Processes whose command line names the directory (a daemon's roots are its flags)."""
+    needle = directory.encode()
+    found = []
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit() or int(entry) == os.getpid():
+            continue
+        try:
+            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
+                if needle in cmdline.read():
+                    found.append(int(entry))
+        except OSError:
+            continue
+    return found
+
+
+def mounts_under(directory: str) -> list[str]:
+    with open("/proc/self/mountinfo") as mountinfo:
+        points = [line.split()[4] for line in mountinfo]
+    return [point for point in points if point.startswith(directory + "/")]
 
 
 def process_state(pid: int) -> str:
