@@ -130,6 +130,20 @@ def test_logs_env_workdir_and_argv_reach_the_command(
     assert Path(launch.stderr_path).read_text() == "to-stderr\n"
 
 
+def test_the_command_starts_with_no_signal_ignored_that_a_shell_pipeline_needs(
+    executor: Executor, waker: Waker, backend: Backend, tmp_path: Path
+) -> None:
+    """Python ignores SIGPIPE and SIGXFSZ, and an ignored signal stays ignored across exec:
+    inherited, `zcat big.gz | head` in a task ends in "Broken pipe" errors (a failure under
+    `set -o pipefail`) instead of a quiet SIGPIPE."""
+    body = 'while read -r k v; do [ "$k" = SigIgn: ] && echo "$v"; done < /proc/self/status; exit 0'
+    launch = make_launch(backend, tmp_path, script(body))
+    assert run(executor, waker, launch).exit_code == 0
+    ignored = int(Path(launch.stdout_path).read_text().strip(), 16)
+    for signum in (signal.SIGPIPE, signal.SIGXFSZ):
+        assert not ignored & (1 << (signum - 1)), f"{signum.name} is ignored in the attempt"
+
+
 # --- signals and stops ------------------------------------------------------------------
 
 

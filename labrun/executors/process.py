@@ -83,6 +83,9 @@ if [ "$s" -gt 128 ] && [ "$s" -lt 160 ]; then kill -$((s - 128)) $$; fi
 exit "$s"
 """
 WRAPPER_NAME = "labrun-attempt"  # $0 of the wrapper: what `ps` shows for it
+# Python ignores these; an ignored signal stays ignored across exec, so without this an
+# attempt's `zcat big.gz | head` would end in "Broken pipe" errors, not a quiet SIGPIPE.
+RESTORED_SIGNALS = (signal.SIGPIPE, signal.SIGXFSZ)
 EXITS_FD = 4
 
 
@@ -281,7 +284,9 @@ class ProcessExecutor(Executor):
         try:
             with around():
                 # setsid: its own session and process group, so signals reach the whole tree
-                return os.posix_spawn(argv[0], list(argv), env, file_actions=actions, setsid=True)
+                return os.posix_spawn(
+                    argv[0], list(argv), env, file_actions=actions, setsid=True, setsigdef=RESTORED_SIGNALS
+                )
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte that came from outside the job file
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise LaunchError(f"cannot start {launch.argv[0]!r}: {reason}") from None
