@@ -72,3 +72,23 @@ def test_an_internal_error_leaves_the_run_interrupted_and_resumable(tmp_path: Pa
     resumed = labrun(state, "run", str(job), "--resume", cwd=tmp_path)
     assert resumed.returncode == 0, resumed.stdout + resumed.stderr
     assert (tmp_path / "ran.txt").read_text() == "a\n"  # adopted (or its end read), not run twice
+
+
+def test_cancel_stops_an_attempt_whose_runner_died_before_recording_its_pid(tmp_path: Path) -> None:
+    """The runner SIGKILLs itself right after a spawn (failpoint `spawned`): the attempt runs
+    with no pid in the store. `labrun cancel` finds it by its wrapper's command line and
+    stops it; it said "0 leftover attempts stopped" and left it running before."""
+    state = tmp_path / "state"
+    job = write_job(tmp_path, '[job]\nname = "nap"\n\n[[tasks]]\nname = "a"\ncommand = ["sleep", "618.5"]\n')
+    crashed = labrun(state, "run", str(job), cwd=tmp_path, LABRUN_FAILPOINT="spawned:1")
+    assert crashed.returncode == -signal.SIGKILL, crashed.stderr
+    assert query(state, "SELECT state, pid FROM attempts") == [("launching", None)]
+    assert b"sleep 618.5" in subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout
+    cancelled = labrun(state, "cancel", "last", cwd=tmp_path)
+    assert cancelled.returncode == 0, cancelled.stdout + cancelled.stderr
+    assert "1 leftover attempt stopped" in cancelled.stdout, cancelled.stdout
+    deadline = time.monotonic() + 30
+    while b"sleep 618.5" in subprocess.run(["ps", "-eo", "args"], capture_output=True).stdout:
+        assert time.monotonic() < deadline, "the attempt is still running after the cancel"
+        time.sleep(0.05)
+    assert query(state, "SELECT outcome FROM attempts") == [("killed",)]

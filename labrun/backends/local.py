@@ -30,8 +30,9 @@ from labrun.config.schema import Key
 from labrun.executors.base import Executor, Waker
 from labrun.executors.cgroup import CgroupExecutor
 from labrun.executors.docker import DockerExecutor
-from labrun.executors.process import ProcessExecutor, alive
+from labrun.executors.process import ProcessExecutor, alive, find_wrapper_of
 from labrun.model import Runtime
+from labrun.paths import StatePaths
 from labrun.preflight.core import Check
 from labrun.rows import AttemptRow
 from labrun.units import SIZE_HELP
@@ -141,8 +142,12 @@ class LocalBackend(Backend):
             containers.close()
 
 
-def _group_alive(attempt: AttemptRow) -> bool:
-    return bool(attempt.pid) and alive(attempt.pid or 0, attempt.pid_start)
+def _group_of(attempt: AttemptRow, paths: StatePaths) -> int | None:
+    """The live process group of a process or cgroup attempt: by its recorded pid, or, when
+    its runner died before recording one, by its wrapper's command line."""
+    if attempt.pid:
+        return attempt.pid if alive(attempt.pid, attempt.pid_start) else None
+    return find_wrapper_of(attempt.id, paths.run_dir(attempt.run_id))
 
 
 class LocalControl(NodeControl):
@@ -150,6 +155,7 @@ class LocalControl(NodeControl):
 
     def __init__(self, state_dir: str, base_url: str | None = None) -> None:
         self._containers = Containers(state_dir, base_url)
+        self._paths = StatePaths(state_dir)
 
     def running(self, attempts: Sequence[AttemptRow]) -> list[int]:
         out = []
@@ -157,7 +163,7 @@ class LocalControl(NodeControl):
             if attempt.runtime is Runtime.DOCKER:
                 if self._containers.of(attempt.id, everything=False):
                     out.append(attempt.id)
-            elif _group_alive(attempt):
+            elif _group_of(attempt, self._paths) is not None:
                 out.append(attempt.id)
         return out
 
@@ -165,9 +171,9 @@ class LocalControl(NodeControl):
         for attempt in attempts:
             if attempt.runtime is Runtime.DOCKER:
                 self._containers.kill(attempt.id, signum)
-            elif _group_alive(attempt):
+            elif (pid := _group_of(attempt, self._paths)) is not None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(attempt.pid or 0, signum)
+                    os.killpg(pid, signum)
 
     def sweep(self, attempts: Sequence[AttemptRow]) -> list[str]:
         found = []
@@ -175,10 +181,10 @@ class LocalControl(NodeControl):
             if attempt.runtime is Runtime.DOCKER:
                 found += self._containers.remove(attempt.id)
                 continue
-            if _group_alive(attempt):
+            if (pid := _group_of(attempt, self._paths)) is not None:
                 with contextlib.suppress(ProcessLookupError, PermissionError):
-                    os.killpg(attempt.pid or 0, signal.SIGKILL)
-                found.append(f"process group {attempt.pid} of attempt {attempt.id}")
+                    os.killpg(pid, signal.SIGKILL)
+                found.append(f"process group {pid} of attempt {attempt.id}")
             if attempt.runtime is Runtime.CGROUP and attempt.ref:
                 found += _remove_cgroup(attempt)
         return found

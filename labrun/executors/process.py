@@ -110,7 +110,14 @@ def _escape_key(launch: Launch) -> str:
 def find_wrapper(launch: Launch) -> int | None:
     """The pid of the attempt's wrapper, found by its command line: for an attempt whose pid
     was never recorded (the runner died between the spawn and that commit)."""
-    head = b"\0".join(arg.encode() for arg in _wrapper_head(launch)[3:]) + b"\0"
+    return find_wrapper_of(launch.attempt_id, _run_dir(launch))
+
+
+def find_wrapper_of(attempt_id: int, run_dir: str) -> int | None:
+    """The pid of the wrapper whose arguments name this attempt id and run directory (with
+    the run directory, unique across state directories on this machine)."""
+    head = b"\0".join(arg.encode() for arg in ("/bin/sh", "-c", WRAPPER, WRAPPER_NAME)) + b"\0"
+    name = b"\0" + str(attempt_id).encode() + b"\0" + run_dir.encode() + b"\0"
     for entry in os.scandir("/proc"):
         if not entry.name.isdigit():
             continue
@@ -119,7 +126,7 @@ def find_wrapper(launch: Launch) -> int | None:
                 cmdline = handle.read()
         except OSError:
             continue
-        if cmdline.startswith(b"/bin/sh\0-c\0") and head in cmdline:
+        if cmdline.startswith(head) and cmdline.find(b"\0", len(head)) == cmdline.find(name, len(head)):
             return int(entry.name)
     return None
 
