@@ -46,6 +46,7 @@ from labrun.unblock import Unblocker
 from labrun.units import format_size
 
 LOOKAHEAD = 64  # ready tasks read beyond the free slots, so small tasks can backfill
+START_COMMIT_DELAY = 0.1  # the longest a start's pid waits for a transaction to go with
 
 
 @dataclass
@@ -113,6 +114,9 @@ class Runner:
         self.mask = masker(job.secret_names)  # secret values, never recorded nor shown
         self.durations = Durations(store.succeeded_durations(run.id))  # for relative limits
         self.speculator = Speculator(self.specs.values(), self.durations)
+        # starts not committed yet: with the next transaction, at the latest START_COMMIT_DELAY later
+        self.unsaid: list[tuple[int, int, Started]] = []
+        self.unsaid_since = math.inf
 
     @property
     def counts(self) -> Mapping[TaskState, int]:
@@ -158,8 +162,10 @@ class Runner:
             failpoint.reached("ended")  # ends seen, not committed: a resume must read them again
         claimed: list[Active] = []
         may_launch = self.stop is None and (self.counts[TaskState.READY] > 0 or bool(self.extra))
-        if ended or self.deps.dirty(False) or (may_launch and self._slots() > 0):
+        starts_due = now >= self.unsaid_since + START_COMMIT_DELAY
+        if ended or starts_due or self.deps.dirty(False) or (may_launch and self._slots() > 0):
             with self.ledger.tx():
+                self._say_started()
                 for attempt_id, facts in ended:
                     self._record_end(self.active.pop(attempt_id), facts, now)
                 self._settle(now)
@@ -454,16 +460,28 @@ class Runner:
             failpoint.reached("spawned")
         if not claimed:
             return False
-        with self.ledger.tx():
-            self.ledger.started(started, now)
-            for act, error in failed:
-                del self.active[act.attempt_id]
-                self._record_end(act, Facts(None, None, now, start_error=error), now)
-            unblocked = self._settle(now)
+        # Committed with the next transaction (most often the one that records their ends):
+        # until then a resume or a cancel finds such an attempt by its wrapper's command line.
+        self.unsaid += started
+        self.unsaid_since = min(self.unsaid_since, now)
+        unblocked = False
+        if failed:
+            with self.ledger.tx():
+                self._say_started()
+                for act, error in failed:
+                    del self.active[act.attempt_id]
+                    self._record_end(act, Facts(None, None, now, start_error=error), now)
+                unblocked = self._settle(now)
         for _, attempt_id, _ in started:
             act = self.active[attempt_id]
             self.reporter.attempt_started(act.name, act.n, act.node)
         return unblocked
+
+    def _say_started(self) -> None:
+        """Commit, in the transaction open now, the starts not committed yet."""
+        if self.unsaid:
+            self.ledger.started(self.unsaid, self.unsaid_since)
+            self.unsaid, self.unsaid_since = [], math.inf
 
     # -- stragglers (labrun/speculation.py) ------------------------------------------------
 
@@ -540,11 +558,19 @@ class Runner:
                 times.append(act.deadline)
             if act.kill_at is not None and act.kill_at != math.inf:
                 times.append(act.kill_at)
-        if self.stop is None and self._slots() > 0 and self.counts[TaskState.READY]:
+        if (
+            self.stop is None
+            and self._slots() > 0
+            and self.counts[TaskState.READY]
+            and self._could_start() >= 1
+        ):
+            # a task held back by its retry delay, with room to start it (else an end wakes us)
             ready_at = self.store.next_ready_time(self.run.id)
             if ready_at is not None and ready_at > now:
                 times.append(ready_at)
         times.extend(t for ex in self.executors.values() if (t := ex.wake_at(now)) is not None)
+        if self.unsaid:
+            times.append(self.unsaid_since + START_COMMIT_DELAY)
         check = self.speculator.next_check(self._flights()) if self.speculator.rules else None
         if check is not None:
             times.append(max(check, now + 1.0) if check <= now else check)  # past it: waits for room
@@ -562,6 +588,7 @@ class Runner:
         else:
             state = RunState.FAILED
         with self.ledger.tx():
+            self._say_started()
             if self.stop is Stop.CANCEL:
                 for task in list(self.store.tasks(self.run.id, [TaskState.READY, TaskState.WAITING])):
                     self.ledger.cancel(task, "run cancelled", now)

@@ -26,7 +26,7 @@ from labrun.paths import StatePaths
 from labrun.progress import Reporter
 from labrun.resume import reconcile
 from labrun.rows import TaskRow
-from labrun.runner import Runner
+from labrun.runner import START_COMMIT_DELAY, Runner
 from labrun.states import (
     AttemptState,
     Outcome,
@@ -359,6 +359,7 @@ def test_a_second_attempt_of_real_processes_wins_and_the_first_is_stopped(tmp_pa
     runner = Runner(store, paths, job, run, [node], {("local", Runtime.PROCESS): executor}, waker, Reporter())
     try:
         runner.tick(time.time())
+        runner.tick(time.time() + START_COMMIT_DELAY)  # its start (pid) is committed by then
         t = task(store, runner, "t")
         (first,) = store.attempts(t.id)
         assert first.pid is not None and runner.launch_extra(t.id)

@@ -13,7 +13,7 @@ from labrun.model import Facts, Launch, LaunchError, Runtime, Started
 from labrun.outcome import Stop
 from labrun.paths import StatePaths
 from labrun.progress import Reporter
-from labrun.runner import Runner
+from labrun.runner import START_COMMIT_DELAY, Runner
 from labrun.states import Outcome, RunState, TaskState
 from labrun.store import Store
 
@@ -162,7 +162,8 @@ def test_config_error_is_not_retried(tmp_path: Path) -> None:
 def test_timeout_sends_term_then_kill_after_grace(tmp_path: Path) -> None:
     fake = FakeExecutor(obeys={signal.SIGKILL})  # ignores SIGTERM
     runner, store = make_runner(tmp_path, job(defaults_extra='timeout = "30s"\ngrace = "5s"'), fake)
-    assert runner.tick(0.0) == 30.0
+    assert runner.tick(0.0) == START_COMMIT_DELAY  # the start's pid, committed with the next transaction
+    assert runner.tick(START_COMMIT_DELAY) == 30.0
     (launch,) = fake.launches.values()
     assert runner.tick(30.0) == 35.0
     assert fake.signals == [(launch.attempt_id, signal.SIGTERM)]
