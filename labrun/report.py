@@ -9,7 +9,9 @@ run's size) and the diagnoses of the tasks that did not succeed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
+import time
 from collections.abc import Iterator, Mapping, Sequence
 from typing import IO
 
@@ -57,7 +59,7 @@ def write_report(
         target = output if output is not None else default_output(fmt, run.id)
         with _destination(target) as out:
             if fmt == "html":
-                write_html(html_page(snap, paths, run), out)
+                write_html(html_page(snap, paths, run, time.time()), out)
             elif fmt == "tsv":
                 trace.write_tsv(trace.trace_rows(build.task_views(snap, run.id)), out)
             else:
@@ -67,13 +69,15 @@ def write_report(
     return None if target in (None, "-") else target
 
 
-def html_page(snap: Reads, paths: StatePaths, run: RunRow) -> ReportPage:
-    """The HTML report's page of `run`, read from `snap` in one pass (the report and `serve`)."""
+def html_page(snap: Reads, paths: StatePaths, run: RunRow, now: float) -> ReportPage:
+    """The HTML report's page of `run` as of `now`, read from `snap` in one pass (the report
+    and `serve`)."""
     digest = Digest.for_run(snap.counts(run.id).get(TaskState.SUCCEEDED, 0))
     for task in build.task_views(snap, run.id):
         digest.add(task)
     series = snap.memory_series([c.attempt_id for c in digest.charted])
-    return _page(paths, run, build.run_view(snap, run), digest, series)
+    page = _page(paths, run, build.run_view(snap, run), digest, series)
+    return dataclasses.replace(page, now=now)
 
 
 def _page(

@@ -20,6 +20,7 @@ MAX_SPECS = 30
 MAX_EDGES = 60
 BOX_W, BOX_H, GAP_X, GAP_Y = 170, 36, 60, 14
 NAME_CHARS = 22
+_ARROW = 'fill="none" stroke="#888" marker-end="url(#arrow)"'
 
 # The colour of a box: its worst state wins.
 _WORST = (
@@ -60,6 +61,18 @@ def _summary(states: Counter[TaskState]) -> tuple[str, str]:
     return colour, text or "no task yet"
 
 
+def _edge(start: tuple[float, float], end: tuple[float, float], skips: bool) -> str:
+    """An arrow from a box's right side to another's left; one that skips a column bends
+    below the boxes between, so it is not hidden behind them."""
+    x1, y1 = start[0] + BOX_W, start[1] + BOX_H / 2
+    x2, y2 = end[0], end[1] + BOX_H / 2
+    if not skips:
+        return f'<path d="M{x1:.0f},{y1:.0f}L{x2:.0f},{y2:.0f}" {_ARROW}/>'
+    low = max(y1, y2) + BOX_H  # the curve reaches about 3/4 of the way: just under the boxes
+    bend = f"C{x1 + GAP_X:.0f},{low:.0f} {x2 - GAP_X:.0f},{low:.0f} {x2:.0f},{y2:.0f}"
+    return f'<path d="M{x1:.0f},{y1:.0f}{bend}" {_ARROW}/>'
+
+
 def graph(upstream: Mapping[str, Sequence[str]], states: Mapping[str, Counter[TaskState]]) -> str:
     """The SVG; call only when `small(upstream)`."""
     cols = columns(upstream)
@@ -77,11 +90,7 @@ def graph(upstream: Mapping[str, Sequence[str]], states: Mapping[str, Counter[Ta
         x2, y2 = where[name]
         for up in ups:
             if up in where:
-                x1, y1 = where[up][0] + BOX_W, where[up][1] + BOX_H / 2
-                parts.append(
-                    f'<line x1="{x1:.0f}" y1="{y1:.0f}" x2="{x2:.0f}" y2="{y2 + BOX_H / 2:.0f}" '
-                    'stroke="#888" marker-end="url(#arrow)"/>'
-                )
+                parts.append(_edge(where[up], (x2, y2), cols[name] - cols[up] > 1))
     for name, (x, y) in where.items():
         colour, text = _summary(states.get(name, Counter()))
         shown = name if len(name) <= NAME_CHARS else name[: NAME_CHARS - 1] + "…"
@@ -93,7 +102,7 @@ def graph(upstream: Mapping[str, Sequence[str]], states: Mapping[str, Counter[Ta
             f'<text x="{x + 8:.0f}" y="{y + 29:.0f}" class="n">{escape(text)}</text></g>'
         )
     width = 8 + (1 + max(cols.values(), default=0)) * (BOX_W + GAP_X)
-    height = 8 + max(rows.values(), default=1) * (BOX_H + GAP_Y)
+    height = 8 + max(rows.values(), default=1) * (BOX_H + GAP_Y) + BOX_H // 2  # room for bends
     return (
         f'<svg xmlns="http://www.w3.org/2000/svg" viewBox="0 0 {width} {height}" width="{width}" '
         'role="img" aria-label="dependency graph of the task names">' + "".join(parts) + "</svg>"

@@ -51,6 +51,7 @@ class ReportPage:
     upstream: Mapping[str, Sequence[str]] | None = None  # spec -> the specs it waits for (None: unknown)
     head_extra: str = ""  # more in <head> (the dashboard's refresh while the run runs)
     live: str = ""  # HTML after the header (the dashboard's links and what runs now)
+    now: float | None = None  # when it was made: where running attempts' bars end
 
 
 CSS = """
@@ -96,7 +97,7 @@ def write_html(page: ReportPage, out: IO[str]) -> None:
     out.write(_header(page))
     out.write(page.live)
     out.write(_why(page))
-    out.write(_timeline(page.digest))
+    out.write(_timeline(page.digest, page.now))
     out.write(_memory(page.digest))
     out.write(_series(page))
     out.write(_graph(page))
@@ -173,12 +174,14 @@ def _sampled(d: Digest) -> str:
     )
 
 
-def _timeline(d: Digest) -> str:
+def _timeline(d: Digest, now: float | None) -> str:
     if d.first is None or d.last is None:
         return "<h2>Timeline</h2><p>No attempt has started.</p>\n"
+    # attempts still running reach to the moment the page was made
+    last = max(d.last, now) if now is not None and d.outcomes["running"] else d.last
     return (
         f"<h2>Timeline of attempts per node</h2>{svg.legend()}{_sampled(d)}"
-        f'<div id="timeline">{svg.timeline(d.bars, d.first, d.last)}</div>\n'
+        f'<div id="timeline">{svg.timeline(d.bars, d.first, last)}</div>\n'
     )
 
 
