@@ -52,6 +52,7 @@ DEFAULT_PORT = 8765
 RUNS_LISTED = 200
 LIVE_SHOWN = 20  # running attempts shown with their log tails
 TAIL_BYTES = 2048  # of each log, for a running attempt
+LINKED = 50  # tasks (failed, then succeeded) whose attempts' memory pages are linked
 _RUN = re.compile(r"^/runs/(\d+)/?$")
 _ATTEMPT = re.compile(r"^/runs/(\d+)/attempts/(\d+)/?$")
 
@@ -105,13 +106,14 @@ class Dashboard:
             report = html_page(snap, self.paths, run, time.time())
         live = report.run.state is RunState.RUNNING
         running = [r for t in report.digest.problems if t.state is TaskState.RUNNING for r in _running(t)]
-        shown = [self._tails(run, t, a) for t, a in running[:LIVE_SHOWN]] if live else []
+        mask = _mask(run) if live else masker(())
+        shown = [self._tails(run, t, a, mask) for t, a in running[:LIVE_SHOWN]] if live else []
         section = dashboard.live_section(report.run, shown, max(0, len(running) - LIVE_SHOWN))
-        section += dashboard.memory_links(run.id, report.digest.listed[:50])
+        linked = [*report.digest.problems[:LINKED], *report.digest.listed[:LINKED]]
+        section += dashboard.memory_links(run.id, linked)
         return _render(dataclasses.replace(report, head_extra=dashboard.refresh_tag(live), live=section))
 
-    def _tails(self, run: RunRow, task: TaskView, a: AttemptView) -> dashboard.Running:
-        mask = _mask(run)
+    def _tails(self, run: RunRow, task: TaskView, a: AttemptView, mask: Masker) -> dashboard.Running:
         ends = [_tail(self.paths.log(run.id, task.name, a.n, s)) for s in ("stdout", "stderr")]
         return dashboard.Running(task, a, mask(ends[0]), mask(ends[1]))
 
