@@ -420,6 +420,27 @@ def report(
 
 
 @app.command()
+def serve(
+    port: Annotated[int, typer.Option("--port", help="The port (0: any free one).")] = 8765,
+    host: Annotated[
+        str, typer.Option("--host", help="A loopback address: 127.0.0.1 (default), ::1 or localhost.")
+    ] = "127.0.0.1",
+    state_dir: Annotated[
+        Optional[str],  # noqa: UP045
+        typer.Option("--state-dir", help="The state directory to show (default: labrun.toml's state_dir)."),
+    ] = None,
+    config: ConfigOpt = None,
+) -> int:
+    """A read-only dashboard on this machine: the runs, each run's report, live while it runs.
+    Loopback only (no login); Ctrl-C stops it. Example: labrun serve --port 8765"""
+    from labrun.paths import StatePaths
+    from labrun.serve import serve as serve_forever
+
+    root = state_dir if state_dir is not None else _lab(config).state_dir
+    return serve_forever(StatePaths(os.path.abspath(root)), host, port, sys.stdout)
+
+
+@app.command()
 def cancel(run_ref: RunArg, config: ConfigOpt = None) -> int:
     """Cancel a run: its attempts are stopped and recorded cancelled. Example: labrun cancel last"""
     from labrun.app import find_run, open_store

@@ -110,5 +110,20 @@ ALTER TABLE attempts ADD COLUMN note TEXT;
 ALTER TABLE attempts ADD COLUMN oom_killed INTEGER;
 """
 
+# What an attempt used over time, written with its end (no write per sample): its memory
+# series (labrun.memseries' text, at most 200 points) and the GPUs it held ("0,2"), for
+# the report's charts. Read apart from the attempt rows: only the charts need them.
+_SCHEMA_SERIES = """
+ALTER TABLE attempts ADD COLUMN memory_series TEXT;
+ALTER TABLE attempts ADD COLUMN gpus TEXT;
+"""
+
 # Each entry moves the schema from version i to i + 1; never edit a released one.
-MIGRATIONS: tuple[str, ...] = (_SCHEMA_V1, _SCHEMA_DEPS, _SCHEMA_ATTEMPT_STATES, _SCHEMA_RERUN, _SCHEMA_FACTS)
+MIGRATIONS: tuple[str, ...] = (
+    _SCHEMA_V1,
+    _SCHEMA_DEPS,
+    _SCHEMA_ATTEMPT_STATES,
+    _SCHEMA_RERUN,
+    _SCHEMA_FACTS,
+    _SCHEMA_SERIES,
+)

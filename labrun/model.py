@@ -126,6 +126,10 @@ class Facts:
     lost: bool = False  # vanished without an exit record
     start_error: str = ""  # could not start at all (LaunchError's message)
     detail: str = ""  # the executor's note (Docker's State.Error, unreadable counters, ...)
+    # memory sampled while it ran, encoded by labrun.memseries (None: not sampled: it ended
+    # within a second, or the runtime has no source); kept by the store with the end
+    memory_series: str | None = None
+    gpus: tuple[int, ...] = ()  # the device indices it held (the runner's assignment)
 
 
 class LaunchError(Exception):

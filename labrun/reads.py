@@ -163,6 +163,18 @@ class Reads:
         for row in self._stream(sql, (run_id,)):
             yield attempt_row(row)
 
+    def memory_series(self, attempt_ids: Sequence[int]) -> dict[int, str]:
+        """{attempt id: its encoded memory series (labrun.memseries)} for those that have one;
+        read apart from the rows, for the few attempts a chart draws."""
+        found: dict[int, str] = {}
+        ids = list(attempt_ids)
+        for i in range(0, len(ids), 500):  # SQLite's bound on parameters per statement
+            chunk = ids[i : i + 500]
+            marks = ",".join("?" * len(chunk))
+            sql = f"SELECT id, memory_series FROM attempts WHERE id IN ({marks}) AND memory_series NOTNULL"
+            found.update(self._read(sql, chunk))
+        return found
+
     def live_attempt_ids(self) -> set[int]:
         """Ids of the attempts still open in runs that may go on (running or interrupted):
         what an orphan sweep must leave alone. An attempt left open in a finished run is

@@ -9,17 +9,21 @@ run's size) and the diagnoses of the tasks that did not succeed.
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import sys
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Iterator, Mapping, Sequence
 from typing import IO
 
 from labrun.app import find_run, job_of
 from labrun.config.job import JobSpec
+from labrun.deps import upstream_map
 from labrun.diagnose import Cause, diagnose
 from labrun.errors import ConfigError
 from labrun.masking import masker
 from labrun.outfile import written
 from labrun.paths import StatePaths
+from labrun.reads import Reads
 from labrun.readstore import ReadStore
 from labrun.rows import RunRow
 from labrun.states import TaskState
@@ -55,11 +59,7 @@ def write_report(
         target = output if output is not None else default_output(fmt, run.id)
         with _destination(target) as out:
             if fmt == "html":
-                succeeded = snap.counts(run.id).get(TaskState.SUCCEEDED, 0)
-                digest = Digest.for_run(succeeded)
-                for task in build.task_views(snap, run.id):
-                    digest.add(task)
-                write_html(_page(paths, run, build.run_view(snap, run), digest), out)
+                write_html(html_page(snap, paths, run, time.time()), out)
             elif fmt == "tsv":
                 trace.write_tsv(trace.trace_rows(build.task_views(snap, run.id)), out)
             else:
@@ -69,10 +69,27 @@ def write_report(
     return None if target in (None, "-") else target
 
 
-def _page(paths: StatePaths, run: RunRow, view: RunView, digest: Digest) -> ReportPage:
+def html_page(snap: Reads, paths: StatePaths, run: RunRow, now: float) -> ReportPage:
+    """The HTML report's page of `run` as of `now`, read from `snap` in one pass (the report
+    and `serve`)."""
+    digest = Digest.for_run(snap.counts(run.id).get(TaskState.SUCCEEDED, 0))
+    for task in build.task_views(snap, run.id):
+        digest.add(task)
+    series = snap.memory_series([c.attempt_id for c in digest.charted])
+    page = _page(paths, run, build.run_view(snap, run), digest, series)
+    return dataclasses.replace(page, now=now)
+
+
+def _page(
+    paths: StatePaths, run: RunRow, view: RunView, digest: Digest, series: Mapping[int, str]
+) -> ReportPage:
     explained = _explain(paths, run, digest.problems)
     command = f"labrun report {run.id} --format tsv"
-    return ReportPage(view, digest, _groups(explained), _root(explained), command)
+    job = _job(run)
+    upstream = None
+    if job is not None:
+        upstream = upstream_map(((t.name, t.depends_on) for t in job.all_tasks), job.setup is not None)
+    return ReportPage(view, digest, _groups(explained), _root(explained), command, series, upstream)
 
 
 def _job(run: RunRow) -> JobSpec | None:

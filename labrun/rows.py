@@ -66,6 +66,7 @@ class AttemptRow:
     state: AttemptState
     note: str | None = None  # what the executor noted (Facts.detail), e.g. Docker's State.Error
     oom_killed: bool | None = None  # the container runtime's flag (Docker's State.OOMKilled)
+    gpus: str | None = None  # the GPU indices it held, "0,2" (recorded with its end)
 
     @property
     def live(self) -> bool:
@@ -90,7 +91,7 @@ TASK_COLUMNS = "id, run_id, seq, name, spec, item, idx, state, not_before, attem
 ATTEMPT_COLUMNS = (
     "id, task_id, run_id, n, node, runtime, mechanism, pid, pid_start, ref, started, ended, "
     "outcome, exit_code, signal, memory_limit, peak_memory, cpu_seconds, oom_kills, "
-    "missing_outputs, detail, state, note, oom_killed"
+    "missing_outputs, detail, state, note, oom_killed, gpus"
 )
 EVENT_COLUMNS = "id, run_id, task_id, attempt, time, from_state, to_state, cause, subject"
 

@@ -230,6 +230,8 @@ class Runner:
 
     def _record_end(self, act: Active, facts: Facts, now: float) -> None:
         facts = masked_facts(facts, self.mask)
+        if act.gpus:  # kept with the end, for the report's GPU lanes
+            facts = dataclasses.replace(facts, gpus=act.gpus)
         timeout = act.limit.seconds if act.limit is not None else None
         outcome, detail = classify(facts, act.stop, timeout)
         if outcome is Outcome.TIMEOUT and act.limit is not None and act.limit.why:

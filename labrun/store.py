@@ -411,7 +411,7 @@ class Store(Reads):
         sql = (
             "UPDATE attempts SET ended = ?, outcome = ?, exit_code = ?, signal = ?, peak_memory = ?,"
             " cpu_seconds = ?, oom_kills = ?, missing_outputs = ?, detail = ?, note = ?,"
-            " oom_killed = ?, state = ?"
+            " oom_killed = ?, memory_series = ?, gpus = ?, state = ?"
         )
         values = (
             facts.ended,
@@ -425,6 +425,8 @@ class Store(Reads):
             detail,
             facts.detail or None,
             int(facts.oom_killed),
+            facts.memory_series,
+            ",".join(str(gpu) for gpu in facts.gpus) or None,
             new.value,
         )
         self._guarded_attempt(sql, values, attempt_id, old, f"recording it {outcome.value}")

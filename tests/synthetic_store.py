@@ -1,12 +1,14 @@
 """A finished run of N tasks written straight into a real state directory's database, for
-reports at scale: every 50th task failed (OOM-killed on its first attempt, then exited 1)
-and the others succeeded, on four nodes; an hour of attempts."""
+reports at scale: every 50th task failed (OOM-killed on its first attempt, with a full
+memory series of 200 points, then exited 1) and the others succeeded, on four nodes; an
+hour of attempts."""
 
 from __future__ import annotations
 
 import sqlite3
 from pathlib import Path
 
+from labrun.memseries import MAX_POINTS, Series
 from labrun.store import Store
 
 JOB_TEXT = """
@@ -46,12 +48,23 @@ def make_run(state: Path, n: int, start: float = 1_700_000_000.0) -> Path:
         )
         conn.executemany(
             "INSERT INTO attempts (task_id, run_id, n, node, runtime, started, ended, outcome, exit_code,"
-            " signal, memory_limit, peak_memory, cpu_seconds, oom_kills, detail, state)"
-            " VALUES (?, 1, ?, ?, 'process', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'recorded')",
+            " signal, memory_limit, peak_memory, cpu_seconds, oom_kills, detail, memory_series, state)"
+            " VALUES (?, 1, ?, ?, 'process', ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'recorded')",
             (row for i in range(n) for row in _attempts(i, start)),
         )
     conn.close()
     return state
+
+
+def _climb() -> str | None:
+    """A full series (the largest a chart draws): 200 one-second buckets up to 128 MiB."""
+    series = Series(0.0)
+    for second in range(MAX_POINTS):
+        series.add(second + 0.5, (second + 1) * 128 * MIB // MAX_POINTS)
+    return series.encode()
+
+
+CLIMB = _climb()
 
 
 def _failed(i: int) -> bool:
@@ -80,7 +93,9 @@ def _attempts(i: int, start: float) -> list[tuple[object, ...]]:
     begin = start + (i * 3600.0 / 100_000)
     peak = (100 + i % 97) * MIB
     if not _failed(i):
-        return [(i + 1, 1, node, begin, begin + 30, "succeeded", 0, None, 256 * MIB, peak, 25.0, 0, None)]
+        return [
+            (i + 1, 1, node, begin, begin + 30, "succeeded", 0, None, 256 * MIB, peak, 25.0, 0, None, None)
+        ]
     return [
         (
             i + 1,
@@ -96,6 +111,22 @@ def _attempts(i: int, start: float) -> list[tuple[object, ...]]:
             9.0,
             1,
             "killed by the kernel's OOM killer",
+            CLIMB,
         ),
-        (i + 1, 2, node, begin + 11, begin + 20, "failed", 1, None, 256 * MIB, peak, 8.0, 0, "exited 1"),
+        (
+            i + 1,
+            2,
+            node,
+            begin + 11,
+            begin + 20,
+            "failed",
+            1,
+            None,
+            256 * MIB,
+            peak,
+            8.0,
+            0,
+            "exited 1",
+            None,
+        ),
     ]

@@ -8,6 +8,7 @@ import subprocess
 import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -182,3 +183,15 @@ def test_entering_from_another_thread_moves_only_that_thread(make: Make) -> None
     assert f"memory:/labrun/{cg.name}" in seen["child"]
     assert seen["main meanwhile"] == before  # only the calling thread went in
     assert seen["thread after"] == seen["thread before"]
+
+
+def test_current_memory_is_what_the_cgroup_is_charged_now(make: Make, tmp_path: Path) -> None:
+    """The memory series samples memory.usage_in_bytes while the attempt runs: 30 MB written
+    to a file stays charged as page cache, and the next read holds it."""
+    cg = make(Limits(memory=256 * MiB))
+    quiet = cg.current_memory()
+    assert quiet is not None
+    done = spawn(cg, ["dd", "if=/dev/zero", f"of={tmp_path / 'cached'}", "bs=1M", "count=30"])
+    assert done.wait(timeout=60) == 0
+    held = cg.current_memory()
+    assert held is not None and held >= quiet + 25 * MiB

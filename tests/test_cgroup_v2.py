@@ -122,3 +122,15 @@ def test_v2_remove_kills_stragglers_and_removes_the_directory(make: Make) -> Non
     cg.remove()
     assert not os.path.exists(cg.path)
     assert open_existing(SUPPORT, cg.name) is None
+
+
+def test_v2_current_memory_is_what_the_cgroup_is_charged_now(make: Make) -> None:
+    """The memory series samples memory.current while the attempt runs."""
+    cg = make(Limits(memory=64 * MiB))
+    proc = spawn(cg, ["sleep", "30"])
+    try:
+        now = cg.current_memory()
+        assert now is not None and 0 < now <= 64 * MiB  # the charge moves: no exact compare
+    finally:
+        proc.kill()
+        proc.wait()

@@ -16,6 +16,7 @@ import pytest
 from labrun import state_id
 from labrun.executors.base import Waker
 from labrun.executors.docker import DockerExecutor
+from labrun.memseries import decode
 from labrun.model import DockerOptions, Facts, Launch, LaunchError, Started
 
 MiB = 1024 * 1024
@@ -358,3 +359,25 @@ def test_a_container_of_another_state_directory_is_never_adopted(
     finally:
         other.close()
         api.remove_container(started.ref, force=True)
+
+
+def test_memory_series_from_the_cgroup_parent_while_it_runs(
+    executor: DockerExecutor, waker: Waker, docker_image: str, tmp_path: Path
+) -> None:
+    # 10 MiB more in /dev/shm (tmpfs: charged to the container) every half second
+    grow = "for i in 1 2 3 4 5 6; do head -c 10485760 /dev/zero > /dev/shm/f$i; sleep 0.5; done; sleep 1"
+    executor.start(make_launch(tmp_path, docker_image, "sh", "-c", grow, memory=512 * MiB))
+    if executor._cgroup_version is None:
+        pytest.skip("this daemon's cgroups cannot be read here (systemd driver or remote)")
+    deadline, done = time.monotonic() + 60, []
+    while not done and time.monotonic() < deadline:  # the runner's loop: tick when asked
+        due = executor.wake_at(time.time())
+        if due is not None and due <= time.time():
+            executor.tick(time.time())
+        done = executor.finished()
+        waker.wait(None if due is None else max(0.0, min(due - time.time(), 1.0)))
+    [(_, facts)] = done
+    executor.committed([1])
+    sizes = [size for _, size in decode(facts.memory_series)]
+    assert facts.exit_code == 0 and len(sizes) >= 3, facts.memory_series
+    assert sizes[-1] >= sizes[0] + 20 * MiB  # it climbed while sampled

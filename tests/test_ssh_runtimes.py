@@ -9,16 +9,20 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
+import sqlite3
 import subprocess
+import sys
 from pathlib import Path
 
 import pytest
 from e2e import MiB, attempts, labrun
 from sshd import SshdLab
+from test_memory_series import GROW
 from test_ssh_nodes import launch, ssh_node, wait_for, write_lab
 
 from labrun.cgroup import detect, open_existing
 from labrun.executors.ssh import SshExecutor
+from labrun.memseries import decode
 from labrun.model import DockerOptions, Launch, Runtime
 from labrun.ssh.nodes import target_of
 from labrun.ssh.session import AgentSession
@@ -123,3 +127,24 @@ def test_an_image_missing_on_the_node_is_a_config_error_saying_how_to_load_it(
     assert only["outcome"] == "config_error" and only["node"] == "node-a"
     reason = json.dumps(only)
     assert "on node node-a" in reason and "docker load -i /srv/images/absent.tar" in reason
+
+
+@needs_cgroup
+def test_a_remote_attempt_brings_back_its_memory_series(tmp_path: Path, sshd_lab: SshdLab) -> None:
+    """The agent's monitor samples the attempt's cgroup once a second while it waits, and
+    the series comes back in the status file, stored with the end as for a local attempt."""
+    sshd_lab.start("node-a")
+    write_lab(tmp_path, sshd_lab, {"node-a": 'runtimes = ["process", "cgroup"]'})
+    (tmp_path / "grow.py").write_text(GROW)
+    (tmp_path / "job.toml").write_text(
+        '[job]\nname = "remote-series"\n[[tasks]]\nname = "grow"\nruntime = "cgroup"\nnodes = ["node-a"]\n'
+        f'memory = "1GiB"\ncommand = "{sys.executable} {tmp_path / "grow.py"} 16"\n'
+    )
+    done = labrun(tmp_path, "run", "job.toml")
+    assert done.returncode == 0, done.stdout + done.stderr
+    conn = sqlite3.connect(tmp_path / "state" / "labrun.db")
+    ((node, text),) = conn.execute("SELECT node, memory_series FROM attempts").fetchall()
+    conn.close()
+    sizes = [size for _, size in decode(text)]
+    assert node == "node-a" and len(sizes) >= 3, text
+    assert sizes[-1] >= sizes[0] + 40 * MiB

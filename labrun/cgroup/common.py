@@ -246,6 +246,12 @@ class AttemptCgroup(abc.ABC):
     def usage(self) -> Usage:
         """The kernel's counters for this cgroup; read them before remove()."""
 
+    def current_memory(self) -> int | None:
+        """Bytes charged to the cgroup now (what its memory limit is held against), for the
+        series sampled while it runs; None where no file says it cheaply (then the
+        attempt's process tree is sampled instead)."""
+        return None
+
     @abc.abstractmethod
     def kill(self, signum: int) -> None:
         """Send `signum` to every process in the cgroup."""

@@ -240,6 +240,10 @@ class V1Cgroup(AttemptCgroup):
             cpu_seconds=cpu_ns / 1e9 if cpu_ns is not None else None,
         )
 
+    def current_memory(self) -> int | None:
+        usage = self._file("memory", "memory.usage_in_bytes")
+        return read_int(usage) if usage else None
+
     def kill(self, signum: int) -> None:
         if "memory" in self.dirs:
             rounds = 20 if signum == signal.SIGKILL else 1

@@ -23,6 +23,7 @@ from labrun.cgroup.common import (
     cpu_quota_us,
     parse_keyed,
     proc_cgroups,
+    read_int,
     read_text,
     rmdir_retry,
     signal_pids,
@@ -140,6 +141,9 @@ class V2Cgroup(AttemptCgroup):
             read_text(self._file("memory.peak")),
             read_text(self._file("cpu.stat")),
         )
+
+    def current_memory(self) -> int | None:
+        return read_int(self._file("memory.current"))
 
     def kill(self, signum: int) -> None:
         kill_file = self._file("cgroup.kill")

@@ -23,6 +23,7 @@ import dataclasses
 import os
 import secrets
 import signal
+from collections.abc import Sequence
 
 from labrun import attempt_facts
 from labrun.cgroup import AttemptCgroup, CgroupError, Limits, Support, create, detect, open_existing
@@ -80,7 +81,7 @@ def unsupported_message(support: Support) -> str:
 
 class CgroupExecutor(ProcessExecutor):
     runtime = Runtime.CGROUP
-    samples_memory = False  # the kernel keeps the peak
+    samples_memory = False  # the kernel keeps the peak; samples feed the series only
 
     def __init__(self, waker: Waker, support: Support | None = None) -> None:
         super().__init__(waker)
@@ -169,7 +170,22 @@ class CgroupExecutor(ProcessExecutor):
             self.cgroups[attempt_id] = cg
         return True
 
+    def memory_now(self, children: Sequence[_Child]) -> dict[int, int]:
+        """What each attempt's cgroup is charged now (what its limit holds it to, page cache
+        included); the process tree's RSS where the cgroup gives no such file (systemd-run)."""
+        sizes: dict[int, int] = {}
+        rest = []
+        for child in children:
+            cg = self.cgroups.get(child.launch.attempt_id)
+            size = cg.current_memory() if cg is not None else None
+            if size is None:
+                rest.append(child)
+            else:
+                sizes[child.launch.attempt_id] = size
+        return {**sizes, **super().memory_now(rest)} if rest else sizes
+
     def _ended(self, attempt_id: int, child: _Child | None, facts: Facts) -> Facts:
+        facts = super()._ended(attempt_id, child, facts)  # the series sampled while it ran
         cg = self.cgroups.pop(attempt_id, None)
         if cg is None:
             return facts

@@ -18,6 +18,7 @@ start` of a started container does nothing, so it never runs twice).
 from __future__ import annotations
 
 import contextlib
+import math
 import os
 import threading
 import time
@@ -32,6 +33,7 @@ from labrun.executors import docker_cgroup
 from labrun.executors.base import Executor, Waker
 from labrun.executors.docker_create import Creator, container_for
 from labrun.executors.docker_daemon import DieWatcher, connect, daemon_url
+from labrun.executors.sampling import SAMPLE_AFTER, SAMPLE_EVERY, Series
 from labrun.model import DockerOptions, Facts, Launch, LaunchError, Runtime, Started, options_for
 
 
@@ -62,6 +64,9 @@ class DockerExecutor(Executor):
         self._ended: dict[int, _Tracked] = {}  # collected, removed once their end is committed
         self._cgroup_version: str | None = None  # set when per-container parents work here
         self._stale_parents: list[str] = []
+        # memory over time of the attempts started here with a cgroup parent to read
+        self._series: dict[int, Series] = {}
+        self._next_sample = math.inf
 
     @property
     def url(self) -> str:
@@ -111,7 +116,27 @@ class DockerExecutor(Executor):
             raise LaunchError(
                 f"task {launch.task_name!r}: container from {image} did not start: {why}"
             ) from exc
+        if parent is not None:
+            now = time.time()
+            self._series[launch.attempt_id] = Series(now)
+            self._next_sample = min(self._next_sample, now + SAMPLE_AFTER)
         return Started(ref=ident, mechanism="docker")
+
+    def wake_at(self, now: float) -> float | None:
+        return None if self._next_sample == math.inf else self._next_sample
+
+    def tick(self, now: float) -> None:
+        """Sample, in one round, what each running container's cgroup parent is charged
+        (a file read each: no call to the daemon, whose stats take a second to answer)."""
+        if self._next_sample > now or self._cgroup_version is None:
+            return
+        with self._lock:
+            parents = [(a, t.cgroup_parent) for a, t in self._tracked.items() if a in self._series]
+        for attempt_id, parent in parents:
+            size = docker_cgroup.current_memory(parent, self._cgroup_version) if parent else None
+            if size is not None:
+                self._series[attempt_id].add(now, size)
+        self._next_sample = now + SAMPLE_EVERY if parents else math.inf
 
     def finished(self) -> list[tuple[int, Facts]]:
         if self._watcher is None:  # no container started yet: nothing to import or ask
@@ -161,6 +186,7 @@ class DockerExecutor(Executor):
         oom = bool(state.get("OOMKilled"))
         self._copy_logs(api, tracked)
         usage = self._usage(tracked.cgroup_parent)
+        series = self._series.pop(tracked.launch.attempt_id, None)
         return Facts(
             exit_code=code,
             signal=attempt_facts.container_signal(
@@ -172,6 +198,7 @@ class DockerExecutor(Executor):
             cpu_seconds=usage.cpu_seconds,
             missing_outputs=attempt_facts.missing_outputs(tracked.launch.outputs) if code == 0 else (),
             detail=docker_args.state_note(state),
+            memory_series=series.encode() if series is not None else None,
         )
 
     def _usage(self, parent: str | None) -> docker_cgroup.Usage:

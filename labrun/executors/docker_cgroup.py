@@ -4,8 +4,9 @@ A container's own cgroup is deleted as soon as it exits, before labrun can read 
 where the daemon uses the cgroupfs driver on this machine, each container gets its own
 parent cgroup (`--cgroup-parent /labrun/<name>`); the parent's counters include the
 container's (hierarchical accounting) and outlive it. labrun reads them after the exit
-and removes the parent. With the systemd driver, a remote daemon, or no permission to
-remove what dockerd creates, this is off and peak memory / CPU time stay unknown.
+and removes the parent; while it runs, the parent's current charge is its memory series.
+With the systemd driver, a remote daemon, or no permission to remove what dockerd
+creates, this is off and peak memory, the series and CPU time stay unknown.
 """
 
 from __future__ import annotations
@@ -55,6 +56,16 @@ def read_usage(parent: str, version: str, root: str = CGROUP_ROOT) -> Usage:
     peak = _read(os.path.join(root, "memory", rel, "memory.max_usage_in_bytes"))
     nanos = _read(os.path.join(root, "cpuacct", rel, "cpuacct.usage"))
     return Usage(int(peak) if peak else None, int(nanos) / 1e9 if nanos else None)
+
+
+def current_memory(parent: str, version: str, root: str = CGROUP_ROOT) -> int | None:
+    """Bytes the container's parent is charged now (its container included), or None."""
+    rel = parent.lstrip("/")
+    if version == "2":
+        text = _read(os.path.join(root, rel, "memory.current"))
+    else:
+        text = _read(os.path.join(root, "memory", rel, "memory.usage_in_bytes"))
+    return int(text) if text and text.strip().isdigit() else None
 
 
 def remove(parent: str, version: str, root: str = CGROUP_ROOT) -> bool:

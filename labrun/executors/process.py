@@ -4,7 +4,8 @@ Ends are noticed through a pidfd per attempt registered with the runner's `Waker
 runner sleeps until a child exits instead of polling. `wait4` gives the exit status and
 the child's CPU time. Without a cgroup there is no kernel OOM counter and no peak to read:
 attempts that run longer than a second have their process tree's RSS sampled about once
-a second (`tick`, which the runner calls when `wake_at` says) for a best-effort peak.
+a second (`tick`, which the runner calls when `wake_at` says) for a best-effort peak and
+the attempt's memory series (`labrun.memseries`, at most 200 points, kept with its end).
 """
 
 from __future__ import annotations
@@ -23,7 +24,7 @@ from dataclasses import dataclass
 from labrun import attempt_facts, private
 from labrun.executors import escapes
 from labrun.executors.base import Executor, Waker
-from labrun.executors.sampling import SAMPLE_AFTER, SAMPLE_EVERY, tree_rss
+from labrun.executors.sampling import SAMPLE_AFTER, SAMPLE_EVERY, Series, tree_rss
 from labrun.model import Facts, Launch, LaunchError, Runtime, Started
 
 _UNKNOWN_EXIT = (
@@ -42,6 +43,7 @@ class _Child:
     key: str = ""  # escapes.attempt_key: what its processes carry in their environment
     started: float = 0.0  # time.time() at start; memory is sampled from SAMPLE_AFTER on
     peak: int | None = None  # largest process-tree RSS sampled
+    series: Series | None = None  # what was sampled, over time (from the first sample on)
 
 
 @dataclass
@@ -242,7 +244,7 @@ FALLBACK_POLL = 0.05  # how often ends are looked for where the kernel has no pi
 
 class ProcessExecutor(Executor):
     runtime = Runtime.PROCESS
-    samples_memory = True  # no kernel high-water mark here: sample the tree's RSS
+    samples_memory = True  # no kernel high-water mark here: the peak is the largest sample
 
     def __init__(self, waker: Waker) -> None:
         self.waker = waker
@@ -353,8 +355,7 @@ class ProcessExecutor(Executor):
         key = _escape_key(launch)
         self.children[launch.attempt_id] = _Child(launch, pid, pidfd, key, started)
         escapes.running.add(key)
-        if self.samples_memory:
-            self.next_sample_at = min(self.next_sample_at, started + SAMPLE_AFTER)
+        self.next_sample_at = min(self.next_sample_at, started + SAMPLE_AFTER)
 
     def wake_at(self, now: float) -> float | None:
         times = [self.next_sample_at] if self.next_sample_at != math.inf else []
@@ -367,18 +368,29 @@ class ProcessExecutor(Executor):
             self.sample(now)
 
     def sample(self, now: float) -> None:
-        """Sample the RSS of attempts that ran SAMPLE_AFTER or more, about once a second.
+        """Sample the memory of attempts that ran SAMPLE_AFTER or more, about once a second,
+        all in one round: into each one's series, and its peak.
 
         Short attempts are never sampled: they cost nothing, and their peak stays unknown."""
         due = [c for c in self.children.values() if now - c.started >= SAMPLE_AFTER]
         if due:
-            sizes = tree_rss([c.pid for c in due])
+            sizes = self.memory_now(due)
             for child in due:
-                size = sizes.get(child.pid)
-                if size is not None and (child.peak is None or size > child.peak):
+                size = sizes.get(child.launch.attempt_id)
+                if size is None:
+                    continue
+                if child.peak is None or size > child.peak:
                     child.peak = size
+                if child.series is None:
+                    child.series = Series(child.started)
+                child.series.add(now, size)
         waiting = [c.started + SAMPLE_AFTER for c in self.children.values() if now - c.started < SAMPLE_AFTER]
         self.next_sample_at = now + SAMPLE_EVERY if due else min(waiting, default=math.inf)
+
+    def memory_now(self, children: Sequence[_Child]) -> dict[int, int]:
+        """{attempt id: bytes in use now}: here the process tree's RSS (one /proc pass for all)."""
+        sizes = tree_rss([c.pid for c in children])
+        return {c.launch.attempt_id: sizes[c.pid] for c in children if c.pid in sizes}
 
     def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
         """Watch a process an earlier runner started; its end wakes us through a pidfd.
@@ -450,7 +462,10 @@ class ProcessExecutor(Executor):
         """Facts completed with what this runtime measured; subclasses add their own.
 
         `child` is None for an adopted attempt: nothing was sampled here."""
-        if child is None or child.peak is None:
+        if child is None or child.series is None:
+            return facts
+        facts = dataclasses.replace(facts, memory_series=child.series.encode())
+        if child.peak is None or not self.samples_memory:
             return facts
         return dataclasses.replace(facts, peak_memory=child.peak)
 

@@ -392,6 +392,7 @@ def _facts(status: dict[str, Any], node: str) -> Facts:
         cpu_seconds=status.get("cpu"),
         missing_outputs=missing,
         detail=str(status.get("detail") or ""),
+        memory_series=status.get("memory_series") or None,
     )
 
 

@@ -16,7 +16,8 @@ stdin and a JSON answer on stdout:
 
 Each attempt has a directory `<workdir>/attempts/<key>/` holding `stdout`, `stderr` and
 `status.json`, rewritten atomically by a monitor process that outlives the SSH session:
-pid and start time first, then the exit code or signal, CPU time and missing outputs.
+pid and start time first, then the exit code or signal, CPU time, missing outputs and
+the memory series sampled while it ran.
 The monitor then appends the attempt's key to `<workdir>/ended.log`, so a waiting poll
 watches one file's size instead of every status file.
 
@@ -47,10 +48,11 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from labrun import attempt_facts, private  # shipped in the zipapp: the head's rules, 0600 files
+from labrun import attempt_facts, memseries, private  # shipped in the zipapp: the head's rules
 
 CHUNK = 1 << 20  # log bytes per stream per poll: keeps one answer small
 WAIT_STEP = 0.005  # how often a waiting poll looks at ended.log (one stat)
+SAMPLE_EVERY = 1.0  # seconds between memory samples of a running attempt (as on the head)
 _INPUT = [b""]  # serve's unread input: a waiting poll returns early when a request is there
 
 
@@ -278,7 +280,9 @@ def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
     if spec.get("lease"):
         _fence_when_lapsed(directory, float(spec["lease"]), lambda: _kill_all(proc.pid, cg))
     _deliver_pending(directory, lambda signum: os.killpg(proc.pid, signum))
+    sampled = _sample_memory(proc.pid, cg, status["started"])
     _, code, usage = os.wait4(proc.pid, 0)
+    status["memory_series"] = sampled()
     try:
         os.killpg(proc.pid, signal.SIGKILL)  # what the attempt left behind ends with it
     except OSError:
@@ -298,6 +302,32 @@ def _monitor(directory: str, spec: dict[str, Any], cg: Any = None) -> None:
     _record_outputs(status, spec)
     _write_status(directory, status)
     _announce_end(spec["workdir"], spec["key"])
+
+
+def _sample_memory(pid: int, cg: Any, started: float) -> Callable[[], str | None]:
+    """Sample the attempt's memory once a second in a thread (its cgroup's charge, else its
+    process tree's RSS) while the monitor waits; the returned call stops it and gives the
+    encoded series (labrun.memseries, the head's rule), None when it ended within a second."""
+    series = memseries.Series(started)
+    stop = threading.Event()
+
+    def sample() -> None:
+        while not stop.wait(SAMPLE_EVERY):
+            size = cg.current_memory() if cg is not None else None
+            if size is None:
+                size = memseries.tree_rss([pid]).get(pid)
+            if size is not None:
+                series.add(time.time(), size)
+
+    thread = threading.Thread(target=sample, daemon=True)
+    thread.start()
+
+    def finish() -> str | None:
+        stop.set()
+        thread.join()
+        return series.encode()
+
+    return finish
 
 
 def _kill_all(pid: int, cg: Any) -> None:

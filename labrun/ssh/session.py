@@ -19,7 +19,7 @@ import time
 import zipfile
 from typing import Any
 
-from labrun import attempt_facts, cgroup, docker_args, private
+from labrun import attempt_facts, cgroup, docker_args, memseries, private
 from labrun.ssh import agent, remote_docker
 from labrun.ssh.transport import SshError, SshTarget, remote_path
 
@@ -29,10 +29,12 @@ _NEED_INSTALL = "labrun-agent-missing"
 
 def _shipped() -> list[tuple[str, str]]:
     """(name in the archive, file on the head): the agent, its docker runtime, the rules it
-    shares with the head (attempt facts, Docker arguments, private files) and labrun.cgroup."""
+    shares with the head (attempt facts, memory series, Docker arguments, private files) and
+    labrun.cgroup."""
     files = [("__main__.py", agent.__file__), ("labrun/__init__.py", ""), ("labrun/ssh/__init__.py", "")]
     files.append(("labrun/ssh/remote_docker.py", remote_docker.__file__))
     files.append(("labrun/attempt_facts.py", attempt_facts.__file__))
+    files.append(("labrun/memseries.py", memseries.__file__))
     files.append(("labrun/docker_args.py", docker_args.__file__))
     files.append(("labrun/private.py", private.__file__))
     package = os.path.dirname(cgroup.__file__)

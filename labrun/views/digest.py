@@ -6,7 +6,9 @@ summarised away), the first `LISTED` that did not finish (skipped, cancelled, wa
 failed task 0 can skip 100,000) and the first `LISTED` that succeeded; timeline bars for
 every attempt that did not succeed plus an even sample of the rest (1 in `stride`); and
 per task name (`spec`) its peaks and durations as packed arrays, for the suggested
-requests. Pure: no I/O, no clock.
+requests, and its tasks' states, for the dependency graph; and the first `CHARTED` attempts
+that were OOM-killed, then failed or timed out, whose memory series the report draws.
+Pure: no I/O, no clock.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ DRAWN = 4000  # attempts that succeeded, drawn on the timeline (sampled evenly p
 MIB = 1024 * 1024
 MEMORY_MARGIN = 1.2  # the suggested memory: p95 of the peaks, 20 % more, whole MiB up
 TIME_MARGIN = 1.5  # the suggested time limit: p95 of the durations, 50 % more, whole minutes up
+CHARTED = 24  # attempts whose memory series is drawn: OOM-killed first, then failed and timed out
+SERIES_OUTCOMES = (Outcome.OOM, Outcome.FAILED, Outcome.TIMEOUT)
 
 
 @dataclass(frozen=True)
@@ -36,6 +40,21 @@ class Bar:
     start: float
     end: float | None  # None: still running
     outcome: str  # an Outcome value, or "running"
+    peak: int | None
+    limit: int | None
+    gpus: tuple[int, ...] = ()  # the GPUs it held: it is drawn on their lanes too
+
+
+@dataclass(frozen=True)
+class Charted:
+    """An attempt whose memory over time the report draws (its series is read by id)."""
+
+    attempt_id: int
+    task: str
+    n: int
+    outcome: Outcome
+    started: float
+    ended: float | None
     peak: int | None
     limit: int | None
 
@@ -51,6 +70,7 @@ class SpecStats:
     oom_limit: int = 0  # the largest limit an attempt was OOM-killed at
     timeouts: int = 0
     count: int = 0  # attempts
+    states: Counter[TaskState] = field(default_factory=Counter)  # its tasks' states
 
 
 @dataclass(frozen=True)
@@ -85,6 +105,8 @@ class Digest:
     first: float | None = None
     last: float | None = None
     attempts: int = 0
+    charted_oom: list[Charted] = field(default_factory=list)
+    charted_other: list[Charted] = field(default_factory=list)
 
     @classmethod
     def for_run(cls, succeeded: int) -> Digest:
@@ -105,6 +127,7 @@ class Digest:
             else:
                 self.unfinished_unlisted += 1
         stats = self.specs.setdefault(task.spec, SpecStats())
+        stats.states[task.state] += 1
         for a in task.attempts:
             self._attempt(task, a, stats)
 
@@ -128,10 +151,29 @@ class Digest:
         sampled = self.attempts % self.stride == 0
         if a.outcome is not Outcome.SUCCEEDED or task.state is not TaskState.SUCCEEDED or sampled:
             self.bars.append(
-                Bar(task.name, a.n, a.node, a.started, a.ended, outcome, a.peak_memory, a.memory_limit)
+                Bar(
+                    task.name, a.n, a.node, a.started, a.ended, outcome, a.peak_memory, a.memory_limit, a.gpus
+                )
             )
         else:
             self.undrawn += 1
+        if a.outcome in SERIES_OUTCOMES and a.attempt_id is not None:
+            self._chart(task, a)
+
+    def _chart(self, task: TaskView, a: AttemptView) -> None:
+        assert a.outcome is not None and a.attempt_id is not None
+        into = self.charted_oom if a.outcome is Outcome.OOM else self.charted_other
+        if len(into) < CHARTED:
+            into.append(
+                Charted(
+                    a.attempt_id, task.name, a.n, a.outcome, a.started, a.ended, a.peak_memory, a.memory_limit
+                )
+            )
+
+    @property
+    def charted(self) -> list[Charted]:
+        """The attempts whose series is drawn: OOM-killed ones first, CHARTED at most."""
+        return [*self.charted_oom, *self.charted_other][:CHARTED]
 
     def suggestions(self) -> list[Suggestion]:
         return [_suggest(spec, stats) for spec, stats in sorted(self.specs.items())]

@@ -3,22 +3,25 @@
 Everything is inline (CSS, the few lines of JavaScript, the SVG charts) and a Content
 Security Policy forbids any fetch, so the file opens from disk anywhere, offline. The key
 facts are plain HTML tables and lists, readable with JavaScript off; the script only
-filters the task table. Every text that comes from a run is escaped: task names, items,
-reasons and stderr lines are the user's and may hold markup.
+filters the task table. Charts: the timeline per node and GPU, peaks against limits, the
+memory over time of OOM-killed and failed attempts, the dependency graph when small.
+Every text that comes from a run is escaped: task names, items, reasons and stderr lines
+are the user's and may hold markup.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Sequence
-from dataclasses import dataclass
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
 from html import escape
 from typing import IO
 
 from labrun.diagnose import Diagnosis
+from labrun.memseries import decode
 from labrun.units import format_duration, format_size
-from labrun.views import svg
-from labrun.views.digest import LISTED, Digest, Suggestion, outcome_of
+from labrun.views import depgraph, series_svg, svg
+from labrun.views.digest import CHARTED, LISTED, Digest, Suggestion, outcome_of
 from labrun.views.model import RunView, TaskView
 
 EXAMPLES = 3  # tasks of a cause shown with their evidence; the others are named
@@ -44,6 +47,11 @@ class ReportPage:
     groups: Sequence[CauseGroup]  # the largest first
     root: Explained | None  # the first task that failed on its own (not for a dependency)
     trace_command: str  # how to get every attempt, e.g. "labrun report 7 --format tsv"
+    series: Mapping[int, str] = field(default_factory=dict)  # attempt id -> its encoded memory series
+    upstream: Mapping[str, Sequence[str]] | None = None  # spec -> the specs it waits for (None: unknown)
+    head_extra: str = ""  # more in <head> (the dashboard's refresh while the run runs)
+    live: str = ""  # HTML after the header (the dashboard's links and what runs now)
+    now: float | None = None  # when it was made: where running attempts' bars end
 
 
 CSS = """
@@ -54,6 +62,8 @@ vertical-align:top}th{background:#f4f4f4}.num{text-align:right}pre{background:#f
 white-space:pre-wrap;margin:4px 0}.legend .k{margin-right:12px}.legend i{display:inline-block;
 width:10px;height:10px;margin-right:4px}.n{font-size:11px}.g{stroke:#eee}.bad{color:#b0201a}
 .cause{border-left:4px solid #d0342c;padding-left:10px;margin:10px 0}
+svg{max-width:100%}figure.series{display:inline-block;margin:6px 12px 6px 0;vertical-align:top}
+figcaption{font-size:12px;max-width:480px}
 """
 
 SCRIPT = """
@@ -82,12 +92,15 @@ def write_html(page: ReportPage, out: IO[str]) -> None:
     out.write(
         f'<!DOCTYPE html>\n<html lang="en"><head><meta charset="utf-8">'
         f'<meta http-equiv="Content-Security-Policy" content="{CSP}">'
-        f"<title>{title}</title><style>{CSS}</style></head><body>\n<h1>{title}</h1>\n"
+        f"<title>{title}</title><style>{CSS}</style>{page.head_extra}</head><body>\n<h1>{title}</h1>\n"
     )
     out.write(_header(page))
+    out.write(page.live)
     out.write(_why(page))
-    out.write(_timeline(page.digest))
+    out.write(_timeline(page.digest, page.now))
     out.write(_memory(page.digest))
+    out.write(_series(page))
+    out.write(_graph(page))
     out.write(_suggestions(page.digest.suggestions()))
     _tasks(page, out)
     out.write(f"<script>{SCRIPT}</script>\n</body></html>\n")
@@ -161,12 +174,14 @@ def _sampled(d: Digest) -> str:
     )
 
 
-def _timeline(d: Digest) -> str:
+def _timeline(d: Digest, now: float | None) -> str:
     if d.first is None or d.last is None:
         return "<h2>Timeline</h2><p>No attempt has started.</p>\n"
+    # attempts still running reach to the moment the page was made
+    last = max(d.last, now) if now is not None and d.outcomes["running"] else d.last
     return (
         f"<h2>Timeline of attempts per node</h2>{svg.legend()}{_sampled(d)}"
-        f'<div id="timeline">{svg.timeline(d.bars, d.first, d.last)}</div>\n'
+        f'<div id="timeline">{svg.timeline(d.bars, d.first, last)}</div>\n'
     )
 
 
@@ -177,6 +192,31 @@ def _memory(d: Digest) -> str:
         "<h2>Memory: peak against limit, per attempt</h2>"
         f'<div id="memory">{svg.memory(d.bars, d.first, d.last)}</div>\n'
     )
+
+
+def _series(page: ReportPage) -> str:
+    charted = page.digest.charted
+    if not charted:
+        return ""
+    figures = "".join(series_svg.figure(c, decode(page.series.get(c.attempt_id))) for c in charted)
+    more = f" (the first {CHARTED})" if len(charted) == CHARTED else ""
+    return (
+        f"<h2>Memory over time: attempts OOM-killed, failed or timed out{more}</h2>"
+        f'<div id="series">{figures}</div>\n'
+    )
+
+
+def _graph(page: ReportPage) -> str:
+    upstream = page.upstream
+    if not upstream or not any(upstream.values()):
+        return ""  # one task name, or no dependencies: nothing to draw
+    if not depgraph.small(upstream):
+        return (
+            f"<h2>Dependencies</h2><p>{len(upstream)} task names: too many to draw (the graph is drawn "
+            f"up to {depgraph.MAX_SPECS} names and {depgraph.MAX_EDGES} dependencies).</p>\n"
+        )
+    states = {spec: stats.states for spec, stats in page.digest.specs.items()}
+    return f'<h2>Dependencies</h2><div id="graph">{depgraph.graph(upstream, states)}</div>\n'
 
 
 def _suggestion_row(s: Suggestion) -> str:

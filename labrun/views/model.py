@@ -37,6 +37,8 @@ class AttemptView:
     detail: str | None  # the classifier's one line
     container_oom_killed: bool | None = None  # Docker's State.OOMKilled, its own source
     note: str | None = None  # what the executor noted, e.g. Docker's State.Error
+    attempt_id: int | None = None  # the store's id: what its memory series is read by
+    gpus: tuple[int, ...] = ()  # the GPU indices it held
 
     @classmethod
     def of(cls, row: AttemptRow) -> AttemptView:
@@ -58,6 +60,8 @@ class AttemptView:
             detail=row.detail,
             container_oom_killed=row.oom_killed,
             note=row.note,
+            attempt_id=row.id,
+            gpus=tuple(int(g) for g in row.gpus.split(",")) if row.gpus else (),
         )
 
     @property

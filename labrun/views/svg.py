@@ -1,5 +1,6 @@
 """The report's charts as inline SVG, drawn here (no library, nothing fetched): a timeline
-of attempts per node, coloured by outcome, and each drawn attempt's peak against its limit.
+of attempts per node (and per GPU, for attempts that held one), coloured by outcome, and
+each drawn attempt's peak against its limit.
 
 SVG is markup, so both show with JavaScript off; every text that comes from a run (task
 names, nodes) is escaped. Each bar carries a <title>: hovering it names the attempt.
@@ -53,19 +54,28 @@ def _title(bar: Bar) -> str:
     return escape(f"{bar.task} attempt {bar.n}: {bar.outcome}, {took}{memory}")
 
 
-def timeline(bars: Sequence[Bar], first: float, last: float) -> str:
-    """The Gantt chart: one band per node, one lane per overlapping attempt."""
-    span = max(last - first, 1e-3)
-    scale = (WIDTH - LABEL) / span
+def bands(bars: Sequence[Bar]) -> list[tuple[str, list[Bar]]]:
+    """(label, bars) per band: one per node, then one per GPU that an attempt held ("gpu1 GPU 0")."""
     by_node: dict[str, list[Bar]] = defaultdict(list)
+    by_gpu: dict[tuple[str, int], list[Bar]] = defaultdict(list)
     for bar in bars:
         by_node[bar.node].append(bar)
+        for gpu in bar.gpus:
+            by_gpu[(bar.node, gpu)].append(bar)
+    nodes = [(node, by_node[node]) for node in sorted(by_node)]
+    return nodes + [(f"{node} GPU {gpu}", by_gpu[(node, gpu)]) for node, gpu in sorted(by_gpu)]
+
+
+def timeline(bars: Sequence[Bar], first: float, last: float) -> str:
+    """The Gantt chart: one band per node and per GPU held, one lane per overlapping attempt."""
+    span = max(last - first, 1e-3)
+    scale = (WIDTH - LABEL) / span
     parts, y = [], 0
-    for node in sorted(by_node):
-        placed = _lanes(by_node[node], last)
+    for label, band in bands(bars):
+        placed = _lanes(band, last)
         lanes = 1 + max(lane for _, lane in placed)
         height = lanes * LANE + 4
-        parts.append(f'<text x="2" y="{y + min(height, 14) - 3}" class="n">{escape(node)}</text>')
+        parts.append(f'<text x="2" y="{y + min(height, 14) - 3}" class="n">{escape(label)}</text>')
         parts.append(f'<line x1="{LABEL}" x2="{WIDTH}" y1="{y + height}" y2="{y + height}" class="g"/>')
         for bar, lane in placed:
             x = LABEL + (bar.start - first) * scale
