@@ -6,7 +6,8 @@ are parsed by the backend that owns them, and `connect`, `checks`, `node_rows` a
 `register(...)` (or one entry below); the runner, app and CLI do not change.
 
 Which backend owns a table: its `backend = "NAME"` key if it has one, else the first
-backend that `claims` it (local: the table named `local`; ssh: a table with `ssh`).
+backend that `claims` it (local: the table named `local`; ssh: a table with `ssh`; slurm:
+a table with `slurm`).
 Nodes come in backend order, so the local node is first (task 0 runs there).
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from labrun.backends.base import Backend, Connection, NodeControl, NodeRow, stop_attempts
 from labrun.backends.local import LocalBackend
+from labrun.backends.slurm import SlurmBackend
 from labrun.backends.ssh import SshBackend
 from labrun.config.job import JobSpec
 from labrun.config.lab import LabConfig, NodeConfig
@@ -27,7 +29,7 @@ from labrun.executors.base import Waker
 from labrun.preflight.core import Check
 from labrun.rows import AttemptRow
 
-BACKENDS: list[Backend] = [LocalBackend(), SshBackend()]
+BACKENDS: list[Backend] = [LocalBackend(), SshBackend(), SlurmBackend()]
 
 Problem = Callable[..., None]
 
