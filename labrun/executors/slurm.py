@@ -91,6 +91,7 @@ class SlurmExecutor(Executor):
         self.excluded: list[str] = []  # Slurm nodes where a job of this run was lost
         self.interval, self.next_poll, self.last_poll = POLL_FLOOR, 0.0, 0.0
         self.next_marker, self.marker_mtime = 0.0, 0
+        self._new_markers()  # what is there now is no news
         self.error = ""
         self.online = True
         self._listing: tuple[float, dict[str, Job], dict[str, Job] | None] | None = None
@@ -115,8 +116,9 @@ class SlurmExecutor(Executor):
                     os.unlink(attempt_file(launch, "slurm-env.json"))
                 raise LaunchError(f"on node {self.node}: Slurm refused the job: {exc}") from None
             job.error = f"node {self.node}: the submission was not confirmed: {exc}"
+        first = not self.attempts
         self.attempts[launch.attempt_id] = job
-        self.next_poll = min(self.next_poll, now + POLL_FLOOR) if self.attempts else now + POLL_FLOOR
+        self.next_poll = now + POLL_FLOOR if first else min(self.next_poll, now + POLL_FLOOR)
         self.interval = POLL_FLOOR
         return Started(ref=job.job_id, mechanism="slurm")
 
@@ -224,6 +226,8 @@ class SlurmExecutor(Executor):
         job = self.attempts.get(attempt_id)
         if job is None:
             return
+        if job.state != "RUNNING" and not self._refresh(job):
+            return  # it ended: the signal is ignored, as for any finished attempt
         job.sent.append(int(signum))
         if job.job_id is None:
             argv = ["scancel", f"--name={job.name}"]
@@ -242,6 +246,18 @@ class SlurmExecutor(Executor):
         self.interval = POLL_FLOOR
         self.next_poll = min(self.next_poll, self.clock() + POLL_FLOOR)
 
+    def _refresh(self, job: _Job) -> bool:
+        """The job's state asked now (a signal must not cancel a job that started meanwhile,
+        nor count as sent to one that ended); False when it ended."""
+        try:
+            found = squeue(self.prefix).get(job.name)
+        except SlurmError:
+            return True  # unknown: signalled as it was last seen
+        if found is None:
+            return job.job_id is None  # an unconfirmed submission may still be looked for
+        job.job_id, job.state, job.reason = found.job_id, found.state, found.reason
+        return found.active
+
     def running(self) -> list[int]:
         return list(self.attempts)
 
@@ -254,7 +270,10 @@ class SlurmExecutor(Executor):
         ended while no runner watched, whose end the next poll reports); False when Slurm
         knows no such job and it left no exit record."""
         name = job_name(self.state, launch.run_id, attempt_id)
-        queued, accounted = self._known()
+        try:
+            queued, accounted = self._known()
+        except SlurmError:  # Slurm does not answer: followed, and the polls decide
+            queued, accounted = {}, {name: Job(started.ref or "", name, "UNKNOWN")}
         found = queued.get(name) or (accounted or {}).get(name)
         if found is None and _record(launch) is None:
             return False
