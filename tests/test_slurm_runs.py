@@ -357,3 +357,77 @@ command = "true"
     assert "Requested node configuration is not available" in line or "Memory" in line, line
     assert any("task small fits" in line and "✓" in line for line in done.stdout.splitlines()), done.stdout
     assert not os.path.exists(lab / "state" / "labrun.db") or labrun(lab, "status", "last").returncode != 0
+
+
+# --- what waits in the queue; what dead runners left ----------------------------------------
+
+
+def test_a_job_waiting_in_slurms_queue_says_why_in_status_nodes_and_why(lab: Path, cluster: Cluster) -> None:
+    big = cluster.memory_mb * 2 // 3  # two of them do not fit the node at once
+    name = job(
+        lab,
+        f"""
+[[tasks]]
+name = "first"
+nodes = ["hpc"]
+memory = "{big}MiB"
+command = "while [ ! -e go ]; do sleep 0.2; done"
+[[tasks]]
+name = "second"
+nodes = ["hpc"]
+memory = "{big}MiB"
+command = "true"
+""",
+    )
+    runner = start(lab, "run", name)
+    try:
+        wait_for(running_jobs(cluster, lab, 1), "the first job running")
+        wait_for(lambda: any(j[2] == "PENDING" for j in our_jobs(cluster, lab)), "the second job queued")
+        status = labrun(lab, "status", "last").stdout
+        assert "second #1 on hpc: queued in Slurm as job" in status and "Resources" in status, status
+        why = labrun(lab, "why", "last", "second").stdout
+        assert "attempt 1: queued in Slurm" in why and "Resources" in why, why
+        nodes = labrun(lab, "nodes").stdout
+        assert "queued: 1 (Resources)" in nodes, nodes
+        (lab / "go").write_text("go")
+        code, out, err = finish(runner)
+    finally:
+        if runner.poll() is None:
+            runner.kill()
+    assert code == 0, out + err
+
+
+def test_gc_cancels_jobs_of_this_state_directory_that_no_open_attempt_owns(
+    lab: Path, cluster: Cluster
+) -> None:
+    name = job(lab, '[[tasks]]\nname = "one"\nnodes = ["hpc"]\ncommand = "true"\n')
+    assert labrun(lab, "run", name).returncode == 0
+    script = lab / "orphan.sh"
+    script.write_text("#!/bin/sh\nsleep 300\n")
+    orphan = cluster.command(
+        "sbatch",
+        "--parsable",
+        "--mem=32M",
+        f"--job-name={prefix(lab)}r1-a999",
+        "-o",
+        "/dev/null",
+        str(script),
+    ).strip()
+    other = cluster.command(  # another state directory's: never touched
+        "sbatch",
+        "--parsable",
+        "--mem=32M",
+        "--job-name=labrun-0123456789abcdef-r1-a999",
+        "-o",
+        "/dev/null",
+        str(script),
+    ).strip()
+    try:
+        done = labrun(lab, "gc")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert f"removed Slurm job {orphan} ({prefix(lab)}r1-a999) of attempt 999" in done.stdout, done.stdout
+        wait_for(lambda: our_jobs(cluster, lab, active_only=True) == [], "the orphan cancelled", 30)
+        state = cluster.command("squeue", "-h", "-j", other, "-o", "%T").strip()
+        assert state in ("PENDING", "RUNNING"), state
+    finally:
+        cluster.command("scancel", orphan, other, check=False)

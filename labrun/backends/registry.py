@@ -185,6 +185,22 @@ def sweep_attempts(lab: LabConfig, attempts: Sequence[AttemptRow]) -> tuple[list
     return found, messages
 
 
+def waiting(lab: LabConfig, attempts: Sequence[AttemptRow]) -> dict[int, str]:
+    """Why each open attempt that waits in a node's queue has not started, by attempt id. A
+    backend that cannot be asked says nothing (this is for `status` and `why`, read-only)."""
+    found: dict[int, str] = {}
+    for name in dict.fromkeys(a.node for a in attempts):
+        node = lab.node(name)
+        backend = backend_named(node.backend) if node is not None else None
+        if node is None or backend is None:
+            continue
+        try:
+            found.update(backend.waiting(lab, node, [a for a in attempts if a.node == name]))
+        except Exception:  # a node that does not answer has nothing to say here
+            continue
+    return found
+
+
 def sweep_orphans(lab: LabConfig, live: Callable[[], Collection[int]]) -> tuple[list[str], list[str]]:
     """Remove, on every node, what this state directory's attempts left and no open attempt
     owns (`Backend.sweep_orphans`). Returns what was removed and one message per backend

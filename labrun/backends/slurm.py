@@ -163,6 +163,21 @@ class SlurmBackend(Backend):
     def control(self, lab: LabConfig, node: NodeConfig) -> NodeControl:
         return SlurmControl(state_id.read(lab.state_dir) or "")
 
+    def waiting(self, lab: LabConfig, node: NodeConfig, attempts: Sequence[AttemptRow]) -> dict[int, str]:
+        state = state_id.read(lab.state_dir)
+        if state is None or not isinstance(node, SlurmNode):
+            return {}
+        listing = squeue(name_prefix(state))
+        found = {}
+        for attempt in attempts:
+            job = listing.get(job_name(state, attempt.run_id, attempt.id))
+            if job is not None and job.state == "PENDING":
+                partition = node.slurm.partition or "the default partition"
+                found[attempt.id] = (
+                    f"queued in Slurm as job {job.job_id} on {partition}: {job.reason or 'waiting'}"
+                )
+        return found
+
     def sweep_orphans(
         self, lab: LabConfig, nodes: Sequence[NodeConfig], live: Callable[[], Collection[int]]
     ) -> list[str]:
