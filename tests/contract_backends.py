@@ -315,9 +315,17 @@ def _slurm(request: pytest.FixtureRequest) -> Backend:
             "hpc", options, str(tmp / "state"), state, waker, poll=1.0, partition_nodes=(cluster.node,)
         )
 
-    def leftovers(started: Started, closed: bool) -> list[str]:
+    def active(job_id: str | None) -> list[str]:
         jobs = squeue(name_prefix(state)).values()
-        return [f"Slurm job {j.job_id} is {j.state}" for j in jobs if j.job_id == started.ref and j.active]
+        return [f"Slurm job {j.job_id} is {j.state}" for j in jobs if j.job_id == job_id and j.active]
+
+    def leftovers(started: Started, closed: bool) -> list[str]:
+        """The job once Slurm tore it down: an attempt ends with its exit record, and the
+        job a moment later, when its batch script has exited and Slurm killed the rest."""
+        deadline = time.monotonic() + 30
+        while active(started.ref) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return active(started.ref)
 
     return Backend("slurm", new, enforces_memory=True, leftovers=leftovers)
 

@@ -15,7 +15,15 @@ import pytest
 from labrun.backends.slurm import SlurmNode
 from labrun.config.lab import load_lab
 from labrun.errors import ConfigError
-from labrun.executors.slurm_query import Job, job_facts, parse_cpu, parse_exit, parse_size_k
+from labrun.executors.slurm_query import (
+    Job,
+    final_record,
+    job_facts,
+    parse_cpu,
+    parse_exit,
+    parse_size_k,
+    record_facts,
+)
 from labrun.executors.slurm_submit import (
     SlurmOptions,
     attempt_of,
@@ -249,3 +257,27 @@ def test_a_full_queue_takes_nothing_and_an_idle_machine_is_preferred() -> None:
     idle = NodeCapacity("local", 4, 8 << 30)
     queue = NodeCapacity("hpc", 8, 16 << 30, max_jobs=2)
     assert place([Demand(1, 1, 1)], [queue, idle], 10).placements[0].node == "local"
+
+
+def test_an_exit_record_alone_ends_an_attempt_only_when_it_says_everything() -> None:
+    exited = {"exit": 0, "signal": None, "ended": 5.0, "oom_kills": 0, "cgroup_peak": 7 * MiB, "cpu": 0.5}
+    assert final_record(exited, [])
+    facts = record_facts(exited, ("/out",))
+    assert (facts.exit_code, facts.peak_memory, facts.cpu_seconds, facts.missing_outputs) == (
+        0,
+        7 * MiB,
+        0.5,
+        ("/out",),
+    )
+    assert classify(record_facts({**exited, "oom_kills": 1}), None, None)[0] is Outcome.OOM  # a child's OOM
+    signalled = {**exited, "exit": None, "signal": 15}
+    assert final_record(signalled, [15])  # labrun sent it
+    assert not final_record(signalled, [])  # Slurm's time limit, or someone's scancel: Slurm says
+    assert final_record({**signalled, "signal": 9, "oom_kills": 1}, [])  # the OOM killer's
+    assert not final_record({**exited, "oom_kills": None}, [])  # no counter read: Slurm says
+    assert not final_record(None, [])
+
+
+def test_the_cgroup_peak_beats_sampled_figures() -> None:
+    record = {**RECORD_EXIT_0, "cgroup_peak": 20 * MiB}
+    assert job_facts(job("COMPLETED"), record, [], 1.0, WHERE).peak_memory == 20 * MiB

@@ -144,6 +144,7 @@ command = "echo item {item} $LABRUN_TEST_SECRET $(cat prep.txt) > out-{item}.txt
         assert [(a["node"], a["mechanism"], a["outcome"]) for a in found[f"work[{item - 1}]"]] == [
             ("hpc", "slurm", "succeeded")
         ]
+    wait_for(lambda: len(accounted(cluster, lab)) >= 2, "both jobs in Slurm's accounting", 30)
     ids = accounted(cluster, lab)
     assert len(ids) == 2, ids  # one sbatch per attempt
     for job_id in ids:  # the secret reached the task through its 0600 file, never Slurm's records
@@ -264,6 +265,7 @@ command = "while [ ! -e go-quick ]; do sleep 0.2; done; exit 0"
     found = attempts(lab)
     assert [a["outcome"] for a in found["long"]] == ["succeeded"], found
     assert [a["outcome"] for a in found["quick"]] == ["succeeded"], found
+    wait_for(lambda: len(accounted(cluster, lab)) >= 2, "both jobs in Slurm's accounting", 30)
     assert len(accounted(cluster, lab)) == 2  # adopted, not submitted again
     stdout = next((lab / "state").rglob("long/1/stdout")).read_text()
     assert stdout == "started\nfinished\n"

@@ -29,7 +29,16 @@ from typing import Any
 
 from labrun import attempt_facts, private
 from labrun.executors.base import Executor, Waker
-from labrun.executors.slurm_query import Job, SlurmError, job_facts, run, sacct, squeue
+from labrun.executors.slurm_query import (
+    Job,
+    SlurmError,
+    final_record,
+    job_facts,
+    record_facts,
+    run,
+    sacct,
+    squeue,
+)
 from labrun.executors.slurm_submit import (
     RECORD,
     SlurmOptions,
@@ -101,10 +110,11 @@ class SlurmExecutor(Executor):
     def start(self, launch: Launch) -> Started:
         name = job_name(self.state, launch.run_id, launch.attempt_id)
         private.makedirs(os.path.dirname(launch.stdout_path))
-        for path in (launch.stdout_path, launch.stderr_path, attempt_file(launch, RECORD)):
+        marker = os.path.join(self.markers, name)
+        for path in (launch.stdout_path, launch.stderr_path, attempt_file(launch, RECORD), marker):
             with contextlib.suppress(FileNotFoundError):
                 os.unlink(path)
-        script = write_attempt_files(launch, os.path.join(self.markers, name))
+        script = write_attempt_files(launch, marker)
         argv = ["sbatch", "--parsable", *sbatch_args(self.options, name, launch, self.excluded), script]
         now = self.clock()
         job = _Job(launch, name, None, now)
@@ -135,7 +145,7 @@ class SlurmExecutor(Executor):
         if now >= self.next_marker:
             self.next_marker = now + MARKER_CHECK
             if self._new_markers():
-                self.next_poll = min(self.next_poll, max(now, self.last_poll + POLL_FLOOR))
+                self._records(now)
         if now >= self.next_poll:
             self._poll(now)
 
@@ -161,26 +171,44 @@ class SlurmExecutor(Executor):
             self.next_poll = now + self.interval
             return
         self.error, self.online = "", True
-        changed, candidates = False, []
+        candidates = []
         for attempt_id, job in self.attempts.items():
             found = queued.get(job.name)
             if found is not None:
-                changed |= (found.state, found.reason) != (job.state, job.reason)
                 job.job_id, job.state, job.reason = found.job_id, found.state, found.reason
                 if found.active:
                     continue
             candidates.append(attempt_id)
+        self.interval = min(self.interval * 2, self.poll)  # unless an end's figures lag (_end)
         accounted = self._accounting([self.attempts[i] for i in candidates]) if candidates else None
         for attempt_id in candidates:
             facts = self._end(self.attempts[attempt_id], queued, accounted, now)
             if facts is not None:
-                self.ended_markers[attempt_id] = os.path.join(
-                    self.markers, self.attempts.pop(attempt_id).name
-                )
-                self.done.append((attempt_id, facts))
-                changed = True
-        self.interval = POLL_FLOOR if changed else min(self.interval * 2, self.poll)
+                self._ended(attempt_id, facts)
         self.next_poll = now + self.interval
+
+    def _ended(self, attempt_id: int, facts: Facts) -> None:
+        name = self.attempts.pop(attempt_id).name
+        self.ended_markers[attempt_id] = os.path.join(self.markers, name)
+        self.done.append((attempt_id, facts))
+
+    def _records(self, now: float) -> None:
+        """Attempts whose batch script touched its marker: ended here when the exit record
+        alone tells how (`final_record`), else Slurm is asked early."""
+        try:
+            touched = set(os.listdir(self.markers))
+        except OSError:
+            return
+        for attempt_id, job in list(self.attempts.items()):
+            if job.name not in touched:
+                continue
+            record = _record(job.launch)
+            if record is not None and final_record(record, job.sent):
+                missing = attempt_facts.missing_outputs(job.launch.outputs) if record["exit"] == 0 else ()
+                self._ended(attempt_id, record_facts(record, missing))
+            else:
+                self.interval = POLL_FLOOR
+                self.next_poll = min(self.next_poll, max(now, self.last_poll + POLL_FLOOR))
 
     def _accounting(self, jobs: list[_Job]) -> dict[str, Job] | None:
         """sacct for the jobs that left the queue; None when accounting does not answer."""
@@ -201,7 +229,7 @@ class SlurmExecutor(Executor):
         if accounted is not None and in_queue is not None and (in_acct is None or in_acct.active):
             job.ended_seen = job.ended_seen if job.ended_seen is not None else now
             if now - job.ended_seen < ACCT_WAIT:
-                self.interval = POLL_FLOOR / 2  # halved again below: the figures come soon
+                self.interval = POLL_FLOOR  # the figures come soon
                 return None
         info = in_acct if in_acct is not None and not in_acct.active else in_queue
         if info is None and job.error and job.job_id is None:

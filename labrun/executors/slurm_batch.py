@@ -70,13 +70,54 @@ def forward(child: subprocess.Popen[bytes]) -> None:
         signal.signal(getattr(signal, name), handler)
 
 
+def memory_counters() -> tuple[int | None, int | None]:
+    """(OOM kills, peak bytes) of the memory cgroups Slurm put this job in: the task's, the
+    step's and the job's (the kernel counts a kill where the victim was, the limit may sit
+    higher up). None where no memory cgroup could be read: Slurm's state must then say."""
+    try:
+        with open("/proc/self/cgroup", encoding="ascii") as handle:
+            lines = handle.read().splitlines()
+    except OSError:
+        return None, None
+    for line in lines:
+        _, controllers, path = line.split(":", 2)
+        if "memory" in controllers.split(","):
+            return _counters(
+                "/sys/fs/cgroup/memory" + path, "memory.oom_control", "memory.max_usage_in_bytes"
+            )
+    for line in lines:
+        if line.startswith("0::"):
+            return _counters("/sys/fs/cgroup" + line[3:], "memory.events", "memory.peak")
+    return None, None
+
+
+def _counters(directory: str, events: str, peak_file: str) -> tuple[int | None, int | None]:
+    kills: list[int] = []
+    peaks: list[int] = []
+    for _ in range(3):  # task_0, step_batch, job_N
+        try:
+            with open(os.path.join(directory, events), encoding="ascii") as handle:
+                kills += [int(line.split()[1]) for line in handle if line.startswith("oom_kill ")]
+            with open(os.path.join(directory, peak_file), encoding="ascii") as handle:
+                peaks.append(int(handle.read().strip()))
+        except (OSError, ValueError, IndexError):
+            pass
+        directory = os.path.dirname(directory)
+    return (max(kills) if kills else None), (max(peaks) if peaks else None)
+
+
 def write_record(spec: dict[str, Any], exit_code: int | None, signum: int | None) -> None:
     peak_kib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    oom_kills, peak = memory_counters()
     record = {
         "exit": exit_code,
         "signal": signum,
         "ended": time.time(),
         "max_rss": peak_kib * 1024 if peak_kib else None,
+        "cgroup_peak": peak,
+        "oom_kills": oom_kills,
+        "cpu": usage.ru_utime + usage.ru_stime,
         "job": os.environ.get("SLURM_JOB_ID"),
         "host": os.uname()[1],
     }

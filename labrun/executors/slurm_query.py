@@ -215,7 +215,7 @@ def job_facts(
     signals labrun sent it; `where` names the node for messages."""
     ended = float(record["ended"]) if record and record.get("ended") else now
     peak = _peak(job, record)
-    cpu = job.cpu_seconds if job is not None else None
+    cpu = job.cpu_seconds if job is not None and job.cpu_seconds else (record or {}).get("cpu")
     if job is None:
         if record is None:
             why = f"{where}: the job is in neither squeue nor sacct and left no exit record"
@@ -231,7 +231,7 @@ def job_facts(
         return Facts(
             None, signal.SIGTERM, ended, timed_out=True, peak_memory=peak, cpu_seconds=cpu, detail=detail
         )
-    oom = 1 if state == OOM_STATE else 0
+    oom = 1 if state == OOM_STATE else int((record or {}).get("oom_kills") or 0)
     if record is not None:
         facts = _from_record(record, ended, peak, cpu, label if oom else "")
         return dataclasses.replace(facts, oom_kills=oom)
@@ -247,10 +247,31 @@ def job_facts(
 
 
 def _peak(job: Job | None, record: Mapping[str, Any] | None) -> int | None:
-    """sacct's MaxRSS (sampled each JobAcctGatherFrequency) or the record's largest
-    descendant, whichever is larger; None when neither measured anything."""
-    found = [v for v in (job.max_rss if job else None, (record or {}).get("max_rss")) if v]
+    """The job's memory cgroup's own peak where the batch script could read it; else sacct's
+    MaxRSS (sampled each JobAcctGatherFrequency: 0 for short jobs) or the largest
+    descendant's resident size, whichever is larger; None when nothing was measured."""
+    record = record or {}
+    if record.get("cgroup_peak"):
+        return int(record["cgroup_peak"])
+    found = [v for v in (job.max_rss if job else None, record.get("max_rss")) if v]
     return max(int(v) for v in found) if found else None
+
+
+def final_record(record: Mapping[str, Any] | None, sent: Sequence[int]) -> bool:
+    """Whether the exit record alone says how the attempt ended, without asking Slurm: the
+    command exited (or died of a signal labrun sent, or of the OOM killer) and the OOM
+    counter was read. Another signal may be Slurm's (its time limit, an admin's scancel):
+    then Slurm must say."""
+    if record is None or record.get("oom_kills") is None:
+        return False
+    sig, kills = record.get("signal"), int(record["oom_kills"])
+    return record.get("exit") is not None or (sig is not None and (int(sig) in sent or kills > 0))
+
+
+def record_facts(record: Mapping[str, Any], outputs_missing: tuple[str, ...] = ()) -> Facts:
+    """The facts of a final record (`final_record`)."""
+    facts = _from_record(record, float(record["ended"]), _peak(None, record), record.get("cpu"), "")
+    return dataclasses.replace(facts, oom_kills=int(record["oom_kills"]), missing_outputs=outputs_missing)
 
 
 def _from_record(
