@@ -114,11 +114,12 @@ def main() -> None:
     parser = argparse.ArgumentParser(
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
     )
-    parser.add_argument("--tasks", type=int, default=1000)
-    parser.add_argument("--sleep", type=float, default=20.0)
+    # the test cluster runs 8 jobs at once: 96 x 10 s is about two minutes of steady state
+    parser.add_argument("--tasks", type=int, default=96)
+    parser.add_argument("--sleep", type=float, default=10.0)
     parser.add_argument("--jobs", type=int, default=200)
     parser.add_argument("--poll", type=float, default=30.0)
-    parser.add_argument("--trivial", type=int, default=50)
+    parser.add_argument("--trivial", type=int, default=20)
     args = parser.parse_args()
     try:
         cluster = test_cluster.find_or_start()
