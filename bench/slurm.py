@@ -15,6 +15,7 @@ Usage: python bench/slurm.py [--tasks N] [--sleep S] [--jobs J] [--poll P] [--tr
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import subprocess
 import sys
@@ -79,10 +80,14 @@ def queries(cluster: test_cluster.Cluster, args: argparse.Namespace) -> None:
     minutes = max((last - first - 2 * args.poll) / 60, 1e-9)
     per_minute = {n: sum(1 for _, m in middle if m == n) / minutes for n in ("squeue", "sacct")}
     sbatch = sum(1 for _, n in calls if n == "sbatch")
+    polls = [t for t, n in calls if n == "squeue"]
+    gaps = sorted(b - a for a, b in itertools.pairwise(polls))
+    median_gap = gaps[len(gaps) // 2] if gaps else float("nan")
     print(
         f"queries   {args.tasks} x sleep {args.sleep}s, max_jobs {args.jobs}, poll {args.poll}s: "
         f"run {seconds:.0f}s; squeue {per_minute['squeue']:.1f}/min, sacct {per_minute['sacct']:.1f}/min "
-        f"in its middle; sbatch {sbatch / args.tasks:.2f} per attempt"
+        f"in its middle (median gap between squeues {median_gap:.0f}s, {len(polls)} in all); "
+        f"sbatch {sbatch / args.tasks:.2f} per attempt"
     )
 
 

@@ -271,8 +271,9 @@ command = "while [ ! -e go-quick ]; do sleep 0.2; done; exit 0"
     assert stdout == "started\nfinished\n"
 
 
-@pytest.mark.parametrize("how", ["cancel", "ctrl-c"])
+@pytest.mark.parametrize("how", ["cancel", "ctrl-c", "cancel-after-sigkill"])
 def test_cancel_and_ctrl_c_leave_nothing_in_squeue(lab: Path, cluster: Cluster, how: str) -> None:
+    """`cancel-after-sigkill`: the runner is gone; `labrun cancel` finds its jobs by name."""
     name = job(
         lab,
         """
@@ -287,7 +288,10 @@ command = "sleep 300"
     runner = start(lab, "run", name)
     try:
         wait_for(running_jobs(cluster, lab, 2), "both jobs running")
-        if how == "cancel":
+        if how == "cancel-after-sigkill":
+            runner.kill()
+            runner.wait()
+        if how.startswith("cancel"):
             done = labrun(lab, "cancel", "last")
             assert done.returncode == 0, done.stdout + done.stderr
         else:
@@ -296,7 +300,7 @@ command = "sleep 300"
     finally:
         if runner.poll() is None:
             runner.kill()
-    assert code == 130, out + err
+    assert code == (-signal.SIGKILL if how == "cancel-after-sigkill" else 130), out + err
     wait_for(lambda: our_jobs(cluster, lab, active_only=True) == [], "no job of the run in squeue", 30)
     assert [a["outcome"] for a in attempts(lab)["sleepy[0]"]] == ["killed"]
 

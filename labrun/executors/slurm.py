@@ -126,10 +126,9 @@ class SlurmExecutor(Executor):
                     os.unlink(attempt_file(launch, "slurm-env.json"))
                 raise LaunchError(f"on node {self.node}: Slurm refused the job: {exc}") from None
             job.error = f"node {self.node}: the submission was not confirmed: {exc}"
-        first = not self.attempts
+        if not self.attempts:  # the first job after a quiet spell: is it queued as asked?
+            self.next_poll, self.interval = now + POLL_FLOOR, POLL_FLOOR
         self.attempts[launch.attempt_id] = job
-        self.next_poll = now + POLL_FLOOR if first else min(self.next_poll, now + POLL_FLOOR)
-        self.interval = POLL_FLOOR
         return Started(ref=job.job_id, mechanism="slurm")
 
     # -- waking and polling ----------------------------------------------------------------
