@@ -272,22 +272,33 @@ command = "while [ ! -e go-quick ]; do sleep 0.2; done; exit 0"
 
 
 @pytest.mark.parametrize("how", ["cancel", "ctrl-c", "cancel-after-sigkill"])
-def test_cancel_and_ctrl_c_leave_nothing_in_squeue(lab: Path, cluster: Cluster, how: str) -> None:
-    """`cancel-after-sigkill`: the runner is gone; `labrun cancel` finds its jobs by name."""
+def test_cancel_and_ctrl_c_leave_nothing_in_squeue(
+    lab: Path, cluster: Cluster, how: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """`cancel-after-sigkill`: the runner is gone; `labrun cancel` finds its jobs by name.
+    `queued` cannot start beside the others: cancelled while it waits in the queue."""
     name = job(
         lab,
-        """
+        f"""
 [[tasks]]
 name = "sleepy"
 nodes = ["hpc"]
 items = [1, 2]
 grace = "2s"
 command = "sleep 300"
+[[tasks]]
+name = "queued"
+nodes = ["hpc"]
+memory = "{cluster.memory_mb}MiB"
+secret_env = ["LABRUN_TEST_SECRET"]
+command = "true"
 """,
     )
+    monkeypatch.setenv("LABRUN_TEST_SECRET", SECRET)
     runner = start(lab, "run", name)
     try:
         wait_for(running_jobs(cluster, lab, 2), "both jobs running")
+        wait_for(lambda: any(j[2] == "PENDING" for j in our_jobs(cluster, lab)), "the big job queued")
         if how == "cancel-after-sigkill":
             runner.kill()
             runner.wait()
@@ -303,6 +314,9 @@ command = "sleep 300"
     assert code == (-signal.SIGKILL if how == "cancel-after-sigkill" else 130), out + err
     wait_for(lambda: our_jobs(cluster, lab, active_only=True) == [], "no job of the run in squeue", 30)
     assert [a["outcome"] for a in attempts(lab)["sleepy[0]"]] == ["killed"]
+    if how != "cancel-after-sigkill":  # the runner saw the ends: no secrets file is left
+        assert not list((lab / "state").rglob("slurm-env.json"))
+    assert [a["outcome"] for a in attempts(lab)["queued"]] == ["killed"]
 
 
 @pytest.fixture

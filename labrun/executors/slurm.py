@@ -40,6 +40,7 @@ from labrun.executors.slurm_query import (
     squeue,
 )
 from labrun.executors.slurm_submit import (
+    ENV_FILE,
     RECORD,
     SlurmOptions,
     attempt_file,
@@ -123,7 +124,7 @@ class SlurmExecutor(Executor):
         except SlurmError as exc:
             if is_config_error(str(exc)):
                 with contextlib.suppress(FileNotFoundError):
-                    os.unlink(attempt_file(launch, "slurm-env.json"))
+                    os.unlink(attempt_file(launch, ENV_FILE))
                 raise LaunchError(f"on node {self.node}: Slurm refused the job: {exc}") from None
             job.error = f"node {self.node}: the submission was not confirmed: {exc}"
         if not self.attempts:  # the first job after a quiet spell: is it queued as asked?
@@ -187,8 +188,10 @@ class SlurmExecutor(Executor):
         self.next_poll = now + self.interval
 
     def _ended(self, attempt_id: int, facts: Facts) -> None:
-        name = self.attempts.pop(attempt_id).name
-        self.ended_markers[attempt_id] = os.path.join(self.markers, name)
+        job = self.attempts.pop(attempt_id)
+        with contextlib.suppress(FileNotFoundError):  # a job cancelled before it ran never read it
+            os.unlink(attempt_file(job.launch, ENV_FILE))
+        self.ended_markers[attempt_id] = os.path.join(self.markers, job.name)
         self.done.append((attempt_id, facts))
 
     def _records(self, now: float) -> None:
