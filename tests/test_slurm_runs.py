@@ -376,6 +376,8 @@ command = "true"
     assert "cannot run on node hpc" in line and cluster.node in line, line
     assert "Requested node configuration is not available" in line or "Memory" in line, line
     assert any("task small fits" in line and "✓" in line for line in done.stdout.splitlines()), done.stdout
+    # Slurm isolates these tasks (--mem is enforced there): no word about this machine's runtimes
+    assert "runtime process" not in done.stdout, done.stdout
     assert not os.path.exists(lab / "state" / "labrun.db") or labrun(lab, "status", "last").returncode != 0
 
 
