@@ -350,7 +350,10 @@ class Runner:
     def _gpus_for(self, node: str, count: int) -> tuple[int, ...]:
         if not count:
             return ()
-        devices = next(n.gpus for n in self.nodes if n.name == node)
+        spec = next(n for n in self.nodes if n.name == node)
+        if spec.max_jobs is not None:  # a queue: its scheduler picks the devices; this is the count
+            return tuple(range(count))
+        devices = spec.gpus
         busy = [gpu for act in self.active.values() if act.node == node for gpu in act.gpus]
         return assign(count, devices, busy)
 

@@ -11,9 +11,10 @@ import signal
 from pathlib import Path
 
 import pytest
+from test_runner import FakeExecutor, make_runner
 
 from labrun.backends.slurm import SlurmNode
-from labrun.config.lab import load_lab
+from labrun.config.lab import NodeSpec, load_lab
 from labrun.errors import ConfigError
 from labrun.executors.slurm_query import (
     Job,
@@ -33,7 +34,7 @@ from labrun.executors.slurm_submit import (
     sbatch_args,
     sbatch_env,
 )
-from labrun.model import Launch
+from labrun.model import Launch, Runtime
 from labrun.outcome import Stop, classify
 from labrun.scheduler import Demand, NodeCapacity, place
 from labrun.states import Outcome
@@ -281,3 +282,24 @@ def test_an_exit_record_alone_ends_an_attempt_only_when_it_says_everything() -> 
 def test_the_cgroup_peak_beats_sampled_figures() -> None:
     record = {**RECORD_EXIT_0, "cgroup_peak": 20 * MiB}
     assert job_facts(job("COMPLETED"), record, [], 1.0, WHERE).peak_memory == 20 * MiB
+
+
+def test_a_runner_keeps_max_jobs_attempts_on_a_queue_node_and_gives_each_its_gpu_count(
+    tmp_path: Path,
+) -> None:
+    """A partition whose largest node has 1 GPU and 2 cpus takes 3 one-GPU, two-cpu
+    attempts at once (max_jobs = 3): sizes are per attempt, the count is max_jobs."""
+    executor = FakeExecutor()
+    body = '[job]\nname = "q"\n[[tasks]]\nname = "t"\nitems = [1, 2, 3, 4, 5]\n'
+    body += 'cpus = 2\ngpus = 1\ncommand = "true"\n'
+    runner, _ = make_runner(tmp_path, body, executor)
+    queue = NodeSpec("hpc", 2.0, 8 << 30, (Runtime.PROCESS,), (0,), max_jobs=3)
+    runner.nodes = [queue]
+    runner.executors = {("hpc", Runtime.PROCESS): executor}
+    runner.tick(1.0)
+    assert len(executor.launches) == 3
+    assert all(launch.gpus == (0,) for launch in executor.launches.values())
+    first = next(iter(executor.launches.values()))
+    executor.finish(first, 0)
+    runner.tick(2.0)
+    assert len(executor.launches) == 3  # one ended, one more submitted
