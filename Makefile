@@ -46,6 +46,7 @@ bench: $(STAMP)
 	$(BIN)/python -m compileall -q labrun
 	$(BIN)/python bench/throughput.py
 	$(BIN)/python bench/report.py
+	$(BIN)/python bench/slurm.py
 
 clean:
 	rm -rf $(VENV) dist build *.egg-info .pytest_cache .mypy_cache .ruff_cache

@@ -211,6 +211,7 @@ def status(
 ) -> int:
     """What happened in a run, per task and attempt. Example: labrun status --events last 'resize[3]'"""
     from labrun.app import find_run, find_task, open_reader
+    from labrun.backends.view import queued
     from labrun.views import build
     from labrun.views.json import write_events_json, write_status_json
     from labrun.views.text import write_events, write_status_table
@@ -232,6 +233,9 @@ def status(
                 write_status_json(view, sys.stdout)
             else:
                 write_status_table(view, sys.stdout, _columns())
+                # attempts a cluster still holds in its queue, with its reason
+                for waiting, attempt, why in queued(_lab(config), snap, found.id, row):
+                    print(f"{waiting.name} #{attempt.n} on {attempt.node}: {why}")
     return ExitCode.OK
 
 
@@ -357,6 +361,7 @@ def why(
     import json
 
     from labrun.app import find_run, find_task, job_of, open_reader
+    from labrun.backends.view import queued
     from labrun.diagnose import diagnose
     from labrun.fit import task_with_item
     from labrun.masking import masker
@@ -368,6 +373,11 @@ def why(
         found = find_run(snap, run_ref)
         row = find_task(snap, found, task)
         view = task_view(snap, row)
+        waits = queued(_lab(config), snap, found.id, row) if attempt is None else []
+    if waits and not as_json:  # it has not started: the queue's reason is the answer
+        for _, waiting, why in waits:
+            print(f"run {found.id}, task {task_with_item(row.name, row.item)} attempt {waiting.n}: {why}")
+        return ExitCode.OK
     job = job_of(found)
     mask = masker(job.secret_names)
     diagnosis = diagnose(record_for(paths, found, view, job.task(row.spec).timeout, attempt, mask))

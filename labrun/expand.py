@@ -237,4 +237,5 @@ def launch_for(
         outputs=outputs_for(spec, values, workdir),
         options=launch_options(spec, values["shared"]),
         withheld=withheld(spec, secret_names),
+        time_limit=spec.timeout + spec.grace if spec.timeout is not None else None,
     )

@@ -99,6 +99,9 @@ class Launch:
     # removed from the runner's (or node's) environment before `env` is added: the secrets
     # other tasks of the job declare, which this one does not (`secrets.withheld`)
     withheld: tuple[str, ...] = ()
+    # the longest the attempt may run (its absolute timeout plus grace), for schedulers that
+    # plan with one (Slurm's --time); labrun enforces the timeout itself. None: no limit
+    time_limit: float | None = None
 
 
 @dataclass(frozen=True)
@@ -124,6 +127,7 @@ class Facts:
     cpu_seconds: float | None = None
     missing_outputs: tuple[str, ...] = ()
     lost: bool = False  # vanished without an exit record
+    timed_out: bool = False  # a cluster's scheduler stopped it at its time limit (Slurm TIMEOUT)
     start_error: str = ""  # could not start at all (LaunchError's message)
     detail: str = ""  # the executor's note (Docker's State.Error, unreadable counters, ...)
     # memory sampled while it ran, encoded by labrun.memseries (None: not sampled: it ended

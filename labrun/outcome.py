@@ -62,6 +62,11 @@ _RULES: tuple[Rule, ...] = (
         lambda f, t: f"ran past its {format_duration(t)} timeout and was stopped",
     ),
     (
+        lambda f, s: f.timed_out,
+        Outcome.TIMEOUT,
+        lambda f, t: f.detail or "the cluster stopped it at its time limit",
+    ),
+    (
         lambda f, s: f.oom_kills > 0 or f.oom_killed,
         Outcome.OOM,
         lambda f, t: f"the kernel killed a process for memory ({describe_exit(f)})",

@@ -315,21 +315,24 @@ class Runner:
         most = max((spec.cpus for spec in self.specs.values()), default=0.0)
         if least <= 0 or most > max(node.cpus for node in self.nodes):
             return math.inf  # read as before, so a task no node can hold fails at once
-        free = sum(max(0.0, node.cpus - node.cpus_used) for node in self._capacity())
-        return math.floor((free + 1e-9) / least)
+        capacity = self._capacity()
+        free = sum(max(0.0, node.cpus - node.cpus_used) for node in capacity if node.max_jobs is None)
+        queued = sum(max(0, node.max_jobs - node.jobs_used) for node in capacity if node.max_jobs is not None)
+        return math.floor((free + 1e-9) / least) + queued
 
     def _plan(self, ready: list[TaskRow]) -> Plan:
         return place([self._demand(t) for t in ready], self._capacity(), self._slots(), self._avoid())
 
     def _capacity(self) -> list[NodeCapacity]:
-        used: dict[str, list[float]] = {node.name: [0.0, 0.0, 0.0] for node in self.nodes}
+        used: dict[str, list[float]] = {node.name: [0.0, 0.0, 0.0, 0.0] for node in self.nodes}
         for act in self.active.values():
             used[act.node][0] += act.spec.cpus
             used[act.node][1] += act.launch.memory
             used[act.node][2] += len(act.gpus)
+            used[act.node][3] += 1
         for node in self.nodes:
             if not self._online(node.name):  # offline: nothing fits now, tasks wait for it
-                used[node.name] = [node.cpus, node.memory, len(node.gpus)]
+                used[node.name] = [node.cpus, node.memory, len(node.gpus), float(node.max_jobs or 0)]
         return [
             NodeCapacity(
                 node.name,
@@ -340,6 +343,8 @@ class Runner:
                 frozenset(rt for (name, rt) in self.executors if name == node.name),
                 len(node.gpus),
                 int(used[node.name][2]),
+                node.max_jobs,
+                int(used[node.name][3]),
             )
             for node in self.nodes
         ]
@@ -353,7 +358,10 @@ class Runner:
     def _gpus_for(self, node: str, count: int) -> tuple[int, ...]:
         if not count:
             return ()
-        devices = next(n.gpus for n in self.nodes if n.name == node)
+        spec = next(n for n in self.nodes if n.name == node)
+        if spec.max_jobs is not None:  # a queue: its scheduler picks the devices; this is the count
+            return tuple(range(count))
+        devices = spec.gpus
         busy = [gpu for act in self.active.values() if act.node == node for gpu in act.gpus]
         return assign(count, devices, busy)
 
@@ -533,7 +541,7 @@ class Runner:
             pinned = dataclasses.replace(demand, nodes=(node.name,))
             if place([pinned], capacity, self._slots(), avoid).placements:
                 free.append(node.name)
-            whole = dataclasses.replace(node, cpus_used=0.0, memory_used=0, gpus_used=0)
+            whole = dataclasses.replace(node, cpus_used=0.0, memory_used=0, gpus_used=0, jobs_used=0)
             if node.name not in avoid and place([pinned], [whole], 1).placements:
                 able.append(node.name)
         return free, able

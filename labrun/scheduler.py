@@ -5,6 +5,10 @@ needs are reserved on the node that will fit it soonest, so smaller tasks behind
 use what is left and cannot starve it. Among the nodes that fit, the one with the most
 free CPU (as a fraction of its size) wins, which spreads work instead of filling one
 node first.
+
+A queue node (a Slurm partition, `max_jobs` set) is sized per attempt: its cpus, memory
+and gpus are what one attempt may ask for, and it takes at most `max_jobs` attempts at
+once, whatever they ask; the cluster's own scheduler shares its machines out.
 """
 
 from __future__ import annotations
@@ -35,6 +39,8 @@ class NodeCapacity:
     runtimes: frozenset[Runtime] = frozenset({Runtime.PROCESS})
     gpus: int = 0  # total
     gpus_used: int = 0
+    max_jobs: int | None = None  # a queue: the sizes above are per attempt (see the docstring)
+    jobs_used: int = 0
 
 
 @dataclass(frozen=True)
@@ -77,8 +83,9 @@ def place(
 
     Nodes in `avoid` (too many failures in this run) only take a task no other node can host.
     """
-    free = {n.name: [n.cpus - n.cpus_used, n.memory - n.memory_used, n.gpus - n.gpus_used] for n in nodes}
+    free = {n.name: _free(n) for n in nodes}
     size = {n.name: n.cpus for n in nodes}
+    queues = {n.name: n for n in nodes if n.max_jobs is not None}
     placements: list[Placement] = []
     never: list[int] = []
     for demand in ready:
@@ -89,23 +96,44 @@ def place(
             continue
         usable = [n for n in nodes if n.name not in avoid and can_host(n, demand)]
         allowed = [n.name for n in usable] or [n.name for n in nodes if can_host(n, demand)]
-        candidates = [
-            name
-            for name, (cpu, mem, gpu) in free.items()
-            if name in allowed and demand.cpus <= cpu + _EPS and demand.memory <= mem and demand.gpus <= gpu
-        ]
+        candidates = [name for name in allowed if _room(free[name], demand, name in queues)]
         if candidates:
-            best = max(candidates, key=lambda name: (free[name][0] / size[name], free[name][1]))
-            free[best][0] -= demand.cpus
-            free[best][1] -= demand.memory
-            free[best][2] -= demand.gpus
+            best = max(candidates, key=lambda name: _preference(free[name], size[name], name in queues))
+            _take(free[best], demand, best in queues)
             placements.append(Placement(demand.task_id, best))
             continue
         # Reserve for the waiting task on the node where it fits in total, so later
         # smaller tasks cannot keep it waiting forever.
         if allowed:
-            name = allowed[0]
-            free[name][0] -= demand.cpus
-            free[name][1] -= demand.memory
-            free[name][2] -= demand.gpus
+            _take(free[allowed[0]], demand, allowed[0] in queues)
     return Plan(tuple(placements), tuple(never))
+
+
+def _free(node: NodeCapacity) -> list[float]:
+    """[cpus, memory, gpus] free; a queue's: [jobs free] (its sizes are per attempt)."""
+    if node.max_jobs is not None:
+        return [float(node.max_jobs - node.jobs_used)]
+    return [node.cpus - node.cpus_used, node.memory - node.memory_used, node.gpus - node.gpus_used]
+
+
+def _room(free: list[float], demand: Demand, queue: bool) -> bool:
+    if queue:  # the per-attempt sizes were checked by can_host
+        return free[0] >= 1
+    return demand.cpus <= free[0] + _EPS and demand.memory <= free[1] and demand.gpus <= free[2]
+
+
+def _take(free: list[float], demand: Demand, queue: bool) -> None:
+    if queue:
+        free[0] -= 1
+        return
+    free[0] -= demand.cpus
+    free[1] -= demand.memory
+    free[2] -= demand.gpus
+
+
+def _preference(free: list[float], size: float, queue: bool) -> tuple[float, float]:
+    """Most free CPU as a fraction of the node first; a queue with room ranks after an
+    idle machine (work on hand starts at once there, a cluster may queue it)."""
+    if queue:
+        return (0.5 if free[0] >= 1 else 0.0, 0.0)
+    return (free[0] / size if size else 0.0, free[1])

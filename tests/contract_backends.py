@@ -3,7 +3,7 @@
 A backend is a `Backend`: how to build a fresh executor (a second one stands for a runner
 that restarted), the launch options its attempts need, whether it enforces a memory
 limit, and what of an attempt it can leave behind besides processes. Adding a backend
-(Slurm next) is one factory in `BACKENDS`.
+is one factory in `BACKENDS`.
 
 Everything an attempt starts carries `CONTRACT_TOKEN=<unique>` in its environment, so
 "nothing of the attempt is left" is one scan of /proc on this machine, whatever the
@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from slurm import Cluster
 from sshd import new_lab
 from test_ssh_nodes import ssh_node as ssh_node_of
 from test_ssh_nodes import write_lab
@@ -38,6 +39,9 @@ from labrun.executors.base import Executor, Waker
 from labrun.executors.cgroup import CgroupExecutor
 from labrun.executors.docker import DockerExecutor
 from labrun.executors.process import ProcessExecutor
+from labrun.executors.slurm import SlurmExecutor
+from labrun.executors.slurm_query import squeue
+from labrun.executors.slurm_submit import SlurmOptions, name_prefix
 from labrun.executors.ssh import SshExecutor
 from labrun.model import DockerOptions, Facts, Launch, ProcessOptions, Runtime, RuntimeOptions, Started
 from labrun.ssh.nodes import target_of
@@ -297,6 +301,35 @@ def _ssh_docker(request: pytest.FixtureRequest) -> Backend:
     )
 
 
+def _slurm(request: pytest.FixtureRequest) -> Backend:
+    """A Slurm partition of the test cluster (tests/slurm.py); its node is this machine, so
+    the attempts' processes are visible here. A restarted executor has the same state id."""
+    cluster: Cluster = request.getfixturevalue("slurm_cluster")
+    request.getfixturevalue("monkeypatch").setenv("SLURM_CONF", cluster.conf)
+    tmp = request.getfixturevalue("tmp_path")
+    state = "contract" + secrets.token_hex(4)
+
+    def new(waker: Waker) -> Executor:
+        options = SlurmOptions(partition=cluster.partition)
+        return SlurmExecutor(
+            "hpc", options, str(tmp / "state"), state, waker, poll=1.0, partition_nodes=(cluster.node,)
+        )
+
+    def active(job_id: str | None) -> list[str]:
+        jobs = squeue(name_prefix(state)).values()
+        return [f"Slurm job {j.job_id} is {j.state}" for j in jobs if j.job_id == job_id and j.active]
+
+    def leftovers(started: Started, closed: bool) -> list[str]:
+        """The job once Slurm tore it down: an attempt ends with its exit record, and the
+        job a moment later, when its batch script has exited and Slurm killed the rest."""
+        deadline = time.monotonic() + 30
+        while active(started.ref) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        return active(started.ref)
+
+    return Backend("slurm", new, enforces_memory=True, leftovers=leftovers)
+
+
 BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Backend]] = {
     "process": _process,
     "cgroup": _cgroup,
@@ -304,6 +337,7 @@ BACKENDS: dict[str, Callable[[pytest.FixtureRequest], Backend]] = {
     "ssh": _ssh,
     "ssh-cgroup": _ssh_cgroup,
     "ssh-docker": _ssh_docker,
+    "slurm": _slurm,
 }
 
 

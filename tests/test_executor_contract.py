@@ -4,9 +4,10 @@ Real components only: processes, cgroup v1 files, the test dockerd, an sshd on l
 whose "node" is this machine. A backend that fails a case for a reason tracked elsewhere
 lists it in its `known_failures` (a strict xfail: it turns red the moment it is fixed).
 
-The backends (contract_backends.BACKENDS): process, cgroup, docker, and ssh with each of
-the node's runtimes (process, cgroup, docker). A new backend adds one entry there and must
-pass every case here, or say in `known_failures` why not.
+The backends (contract_backends.BACKENDS): process, cgroup, docker, ssh with each of the
+node's runtimes (process, cgroup, docker), and slurm (the test cluster, tests/slurm.py).
+A new backend adds one entry there and must pass every case here, or say in
+`known_failures` why not.
 
 The stop policy is the runner's (`Runner._enforce_stops`): SIGTERM, then SIGKILL once the
 task's grace has passed; `stop` below does the same against one executor.

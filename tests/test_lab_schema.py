@@ -100,11 +100,16 @@ def test_schema_lab_accepts_the_example_lab_file(tmp_path: Path, lab_schema: dic
     schema = lab_schema
     jsonschema.validate(tomllib.loads((REPO / "labrun.toml").read_text()), schema)
     full = tomllib.loads(_example_with_nodes_uncommented())
-    assert set(full["nodes"]) == {"local", "gpu-box", "ws2"}
+    assert set(full["nodes"]) == {"local", "gpu-box", "ws2", "hpc"}
     jsonschema.validate(full, schema)
     # and labrun itself accepts what the schema accepts
     (tmp_path / "labrun.toml").write_text(_example_with_nodes_uncommented())
-    assert {n.name for n in load_lab(str(tmp_path / "labrun.toml")).nodes} == {"local", "gpu-box", "ws2"}
+    assert {n.name for n in load_lab(str(tmp_path / "labrun.toml")).nodes} == {
+        "local",
+        "gpu-box",
+        "ws2",
+        "hpc",
+    }
 
 
 @pytest.mark.parametrize(

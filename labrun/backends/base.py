@@ -11,6 +11,8 @@ values, and for its nodes supplies:
     control(lab, node)          -> a `NodeControl`: signal, find and sweep attempts
                                    without a runner (`labrun cancel` of a dead runner's
                                    run)
+    waiting(lab, node, attempts)
+                                -> why open attempts have not started (a queue's reason)
     sweep_orphans(lab, nodes, live)
                                 -> remove what this state directory's attempts left on
                                    these nodes (containers...) unless `live()` holds their
@@ -139,6 +141,11 @@ class Backend(abc.ABC):
     @abc.abstractmethod
     def control(self, lab: LabConfig, node: NodeConfig) -> NodeControl:
         """Reach the node's attempts without a runner."""
+
+    def waiting(self, lab: LabConfig, node: NodeConfig, attempts: Sequence[AttemptRow]) -> dict[int, str]:
+        """Why open attempts on `node` have not started yet (a cluster queue's reason), by
+        attempt id; attempts that run, or a backend without a queue, are left out."""
+        return {}
 
     def sweep_orphans(
         self, lab: LabConfig, nodes: Sequence[NodeConfig], live: Callable[[], Collection[int]]

@@ -16,6 +16,7 @@ by its labels (this state directory's id and the attempt id; local_docker.py).
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import os
 import signal
 from collections.abc import Callable, Collection, Mapping, Sequence
@@ -117,9 +118,13 @@ class LocalBackend(Backend):
         return connection
 
     def checks(self, lab: LabConfig, nodes: Sequence[NodeConfig], job: JobSpec) -> list[Check]:
+        """The runtimes of the tasks that may run here (a task pinned to other nodes, a
+        Slurm partition say, is isolated there)."""
         from labrun.isolation import isolation_checks
 
-        return isolation_checks(job)
+        here = {n.name for n in nodes}
+        local = tuple(t for t in job.tasks if not t.nodes or here.intersection(t.nodes))
+        return isolation_checks(dataclasses.replace(job, tasks=local))
 
     def rows(self, lab: LabConfig, nodes: Sequence[NodeConfig]) -> list[NodeRow]:
         specs = [n.declared() for n in nodes]

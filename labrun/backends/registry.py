@@ -6,7 +6,8 @@ are parsed by the backend that owns them, and `connect`, `checks`, `node_rows` a
 `register(...)` (or one entry below); the runner, app and CLI do not change.
 
 Which backend owns a table: its `backend = "NAME"` key if it has one, else the first
-backend that `claims` it (local: the table named `local`; ssh: a table with `ssh`).
+backend that `claims` it (local: the table named `local`; ssh: a table with `ssh`; slurm:
+a table with `slurm`).
 Nodes come in backend order, so the local node is first (task 0 runs there).
 """
 
@@ -18,6 +19,7 @@ from typing import Any
 
 from labrun.backends.base import Backend, Connection, NodeControl, NodeRow, stop_attempts
 from labrun.backends.local import LocalBackend
+from labrun.backends.slurm import SlurmBackend
 from labrun.backends.ssh import SshBackend
 from labrun.config.job import JobSpec
 from labrun.config.lab import LabConfig, NodeConfig
@@ -27,7 +29,7 @@ from labrun.executors.base import Waker
 from labrun.preflight.core import Check
 from labrun.rows import AttemptRow
 
-BACKENDS: list[Backend] = [LocalBackend(), SshBackend()]
+BACKENDS: list[Backend] = [LocalBackend(), SshBackend(), SlurmBackend()]
 
 Problem = Callable[..., None]
 
@@ -181,6 +183,22 @@ def sweep_attempts(lab: LabConfig, attempts: Sequence[AttemptRow]) -> tuple[list
     found: list[str] = []
     messages = _each_node(lab, attempts, lambda control, mine: found.extend(control.sweep(mine)))
     return found, messages
+
+
+def waiting(lab: LabConfig, attempts: Sequence[AttemptRow]) -> dict[int, str]:
+    """Why each open attempt that waits in a node's queue has not started, by attempt id. A
+    backend that cannot be asked says nothing (this is for `status` and `why`, read-only)."""
+    found: dict[int, str] = {}
+    for name in dict.fromkeys(a.node for a in attempts):
+        node = lab.node(name)
+        backend = backend_named(node.backend) if node is not None else None
+        if node is None or backend is None:
+            continue
+        try:
+            found.update(backend.waiting(lab, node, [a for a in attempts if a.node == name]))
+        except Exception:  # a node that does not answer has nothing to say here
+            continue
+    return found
 
 
 def sweep_orphans(lab: LabConfig, live: Callable[[], Collection[int]]) -> tuple[list[str], list[str]]:

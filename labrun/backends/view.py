@@ -5,9 +5,11 @@ from __future__ import annotations
 import dataclasses
 from typing import Any
 
-from labrun.backends.registry import node_rows
+from labrun.backends.registry import node_rows, waiting
 from labrun.config.lab import LabConfig
-from labrun.states import RunState
+from labrun.reads import Reads
+from labrun.rows import AttemptRow, TaskRow
+from labrun.states import RunState, TaskState
 from labrun.store import Store
 from labrun.units import format_size
 
@@ -46,6 +48,17 @@ def _running_attempts(store: Store | None) -> dict[str, list[dict[str, Any]]]:
                 }
             )
     return out
+
+
+def queued(
+    lab: LabConfig, snap: Reads, run_id: int, task: TaskRow | None = None
+) -> list[tuple[TaskRow, AttemptRow, str]]:
+    """The run's (or one task's) open attempts that wait in a node's queue, with the reason
+    the node gives (Slurm's Resources, Priority, QOSMaxJobsPerUserLimit...)."""
+    tasks = [task] if task is not None else list(snap.tasks_in_state(run_id, TaskState.RUNNING))
+    open_ = [(t, a) for t in tasks for a in snap.attempts(t.id) if a.live]
+    reasons = waiting(lab, [a for _, a in open_]) if open_ else {}
+    return [(t, a, reasons[a.id]) for t, a in open_ if a.id in reasons]
 
 
 def render_nodes(rows: list[dict[str, Any]]) -> str:

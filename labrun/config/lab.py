@@ -34,6 +34,9 @@ class NodeSpec:
     memory: int
     runtimes: tuple[Runtime, ...] = (Runtime.PROCESS,)
     gpus: tuple[int, ...] = ()  # device indices attempts may be given
+    # a queue (a cluster): cpus, memory and gpus are what ONE attempt may ask for, and at
+    # most `max_jobs` attempts are placed there at once. None: capacity shared by attempts
+    max_jobs: int | None = None
 
 
 @dataclass(frozen=True)

@@ -111,6 +111,25 @@ def _silence(value: object) -> float:
     return seconds
 
 
+SLURM_TABLE_KEYS = ("partition", "account", "qos", "options")
+
+
+def _slurm(value: object) -> dict[str, Any]:
+    """`slurm = { partition, account, qos, options }`, checked key by key (the slurm backend
+    turns it into its options and refuses the sbatch options labrun sets itself)."""
+    if not isinstance(value, dict):
+        raise ValueError('expected a table like { partition = "gpu", account = "lab" }')
+    for key, item in value.items():
+        if key not in SLURM_TABLE_KEYS:
+            raise ValueError(f"unknown key slurm.{key}; {unknown_hint(key, SLURM_TABLE_KEYS)}")
+        if key != "options" and (not isinstance(item, str) or not item.strip() or item.startswith("-")):
+            raise ValueError(f'slurm.{key}: expected a name like "gpu", got {item!r}')
+    options = value.get("options", [])
+    if not isinstance(options, list) or not all(isinstance(o, str) and o.startswith("-") for o in options):
+        raise ValueError('slurm.options: expected a list of sbatch options like ["--constraint=a100"]')
+    return {**value, "options": tuple(options)}
+
+
 def _lab_str(value: object) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError("expected a directory path (a string)")
@@ -129,6 +148,7 @@ def convert_lab(key: Key, value: object, base: str, backend: str = "") -> Any:
         "remote_dir": _remote_dir,
         "silence": _silence,
         "lab_str": _lab_str,
+        "slurm": _slurm,
     }
     if key.kind in simple:
         return simple[key.kind](value)
@@ -195,6 +215,14 @@ def _lab_kind_schema(key: Key) -> dict[str, Any]:
         "runtimes": {"type": "array", "minItems": 1, "items": {"enum": list(key.choices)}},
         "remote_dir": {"type": "string", "pattern": "^[/~]"},
         "silence": key_schema(Key(key.name, "duration", None, "")),
+        "slurm": {
+            "type": "object",
+            "additionalProperties": False,
+            "properties": {
+                **{k: {"type": "string", "minLength": 1} for k in SLURM_TABLE_KEYS if k != "options"},
+                "options": {"type": "array", "items": {"type": "string", "pattern": "^-"}},
+            },
+        },
     }
     if key.kind not in kinds:
         return key_schema(key)
