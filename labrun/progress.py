@@ -8,7 +8,9 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
+from types import MappingProxyType
 from typing import IO, TYPE_CHECKING
 
 from labrun.fit import shorten_middle, task_with_item
@@ -65,6 +67,11 @@ class Reporter:
     """Prints nothing; the base of the others, and what tests use."""
 
     stop_requested = ""  # set from a signal handler (no I/O there); shown at the next tick
+    waiting: Mapping[str, int] = MappingProxyType({})  # attempts queued in a cluster, by its reason
+
+    def queued(self, reasons: Mapping[str, int]) -> None:
+        """Attempts waiting in a cluster's queue, by the reason it gives; shown with progress."""
+        self.waiting = reasons
 
     def stopping(self, how: str) -> None:
         """A stop was asked for (`how`: interrupt, terminate, cancel); shown at the next tick."""
@@ -86,11 +93,19 @@ class Reporter:
         pass
 
 
-def counts_line(counts: dict[TaskState, int]) -> str:
+def counts_line(counts: dict[TaskState, int], waiting: Mapping[str, int] | None = None) -> str:
     total = sum(counts.values())
     done = sum(counts[s] for s in TaskState if s.terminal)
     parts = [f"{counts[s]} {s.value}" for s in TaskState if counts.get(s)]
-    return f"{done}/{total} done: " + ", ".join(parts)
+    line = f"{done}/{total} done: " + ", ".join(parts)
+    return line + queued_text(waiting) if waiting else line
+
+
+def queued_text(waiting: Mapping[str, int]) -> str:
+    """'; 3 queued in a cluster: 2 Resources, 1 Priority': running tasks whose attempt still
+    waits in a cluster's queue, by the queue's reason."""
+    reasons = ", ".join(f"{n} {reason}" for reason, n in sorted(waiting.items(), key=lambda kv: -kv[1]))
+    return f"; {sum(waiting.values())} queued in a cluster: {reasons}"
 
 
 class PlainReporter(Reporter):
@@ -119,7 +134,7 @@ class PlainReporter(Reporter):
         tick = time.monotonic()
         if tick - self._last >= self.interval:
             self._last = tick
-            self._print("progress: " + counts_line(counts))
+            self._print("progress: " + counts_line(counts, self.waiting))
 
     def message(self, text: str) -> None:
         self._print(text)
@@ -192,6 +207,8 @@ class LiveReporter(Reporter):
             for s in (TaskState.RUNNING, TaskState.FAILED, TaskState.SKIPPED)
             if counts.get(s)
         )
+        if self.waiting:
+            states += f", {sum(self.waiting.values())} queued ({', '.join(sorted(self.waiting))})"
         if self.stop_requested:
             if not self._told:
                 self._told = True

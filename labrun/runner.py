@@ -180,6 +180,7 @@ class Runner:
         unblocked = self._start(claimed, now)
         if self.stop is None and self._speculate(now):
             unblocked = True  # a copy was asked for: claimed at once, in the next tick
+        self.reporter.queued(self._queued())
         self.reporter.progress(dict(self.counts), now)
         return now if unblocked else self._next_wake(now)
 
@@ -486,6 +487,14 @@ class Runner:
             act = self.active[attempt_id]
             self.reporter.attempt_started(act.name, act.n, act.node)
         return unblocked
+
+    def _queued(self) -> dict[str, int]:
+        """Attempts waiting in another scheduler's queue, counted by its reason."""
+        reasons: dict[str, int] = {}
+        for ex in dict.fromkeys(self.executors.values()):
+            for reason in ex.queued().values():
+                reasons[reason] = reasons.get(reason, 0) + 1
+        return reasons
 
     def _say_started(self) -> None:
         """Commit, in the transaction open now, the starts not committed yet."""

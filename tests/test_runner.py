@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import io
 import signal
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from labrun.expand import instances
 from labrun.model import Facts, Launch, LaunchError, Runtime, Started
 from labrun.outcome import Stop
 from labrun.paths import StatePaths
-from labrun.progress import Reporter
+from labrun.progress import PlainReporter, Reporter
 from labrun.runner import START_COMMIT_DELAY, Runner
 from labrun.states import Outcome, RunState, TaskState
 from labrun.store import Store
@@ -200,3 +201,18 @@ def test_a_task_bigger_than_every_node_fails_at_once(tmp_path: Path) -> None:
     task = store.task_by_name(runner.run.id, "t[0]")
     assert task is not None and task.state is TaskState.FAILED
     assert "needs 16 cpus" in (task.reason or "") and "largest node (local) has 2 cpus" in (task.reason or "")
+
+
+class QueuedExecutor(FakeExecutor):
+    """Its attempts wait in a cluster's queue (as Slurm's do while the partition is full)."""
+
+    def queued(self) -> dict[int, str]:
+        return dict.fromkeys(self.launches, "Resources")
+
+
+def test_the_plain_progress_line_says_how_many_attempts_wait_in_a_clusters_queue(tmp_path: Path) -> None:
+    out = io.StringIO()
+    runner, _ = make_runner(tmp_path, job('["a", "b"]'), QueuedExecutor(obeys=set()))
+    runner.reporter = PlainReporter(out, interval=0)
+    runner.tick(0.0)
+    assert "0/2 done: 2 running; 2 queued in a cluster: 2 Resources" in out.getvalue(), out.getvalue()

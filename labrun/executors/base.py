@@ -111,6 +111,11 @@ class Executor(abc.ABC):
     def running(self) -> list[int]:
         """Attempt ids still running here."""
 
+    def queued(self) -> dict[int, str]:
+        """Attempts still waiting in a queue that is not labrun's (a Slurm partition), with
+        the queue's reason (Resources, Priority...); shown in the live line."""
+        return {}
+
     def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
         """Watch an attempt started by an earlier runner; False if it is gone."""
         return False

@@ -291,7 +291,7 @@ class SlurmExecutor(Executor):
     def running(self) -> list[int]:
         return list(self.attempts)
 
-    def pending(self) -> dict[int, str]:
+    def queued(self) -> dict[int, str]:
         """Attempts still queued in Slurm, with Slurm's reason (Resources, Priority...)."""
         return {i: j.reason or "queued" for i, j in self.attempts.items() if j.state == "PENDING"}
 
