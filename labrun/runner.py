@@ -2,10 +2,13 @@
 
 Decisions are the pure functions of `outcome`, `decisions` (with `retry` and `memory`)
 and `scheduler`; every state change they call for is applied by the `Ledger`; this
-module does the I/O around them (executors, signals, the reporter). Each tick writes at
-most two transactions: one for what ended and what is claimed, one for what actually
-started (pids), so a crash between the two leaves attempts `launching` with no pid,
-which a resume adopts if they left an exit record and otherwise abandons as lost.
+module does the I/O around them (executors, signals, the reporter); where attempts may
+go is `room.Room`'s. A tick writes one transaction: what ended, what started in an
+earlier tick (pids, committed with the next transaction, at the latest after
+START_COMMIT_DELAY) and what is claimed now. A crash before a start is committed leaves
+its attempt `launching` with no pid: a resume or a cancel finds it by identity (the
+wrapper's command line, its container's labels, its Slurm job's name), and a resume
+abandons it as lost only when it is nowhere and left no exit record.
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from labrun.decisions import Ended, Fail, Record, Retry, Supersede, on_end
 from labrun.durations import Durations
 from labrun.executors.base import Executor, Waker
 from labrun.expand import launch_for
-from labrun.gpus import assign, gpu_env
+from labrun.gpus import gpu_env
 from labrun.headline import failure_headline
 from labrun.learned import Learner, node_max
 from labrun.ledger import Ledger
@@ -36,14 +39,14 @@ from labrun.outcome import Stop, classify
 from labrun.paths import StatePaths
 from labrun.progress import AttemptEnd, Reporter
 from labrun.retry import Policy
+from labrun.room import Room
 from labrun.rows import AttemptRow, RunRow, TaskRow
-from labrun.scheduler import Demand, NodeCapacity, Plan, place
+from labrun.scheduler import place
 from labrun.speculation import choose_node
 from labrun.speculator import InFlight, Speculator
 from labrun.states import Outcome, RunState, TaskState
 from labrun.store import Store
 from labrun.unblock import Unblocker
-from labrun.units import format_size
 
 LOOKAHEAD = 64  # ready tasks read beyond the free slots, so small tasks can backfill
 START_COMMIT_DELAY = 0.1  # the longest a start's pid waits for a transaction to go with
@@ -102,13 +105,12 @@ class Runner:
         self.rng = rng
         self.specs = {spec.name: spec for spec in job.all_tasks}
         self.active: dict[int, Active] = {}
+        self.room = Room(nodes, self.specs, executors, self.active, job.max_parallel, node_max_failures)
         self.ledger = Ledger(store, run.id)
         self.stop: Stop | None = None
         self.kill_now = False
         learner = Learner(store, job, run.id, node_max([n.memory for n in nodes]))
         self.deps = Unblocker(store, paths, job, run, learner)  # waiting → ready or skipped
-        self.node_max_failures = node_max_failures
-        self.node_failures: dict[str, int] = {}  # counted failures of this run per node
         self.extra: list[tuple[int, str, str | None]] = []  # (task id, why, node): one more attempt
         self.excused = 0  # tasks removed from the job file (job_edits): they do not fail the run
         self.mask = masker(job.secret_names)  # secret values, never recorded nor shown
@@ -163,7 +165,7 @@ class Runner:
         claimed: list[Active] = []
         may_launch = self.stop is None and (self.counts[TaskState.READY] > 0 or bool(self.extra))
         starts_due = now >= self.unsaid_since + START_COMMIT_DELAY
-        if ended or starts_due or self.deps.dirty(False) or (may_launch and self._slots() > 0):
+        if ended or starts_due or self.deps.dirty(False) or (may_launch and self.room.slots() > 0):
             with self.ledger.tx():
                 self._say_started()
                 for attempt_id, facts in ended:
@@ -248,7 +250,7 @@ class Runner:
         record = next(ins for ins in instructions if isinstance(ins, Record))
         keep_excerpt(act.launch.stderr_path, self.mask)  # what `why` shows of it, masked
         if record.counted:
-            self.node_failures[act.node] = self.node_failures.get(act.node, 0) + 1
+            self.room.node_failures[act.node] = self.room.node_failures.get(act.node, 0) + 1
         decision = None
         for ins in instructions:
             if isinstance(ins, (Retry, Fail)):
@@ -292,93 +294,28 @@ class Runner:
 
     # -- what starts --------------------------------------------------------------------
 
-    def _slots(self) -> int:
-        cap = self.job.max_parallel if self.job.max_parallel is not None else math.inf
-        return int(min(cap - len(self.active), 1_000_000))
-
     def _ready(self, now: float) -> list[TaskRow]:
-        slots = self._slots()
+        slots = self.room.slots()
         if slots <= 0 or not self.counts[TaskState.READY]:
             return []
         # Read only as many rows as could start; the lookahead only when one of them must
         # wait (a backfill may then fit). Reading 1,088 rows to start one task cost 5x.
-        want = int(min(slots, self._could_start(), 1024))
+        want = int(min(slots, self.room.could_start(), 1024))
         if want <= 0:
             return []
         head = self.store.ready_tasks(self.run.id, now, want)
-        if len(head) < want or len(self._plan(head).placements) == len(head):
+        if len(head) < want or len(self.room.plan(head).placements) == len(head):
             return head
         return self.store.ready_tasks(self.run.id, now, want + LOOKAHEAD)
-
-    def _could_start(self) -> float:
-        """An upper bound on how many more attempts fit now, from free CPUs alone."""
-        least = min((spec.cpus for spec in self.specs.values()), default=0.0)
-        most = max((spec.cpus for spec in self.specs.values()), default=0.0)
-        if least <= 0 or most > max(node.cpus for node in self.nodes):
-            return math.inf  # read as before, so a task no node can hold fails at once
-        capacity = self._capacity()
-        free = sum(max(0.0, node.cpus - node.cpus_used) for node in capacity if node.max_jobs is None)
-        queued = sum(max(0, node.max_jobs - node.jobs_used) for node in capacity if node.max_jobs is not None)
-        return math.floor((free + 1e-9) / least) + queued
-
-    def _plan(self, ready: list[TaskRow]) -> Plan:
-        return place([self._demand(t) for t in ready], self._capacity(), self._slots(), self._avoid())
-
-    def _capacity(self) -> list[NodeCapacity]:
-        used: dict[str, list[float]] = {node.name: [0.0, 0.0, 0.0, 0.0] for node in self.nodes}
-        for act in self.active.values():
-            used[act.node][0] += act.spec.cpus
-            used[act.node][1] += act.launch.memory
-            used[act.node][2] += len(act.gpus)
-            used[act.node][3] += 1
-        for node in self.nodes:
-            if not self._online(node.name):  # offline: nothing fits now, tasks wait for it
-                used[node.name] = [node.cpus, node.memory, len(node.gpus), float(node.max_jobs or 0)]
-        return [
-            NodeCapacity(
-                node.name,
-                node.cpus,
-                node.memory,
-                used[node.name][0],
-                int(used[node.name][1]),
-                frozenset(rt for (name, rt) in self.executors if name == node.name),
-                len(node.gpus),
-                int(used[node.name][2]),
-                node.max_jobs,
-                int(used[node.name][3]),
-            )
-            for node in self.nodes
-        ]
-
-    def _online(self, node: str) -> bool:
-        return all(ex.online for (name, _), ex in self.executors.items() if name == node)
-
-    def _avoid(self) -> frozenset[str]:
-        return frozenset(n for n, count in self.node_failures.items() if count >= self.node_max_failures)
-
-    def _gpus_for(self, node: str, count: int) -> tuple[int, ...]:
-        if not count:
-            return ()
-        spec = next(n for n in self.nodes if n.name == node)
-        if spec.max_jobs is not None:  # a queue: its scheduler picks the devices; this is the count
-            return tuple(range(count))
-        devices = spec.gpus
-        busy = [gpu for act in self.active.values() if act.node == node for gpu in act.gpus]
-        return assign(count, devices, busy)
-
-    def _demand(self, task: TaskRow) -> Demand:
-        spec = self.specs[task.spec]
-        nodes = (self.nodes[0].name,) if task.seq == 0 else spec.nodes  # task 0: the head node
-        return Demand(task.id, spec.cpus, task.memory, spec.runtime, nodes, spec.gpus)
 
     def _claim(self, ready: list[TaskRow], now: float) -> list[Active]:
         if not ready:
             return []
         by_id = {task.id: task for task in ready}
-        plan = self._plan(ready)
+        plan = self.room.plan(ready)
         for task_id in plan.never_fits:
             task = by_id[task_id]
-            why = self._never_fits(task)
+            why = self.room.never_fits(task)
             self.ledger.never_fits(task, why, now)
             self.reporter.message(f"{task.name}: cannot run anywhere: {why}")
         claimed = []
@@ -398,11 +335,11 @@ class Runner:
             live = self.ledger.live.get(task_id)
             if live is None or live.task.state is not TaskState.RUNNING:
                 continue  # it finished meanwhile: nothing to race
-            demand = self._demand(live.task)
+            demand = self.room.demand(live.task)
             if on is not None:
                 demand = dataclasses.replace(demand, nodes=(on,))
-            plan = place([demand], self._capacity(), self._slots(), self._avoid())
-            if not plan.placements or self._slots() <= 0:
+            plan = place([demand], self.room.capacity(), self.room.slots(), self.room.avoid())
+            if not plan.placements or self.room.slots() <= 0:
                 self.extra.append((task_id, why, on))
                 continue
             node = plan.placements[0].node
@@ -426,7 +363,7 @@ class Runner:
             task.memory,
             self.job.secret_names,
         )
-        gpus = self._gpus_for(node, spec.gpus)
+        gpus = self.room.gpus_for(node, spec.gpus)
         if gpus:
             env = {**launch.env, **gpu_env(gpus)}
             launch = dataclasses.replace(launch, env=env, gpus=gpus)
@@ -437,25 +374,6 @@ class Runner:
         act.started, act.limit = now, limit
         self.active[attempt_id] = act
         return act
-
-    def _never_fits(self, task: TaskRow) -> str:
-        spec = self.specs[task.spec]
-        hosts = [n for n in self.nodes if (n.name, spec.runtime) in self.executors]
-        if not hosts:
-            return f"needs runtime {spec.runtime!r}, which no node offers"
-        if spec.nodes and not any(n.name in spec.nodes for n in hosts):
-            known = ", ".join(n.name for n in hosts)
-            return (
-                f"may only run on {', '.join(spec.nodes)}, not among this run's nodes ({known}): "
-                "a node that did not answer when the run started is left out"
-            )
-        if spec.gpus > max(len(n.gpus) for n in hosts):
-            return f"needs {spec.gpus} GPUs; no node has that many"
-        big = max(hosts, key=lambda n: (n.memory, n.cpus))
-        return (
-            f"needs {spec.cpus:g} cpus and {format_size(task.memory)} memory; the largest node "
-            f"({big.name}) has {big.cpus:g} cpus and {format_size(big.memory)}"
-        )
 
     def _start(self, claimed: list[Active], now: float) -> bool:
         """Starts claimed attempts; True when one that could not start unblocked others."""
@@ -523,7 +441,7 @@ class Runner:
         ready_waiting = self.counts[TaskState.READY] > 0
         for found in self.speculator.due(self._flights(), now, ready_waiting, self._progress):
             task = self.ledger.live[found.task_id].task
-            free, able = self._nodes_for(self._demand(task))
+            free, able = self.room.nodes_for(self.room.demand(task))
             node = choose_node(found.node, free, able)
             if node is None:  # asked again when room frees up
                 self.speculator.copied.discard(found.task_id)
@@ -539,21 +457,6 @@ class Runner:
             figures[0] += n if state.terminal else 0
             figures[1] += n
         return {spec: (done, total) for spec, (done, total) in out.items()}
-
-    def _nodes_for(self, demand: Demand) -> tuple[list[str], list[str]]:
-        """The nodes a copy fits on now, and those that could ever hold it."""
-        capacity, avoid = self._capacity(), self._avoid()
-        free, able = [], []
-        for node in capacity:
-            if demand.nodes and node.name not in demand.nodes:
-                continue
-            pinned = dataclasses.replace(demand, nodes=(node.name,))
-            if place([pinned], capacity, self._slots(), avoid).placements:
-                free.append(node.name)
-            whole = dataclasses.replace(node, cpus_used=0.0, memory_used=0, gpus_used=0, jobs_used=0)
-            if node.name not in avoid and place([pinned], [whole], 1).placements:
-                able.append(node.name)
-        return free, able
 
     # -- stopping -----------------------------------------------------------------------
 
@@ -579,9 +482,9 @@ class Runner:
                 times.append(act.kill_at)
         if (
             self.stop is None
-            and self._slots() > 0
+            and self.room.slots() > 0
             and self.counts[TaskState.READY]
-            and self._could_start() >= 1
+            and self.room.could_start() >= 1
         ):
             # a task held back by its retry delay, with room to start it (else an end wakes us)
             ready_at = self.store.next_ready_time(self.run.id)

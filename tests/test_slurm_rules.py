@@ -296,6 +296,7 @@ def test_a_runner_keeps_max_jobs_attempts_on_a_queue_node_and_gives_each_its_gpu
     queue = NodeSpec("hpc", 2.0, 8 << 30, (Runtime.PROCESS,), (0,), max_jobs=3)
     runner.nodes = [queue]
     runner.executors = {("hpc", Runtime.PROCESS): executor}
+    runner.room.nodes, runner.room.executors = runner.nodes, runner.executors
     runner.tick(1.0)
     assert len(executor.launches) == 3
     assert all(launch.gpus == (0,) for launch in executor.launches.values())
