@@ -120,11 +120,12 @@ def test_cancel_leaves_no_remote_process_of_the_run(tmp_path: Path, sshd_lab: Ss
     state = tmp_path / "state"
     proc = start(["run", "job.toml", "--plain"], state, tmp_path)
     try:
-        wait_until("the remote attempt", lambda: (started_ref(state) or "?").endswith("/r1-a1"), proc)
+        wait_until("the remote attempt", lambda: (started_ref(state) or "?").endswith("-r1-a1"), proc)
         wait_until("its processes", lambda: _processes_with(marker), proc)
         cancel(state, tmp_path, proc, runner)
         assert _processes_with(marker) == []
-        status = (tmp_path / "remote" / "attempts" / "r1-a1" / "status.json").read_text()
+        (status_file,) = (tmp_path / "remote" / "attempts").glob("*-r1-a1/status.json")  # STATE_ID-r1-a1
+        status = status_file.read_text()
         assert '"signal": 15' in status  # TERM first, as to a local attempt
     finally:
         if proc.poll() is None:

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import json
 import os
+import subprocess
+import sys
 import threading
 import time
 from pathlib import Path
@@ -271,3 +273,42 @@ def test_a_node_that_returns_is_used_again_and_its_given_up_attempts_are_killed(
         assert '"signal": 9' in status.read_text()  # re-run elsewhere, so ended here
     finally:
         executor.close()
+
+
+def test_two_state_directories_sharing_a_node_workdir_keep_their_attempts_apart(
+    tmp_path: Path, sshd_lab: SshdLab
+) -> None:
+    """Both have a run 1 with an attempt 1 on the same node and workdir (two projects of one
+    user): each records its own attempt's end and logs, never the other's."""
+    sshd_lab.start("node-a")
+    procs = {}
+    for name, command in (("a", "echo from-a; sleep 3"), ("b", "echo from-b; exit 3")):
+        home = tmp_path / name
+        home.mkdir()
+        (home / "labrun.toml").write_text(
+            f'state_dir = "{home}/state"\n[nodes.local]\ncpus = 1\n'
+            f'[nodes.node-a]\nssh = "node-a"\nssh_config = "{sshd_lab.ssh_config}"\n'
+            f'workdir = "{tmp_path}/shared-remote"\n'
+        )
+        (home / "job.toml").write_text(
+            f'[job]\nname = "j{name}"\n[[tasks]]\nname = "t"\nnodes = ["node-a"]\ncommand = "{command}"\n'
+            "retries = 0\n"
+        )
+        env = {k: v for k, v in os.environ.items() if k != "LABRUN_STATE_DIR"}
+        argv = [sys.executable, "-m", "labrun", "run", "job.toml", "--config", "labrun.toml", "--plain"]
+        procs[name] = subprocess.Popen(
+            argv, cwd=home, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True
+        )
+        if name == "a":  # b starts while a's attempt runs on the node
+            deadline = time.monotonic() + 60
+            while not list((tmp_path / "shared-remote" / "attempts").glob("*")):
+                assert time.monotonic() < deadline and procs["a"].poll() is None, procs["a"].communicate()
+                time.sleep(0.05)
+    out_b = procs["b"].communicate(timeout=120)[0]
+    out_a = procs["a"].communicate(timeout=120)[0]
+    assert procs["a"].returncode == 0, out_a
+    assert procs["b"].returncode == 1, out_b
+    for name, text in (("a", "from-a\n"), ("b", "from-b\n")):
+        (log,) = (tmp_path / name / "state" / "runs" / "1" / "t").glob("1/stdout")
+        assert log.read_text() == text
+    assert len(list((tmp_path / "shared-remote" / "attempts").glob("*r1-a1"))) == 2

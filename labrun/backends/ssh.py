@@ -21,7 +21,7 @@ from labrun.backends.base import Backend, Connection, NodeControl, NodeRow
 from labrun.config.job import JobSpec
 from labrun.config.lab import LabConfig, NodeConfig
 from labrun.executors.base import Waker
-from labrun.executors.ssh import SshExecutor, SshRuntime, remote_key
+from labrun.executors.ssh import SshExecutor, SshRuntime, legacy_key, remote_key
 from labrun.preflight.core import Check
 from labrun.rows import AttemptRow
 from labrun.ssh.config import SSH_KEYS, SshNodeSpec
@@ -58,9 +58,12 @@ class SshBackend(Backend):
         """Each node's first runtime gets its SshExecutor (the one that polls the node); each
         further runtime an SshRuntime that starts attempts through it."""
         connection = Connection()
-        # Labels the nodes' containers when this state directory has an id (it made a
-        # container here); the agent finds them by its own records, never by label.
-        state = state_id.read(lab.state_dir) or ""
+        # The state directory's id names its attempts on the nodes (and labels their
+        # containers): another state directory using the same node workdir never takes them.
+        try:
+            state = state_id.ensure(lab.state_dir)
+        except OSError:
+            state = state_id.read(lab.state_dir) or ""
         for found in connect_all(lab, _ssh_nodes(nodes)):
             if found.session is None:
                 connection.problems.append(f"node {found.spec.name} is left out of this run: {found.error}")
@@ -87,19 +90,32 @@ class SshBackend(Backend):
         assert isinstance(node, SshNodeSpec)
         session = AgentSession(target_of(lab, node), node.workdir)
         session.connect()  # SshError says why the node cannot be reached
-        return SshControl(session)
+        return SshControl(session, state_id.read(lab.state_dir) or "")
 
 
 class SshControl(NodeControl):
     """A node's attempts through one agent session."""
 
-    def __init__(self, session: AgentSession) -> None:
-        self.session = session
+    def __init__(self, session: AgentSession, state: str) -> None:
+        self.session, self.state = session, state
+
+    def _keys(self, attempt: AttemptRow) -> list[str]:
+        """Its name on the node, and the one it had if it started before keys carried the state id."""
+        return list(
+            dict.fromkeys(
+                [remote_key(self.state, attempt.run_id, attempt.id), legacy_key(attempt.run_id, attempt.id)]
+            )
+        )
 
     def _statuses(self, attempts: Sequence[AttemptRow]) -> dict[int, dict[str, Any]]:
-        keys = {remote_key(a.run_id, a.id): a.id for a in attempts}
+        keys = {key: a.id for a in attempts for key in self._keys(a)}
         answer = self.session.request("poll", attempts={key: [0, 0] for key in keys})
-        return {keys[key]: info.get("status") or {} for key, info in answer["attempts"].items()}
+        found: dict[int, dict[str, Any]] = {}
+        for key, info in answer["attempts"].items():
+            status = info.get("status") if info else None
+            if status is not None or keys[key] not in found:
+                found[keys[key]] = status or {}
+        return found
 
     def running(self, attempts: Sequence[AttemptRow]) -> list[int]:
         if not attempts:
@@ -110,7 +126,8 @@ class SshControl(NodeControl):
 
     def signal(self, attempts: Sequence[AttemptRow], signum: int) -> None:
         for attempt in attempts:
-            self.session.request("kill", key=remote_key(attempt.run_id, attempt.id), signal=int(signum))
+            for key in self._keys(attempt):
+                self.session.request("kill", key=key, signal=int(signum))
 
     def sweep(self, attempts: Sequence[AttemptRow]) -> list[str]:
         """KILL what still runs, then wait for the agent's monitors to record the ends: a
@@ -121,7 +138,7 @@ class SshControl(NodeControl):
         deadline = time.monotonic() + SWEEP_WAIT
         while mine and self.running(mine) and time.monotonic() < deadline:
             time.sleep(0.1)
-        return [f"attempt {a.id} ({remote_key(a.run_id, a.id)})" for a in mine]
+        return [f"attempt {a.id} ({self._keys(a)[0]})" for a in mine]
 
     def close(self) -> None:
         self.session.close()

@@ -49,13 +49,17 @@ class _Remote:
     confirmed: bool = True  # False when the start request got no answer
 
 
-def remote_key(run_id: int, attempt_id: int) -> str:
-    """The attempt's name on the node: its directory under the agent's `attempts/`."""
+def remote_key(state: str, run_id: int, attempt_id: int) -> str:
+    """The attempt's name on the node: its directory under the agent's `attempts/`. It
+    starts with the state directory's id: two state directories using one node workdir
+    (two projects of one user, a shared lab account) both have a run 1 with an attempt 1."""
+    return f"{state}-r{run_id}-a{attempt_id}" if state else legacy_key(run_id, attempt_id)
+
+
+def legacy_key(run_id: int, attempt_id: int) -> str:
+    """The name an attempt got before keys carried the state id: looked for on adoption and
+    cancel, so an attempt started before an upgrade is still found."""
     return f"r{run_id}-a{attempt_id}"
-
-
-def attempt_key(launch: Launch) -> str:
-    return remote_key(launch.run_id, launch.attempt_id)
 
 
 class SshExecutor(Executor):
@@ -176,7 +180,7 @@ class SshExecutor(Executor):
     # -- the seam -------------------------------------------------------------------------
 
     def start(self, launch: Launch, runtime: Runtime | None = None) -> Started:
-        remote = _Remote(launch, attempt_key(launch))
+        remote = _Remote(launch, remote_key(self.state, launch.run_id, launch.attempt_id))
         _truncate(launch)
         request = {
             **start_request(launch, runtime or self.runtime, remote.key, self.state),
@@ -310,15 +314,19 @@ class SshExecutor(Executor):
         if started.ref is not None and not started.ref.startswith(f"{self.node}:"):
             return False
         sizes = [_size(launch.stdout_path), _size(launch.stderr_path)]
-        remote = _Remote(launch, attempt_key(launch), sizes)
+        remote = _Remote(launch, remote_key(self.state, launch.run_id, launch.attempt_id), sizes)
         if self._ensure(self.clock()):
+            legacy = legacy_key(launch.run_id, launch.attempt_id)
             try:
-                answer = self._call("poll", attempts={remote.key: sizes})
+                answer = self._call("poll", attempts={remote.key: sizes, legacy: sizes})
             except SshError as exc:
                 self._broken(exc)  # unknown: followed, and loss handling covers a node that stays away
             else:
-                if (answer["attempts"].get(remote.key) or {}).get("status") is None:
+                known = [k for k in (remote.key, legacy) if (answer["attempts"].get(k) or {}).get("status")]
+                if not known:
                     return False
+                remote.key = known[0]
+                answer["attempts"] = {remote.key: answer["attempts"][remote.key]}
                 self.stash.append(answer)  # its log bytes and status, absorbed by `finished`
         self.attempts[attempt_id] = remote
         return True
