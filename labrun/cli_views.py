@@ -38,7 +38,8 @@ def status(
     from labrun.views.json import write_events_json, write_status_json
     from labrun.views.text import write_events, write_status_table
 
-    reader, _ = open_reader(_lab(config))
+    lab = _lab(config)
+    reader, _ = open_reader(lab)
     with reader.snapshot() as snap:  # one consistent view: counts agree with rows mid-run
         found = find_run(snap, run_ref)
         row = None if task is None else find_task(snap, found, task)
@@ -56,7 +57,7 @@ def status(
             else:
                 write_status_table(view, sys.stdout, _columns())
                 # attempts a cluster still holds in its queue, with its reason
-                for waiting, attempt, why in queued(_lab(config), snap, found.id, row):
+                for waiting, attempt, why in queued(lab, snap, found.id, row):
                     print(f"{waiting.name} #{attempt.n} on {attempt.node}: {why}")
     return ExitCode.OK
 
@@ -190,12 +191,13 @@ def why(
     from labrun.views.build import task_view
     from labrun.why import record_for
 
-    reader, paths = open_reader(_lab(config))
+    lab = _lab(config)
+    reader, paths = open_reader(lab)
     with reader.snapshot() as snap:
         found = find_run(snap, run_ref)
         row = find_task(snap, found, task)
         view = task_view(snap, row)
-        waits = queued(_lab(config), snap, found.id, row) if attempt is None else []
+        waits = queued(lab, snap, found.id, row) if attempt is None else []
     if waits and not as_json:  # it has not started: the queue's reason is the answer
         for _, waiting, why in waits:
             print(f"run {found.id}, task {task_with_item(row.name, row.item)} attempt {waiting.n}: {why}")

@@ -29,6 +29,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+from procs import pids_where
 from slurm import Cluster
 from sshd import new_lab
 from test_ssh_nodes import ssh_node as ssh_node_of
@@ -149,18 +150,7 @@ def quiet_for(executor: Executor, waker: Waker, seconds: float) -> dict[int, Fac
 def processes_of(launch: Launch) -> list[int]:
     """Pids on this machine whose environment holds the launch's token (zombies have none)."""
     needle = f"{TOKEN}={launch.env[TOKEN]}".encode()
-    found = []
-    for name in os.listdir("/proc"):
-        if not name.isdigit() or int(name) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{name}/environ", "rb") as handle:
-                environ = handle.read()
-        except OSError:
-            continue
-        if needle in environ.split(b"\0"):
-            found.append(int(name))
-    return found
+    return pids_where("environ", lambda environ: needle in environ.split(b"\0"))
 
 
 def forget_launches() -> None:

@@ -34,6 +34,7 @@ import time
 from typing import Any
 
 import pytest
+from procs import pids_where
 
 STATE_DIR = "/tmp/labrun-test-dockerd"
 PRIVATE_URL = f"unix://{STATE_DIR}/docker.sock"
@@ -155,17 +156,7 @@ def clear_leftovers() -> None:
 def pids_using(directory: str) -> list[int]:
     """Processes whose command line names the directory (a daemon's roots are its flags)."""
     needle = directory.encode()
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as cmdline:
-                if needle in cmdline.read():
-                    found.append(int(entry))
-        except OSError:
-            continue
-    return found
+    return pids_where("cmdline", lambda cmdline: needle in cmdline)
 
 
 def mounts_under(directory: str) -> list[str]:

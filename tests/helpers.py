@@ -29,6 +29,15 @@ def cli_env(state_dir: Path, **extra: str) -> dict[str, str]:
     return env
 
 
+def finished_run(directory: Path, job_text: str, exit_code: int = 1) -> Path:
+    """Run the job in `directory` through the CLI to its end; its state directory."""
+    job = write_job(directory, job_text)
+    state = directory / "state"
+    done = labrun(state, "run", str(job), "--plain", cwd=directory)
+    assert done.returncode == exit_code, done.stdout + done.stderr
+    return state
+
+
 def labrun(
     state_dir: Path,
     *args: str,

@@ -29,6 +29,7 @@ from dataclasses import dataclass
 
 import pytest
 from dockerd import pids_using
+from procs import pids_where
 
 STATE_DIR = "/tmp/labrun-test-slurm"
 CLUSTER = "labruntest"
@@ -215,17 +216,8 @@ def find_or_start() -> Cluster:
 def daemons() -> list[int]:
     """The cluster's processes: those whose command line names STATE_DIR (munged, mariadbd)
     or whose environment does (the Slurm daemons and job steps find it by SLURM_CONF)."""
-    needle = STATE_DIR.encode()
-    found = set(pids_using(STATE_DIR))
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/environ", "rb") as environ:
-                if b"SLURM_CONF=" + needle in environ.read():
-                    found.add(int(entry))
-        except OSError:
-            continue
+    needle = b"SLURM_CONF=" + STATE_DIR.encode()
+    found = set(pids_using(STATE_DIR)) | set(pids_where("environ", lambda environ: needle in environ))
     return sorted(found)
 
 

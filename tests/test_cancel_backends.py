@@ -21,6 +21,7 @@ import docker
 import docker.errors
 import pytest
 from labrun_proc import query, run, start
+from procs import pids_where
 from sshd import SshdLab
 
 DEADLINE = 60.0  # generous: the machine is busy
@@ -88,21 +89,9 @@ def test_cancel_leaves_no_container_of_the_run(
 
 
 def _processes_with(marker: str) -> list[int]:
-    """Pids whose command line holds `marker` (the "remote" node is this machine)."""
-    found = []
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit() or int(entry) == os.getpid():
-            continue
-        try:
-            with open(f"/proc/{entry}/cmdline", "rb") as handle:
-                cmdline = handle.read()
-            with open(f"/proc/{entry}/stat", "rb") as handle:
-                zombie = handle.read().rsplit(b")", 1)[1].split()[0] == b"Z"
-        except OSError:
-            continue
-        if marker.encode() in cmdline and not zombie:
-            found.append(int(entry))
-    return found
+    """Pids whose command line holds `marker` (the "remote" node is this machine; a zombie's
+    command line is empty)."""
+    return pids_where("cmdline", lambda cmdline: marker.encode() in cmdline)
 
 
 @pytest.mark.parametrize("runner", ["live", "killed"])

@@ -15,7 +15,7 @@ from pathlib import Path
 
 import pytest
 from db_writer import Writer
-from helpers import REPO, cli_env, labrun, write_job
+from helpers import REPO, cli_env, finished_run, labrun, write_job
 
 # Well under the store's 30 s busy timeout: a reader that waited for the lock would fail.
 NO_WAIT = 10.0
@@ -40,11 +40,7 @@ retries = 0
 @pytest.fixture
 def story(tmp_path: Path) -> Path:
     """A finished run: `flaky` failed once and succeeded on its retry, `broken` failed."""
-    job = write_job(tmp_path, STORY_JOB)
-    state = tmp_path / "state"
-    done = labrun(state, "run", str(job), "--plain", cwd=tmp_path)
-    assert done.returncode == 1, done.stdout + done.stderr
-    return state
+    return finished_run(tmp_path, STORY_JOB)
 
 
 def read(state: Path, *args: str) -> subprocess.CompletedProcess[str]:

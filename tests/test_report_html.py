@@ -9,7 +9,7 @@ from html.parser import HTMLParser
 from pathlib import Path
 
 import pytest
-from helpers import labrun, write_job
+from helpers import finished_run, labrun
 from synthetic_store import failed_count, make_run
 
 HOSTILE = "<script>alert(1)</script>"
@@ -77,11 +77,7 @@ class Page(HTMLParser):
 
 @pytest.fixture
 def story(tmp_path: Path) -> Path:
-    job = write_job(tmp_path, JOB)
-    state = tmp_path / "state"
-    done = labrun(state, "run", str(job), "--plain", cwd=tmp_path)
-    assert done.returncode == 1, done.stdout + done.stderr
-    return state
+    return finished_run(tmp_path, JOB)
 
 
 def test_the_html_report_is_one_self_contained_escaped_file(story: Path, tmp_path: Path) -> None:

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 import pytest
-from helpers import REPO, cli_env, labrun, write_job
+from helpers import REPO, cli_env, finished_run, labrun
 from synthetic_store import FAIL_EVERY, failed_count, make_run
 
 from labrun.views.trace import FIELDS
@@ -39,11 +39,7 @@ retries = 0
 
 @pytest.fixture
 def story(tmp_path: Path) -> Path:
-    job = write_job(tmp_path, JOB)
-    state = tmp_path / "state"
-    done = labrun(state, "run", str(job), "--plain", cwd=tmp_path)
-    assert done.returncode == 1, done.stdout + done.stderr
-    return state
+    return finished_run(tmp_path, JOB)
 
 
 def test_tsv_has_one_row_per_attempt_with_trace_fields(story: Path) -> None:
