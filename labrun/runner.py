@@ -417,7 +417,13 @@ class Runner:
     def _say_started(self) -> None:
         """Commit, in the transaction open now, the starts not committed yet."""
         if self.unsaid:
-            self.ledger.started(self.unsaid, self.unsaid_since)
+            said = []
+            for task_id, attempt_id, started in self.unsaid:
+                act = self.active.get(attempt_id)
+                if act is not None:
+                    started = act.executor.identified(attempt_id, started)
+                said.append((task_id, attempt_id, started))
+            self.ledger.started(said, self.unsaid_since)
             self.unsaid, self.unsaid_since = [], math.inf
 
     # -- stragglers (labrun/speculation.py) ------------------------------------------------

@@ -377,3 +377,43 @@ def test_a_second_attempt_of_real_processes_wins_and_the_first_is_stopped(tmp_pa
     assert not alive(first.pid, first.pid_start)  # nothing left running
     assert task(store, runner, "t").failures == 0
     assert [a.outcome for a in store.attempts(task(store, runner, "after").id)] == [Outcome.SUCCEEDED]
+
+
+def test_a_running_attempt_is_committed_with_its_start_time_and_an_ended_one_without(tmp_path: Path) -> None:
+    """The process runtime reads a process's start time (what tells it from a later process
+    with the same pid, for adoption) when the start is committed, and only of an attempt
+    still running then: an attempt that ended first is recorded ended in that transaction."""
+    gate = tmp_path / "go"
+    body = PAIR.replace('command = "true"', f"command = 'while [ ! -e {gate} ]; do sleep 0.05; done'", 1)
+    body = body.replace('depends_on = ["t"]', "")
+    job = parse_job(body, str(tmp_path / "job.toml"))
+    store = Store(str(tmp_path / "labrun.db"))
+    with store.tx():
+        run_id = store.create_run(job.name, job.file, job.text, time.time())
+        store.add_tasks(run_id, instances(job))
+    run = store.run(run_id)
+    assert run is not None
+    paths = StatePaths(str(tmp_path / "state"))
+    paths.ensure()
+    waker = Waker()
+    executor = ProcessExecutor(waker)
+    node = NodeSpec("local", 4, 8 * 1024**3)
+    runner = Runner(store, paths, job, run, [node], {("local", Runtime.PROCESS): executor}, waker, Reporter())
+    try:
+        runner.tick(time.time())  # both start; neither start is committed yet
+        short = task(store, runner, "after")
+        deadline = time.monotonic() + 30
+        while not store.attempts(short.id)[0].outcome and time.monotonic() < deadline:
+            waker.wait(1.0)
+            runner.tick(time.time())
+        (ended,) = store.attempts(short.id)
+        (running,) = store.attempts(task(store, runner, "t").id)
+        assert ended.outcome is Outcome.SUCCEEDED and ended.pid is not None
+        assert running.state is AttemptState.RUNNING and running.pid is not None
+        assert running.pid_start is not None and alive(running.pid, running.pid_start)
+        gate.write_text("go")
+        assert runner.drive(time.time) is RunState.SUCCEEDED
+    finally:
+        executor.close()
+        waker.close()
+    assert not alive(running.pid, running.pid_start)

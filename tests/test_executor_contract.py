@@ -304,7 +304,9 @@ def test_an_attempt_is_adopted_after_a_runner_restart_with_its_real_end(
     early = make_launch(backend, tmp_path, (shell, "-c", "echo early > early; exit 6"))
     dead_waker = Waker()
     first = backend.new_executor(dead_waker)
+    # what the runner commits: `identified` is called at the commit, while both still run
     started = {launch.attempt_id: first.start(launch) for launch in (running, early)}
+    started = {attempt_id: first.identified(attempt_id, s) for attempt_id, s in started.items()}
     wait_for_file(tmp_path / "early")
     wait_until(lambda: not processes_of(early), "the early attempt exited")
     first.close()  # the runner died: its attempts are not stopped

@@ -97,6 +97,13 @@ class Executor(abc.ABC):
     def finished(self) -> list[tuple[int, Facts]]:
         """(attempt_id, facts) for each attempt that ended since the last call. Never blocks."""
 
+    def identified(self, attempt_id: int, started: Started) -> Started:
+        """`started` as the runner commits it, a moment after `start` returned it (with the
+        transaction that follows, often the one that records the attempt's end). An executor
+        may fill in here what is costly to learn and needed only of an attempt that still
+        runs then: the process runtimes read the process's start time here."""
+        return started
+
     def committed(self, attempt_ids: Sequence[int]) -> None:  # noqa: B027 - optional
         """The runner committed the ends of these attempts (ids `finished()` returned; others
         are ignored): what an executor keeps as an attempt's exit record until then (a

@@ -29,7 +29,7 @@ from labrun import attempt_facts
 from labrun.cgroup import AttemptCgroup, CgroupError, Limits, Support, create, detect, open_existing
 from labrun.cgroup.common import PARENT
 from labrun.executors.base import Waker
-from labrun.executors.process import ProcessExecutor, _Child, process_start_time, stop_signal, wrapped
+from labrun.executors.process import ProcessExecutor, _Child, stop_signal, wrapped
 from labrun.model import CgroupOptions, Facts, Launch, LaunchError, Runtime, Started, options_for
 
 POOL_MAX = 32  # idle cgroups kept for reuse; more than the attempts that ever run at once
@@ -118,7 +118,7 @@ class CgroupExecutor(ProcessExecutor):
             raise LaunchError(f"runtime cgroup: cannot start inside the cgroup: {exc}") from None
         self.cgroups[launch.attempt_id] = cg
         self._watch(launch, pid)
-        return Started(pid=pid, pid_start=process_start_time(pid), ref=cg.name, mechanism=cg.mechanism)
+        return Started(pid=pid, ref=cg.name, mechanism=cg.mechanism)  # start time: `identified`
 
     def _cgroup_for(self, support: Support, limits: Limits, usage_path: str) -> AttemptCgroup:
         """An idle cgroup made ready for these limits, or a new one."""

@@ -189,7 +189,10 @@ def process_start_time(pid: int) -> float | None:
 
 
 def open_logs(launch: Launch) -> tuple[int, int]:
-    private.makedirs(os.path.dirname(launch.stdout_path))
+    directory = os.path.dirname(launch.stdout_path)
+    if launch.attempt == 1:  # its task's directory is new too: made first, not after a failed try
+        private.makedirs(os.path.dirname(directory))
+    private.makedirs(directory)
     out = private.open_fd(launch.stdout_path, _LOG_FLAGS)
     err = private.open_fd(launch.stderr_path, _LOG_FLAGS)
     return out, err
@@ -341,7 +344,16 @@ class ProcessExecutor(Executor):
             self._reaping = True
         pid = self.spawn(launch, wrapped(launch))
         self._watch(launch, pid)
-        return Started(pid=pid, pid_start=process_start_time(pid), mechanism="process")
+        return Started(pid=pid, mechanism="process")  # its start time: `identified`
+
+    def identified(self, attempt_id: int, started: Started) -> Started:
+        """The start time of an attempt's process, read when its start is committed and only
+        while it is still ours: a child not reaped yet (alive or a zombie) keeps its pid. One
+        that ended meanwhile has its end recorded in the same transaction and is never
+        adopted, so its start time is never needed: a short attempt costs one /proc read less."""
+        if started.pid is None or started.pid_start is not None or attempt_id not in self.children:
+            return started
+        return dataclasses.replace(started, pid_start=process_start_time(started.pid))
 
     def _watch(self, launch: Launch, pid: int) -> None:
         try:
