@@ -30,7 +30,7 @@ from collections.abc import Iterator, Sequence
 from typing import Any
 
 from labrun.errors import StoreError
-from labrun.migrations import MIGRATIONS
+from labrun.migrations import MIGRATIONS, READS_SAME_SINCE
 from labrun.reads import Reads, read_error
 
 Fingerprint = tuple[int, int, int]  # inode, size, mtime (ns) of the database file
@@ -134,7 +134,7 @@ def _check_version(conn: sqlite3.Connection, path: str) -> bool:
     """True if this labrun reads the database as it is; False if it holds no tables yet."""
     version = int(conn.execute("PRAGMA user_version").fetchone()[0])
     current = len(MIGRATIONS)
-    if version == current:
+    if READS_SAME_SINCE <= version <= current:
         return True
     if version > current:
         raise StoreError(

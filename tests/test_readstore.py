@@ -13,7 +13,7 @@ import pytest
 from db_writer import Writer
 
 from labrun.errors import StoreError
-from labrun.migrations import MIGRATIONS
+from labrun.migrations import MIGRATIONS, READS_SAME_SINCE
 from labrun.readstore import ReadStore
 from labrun.states import TaskState
 from labrun.store import Store
@@ -158,3 +158,53 @@ def test_status_and_events_read_by_index_on_a_large_run(tmp_path: Path) -> None:
 
 def test_a_status_summary_lists_every_state_but_succeeded() -> None:
     assert set(PROBLEM_ORDER) == set(TaskState) - {TaskState.SUCCEEDED}
+
+
+def test_a_schema_that_differs_only_in_indexes_reads_without_an_upgrade(tmp_path: Path) -> None:
+    """Schema 7 changed only indexes: a state directory last written by the labrun before it
+    reads as it is (an upgrade must not make `status` ask for a write first), and the next
+    write command migrates it with its rows intact."""
+    db = tmp_path / "labrun.db"
+    conn = sqlite3.connect(db)
+    for script in MIGRATIONS[:READS_SAME_SINCE]:
+        conn.executescript(script)
+    conn.execute(f"PRAGMA user_version = {READS_SAME_SINCE}")
+    conn.execute(
+        "INSERT INTO runs (job, job_file, job_text, state, created) VALUES ('j', 'j', '', 'failed', 1)"
+    )
+    conn.execute(
+        "INSERT INTO tasks (run_id, seq, name, spec, state, memory) VALUES (1, 1, 't', 't', 'ready', 1)"
+    )
+    conn.commit()
+    conn.close()
+    with ReadStore(str(db)).snapshot() as snap:
+        run = snap.latest_run()
+        assert run is not None and [t.name for t in snap.tasks(run.id)] == ["t"]
+    assert sqlite3.connect(db).execute("PRAGMA user_version").fetchone()[0] == READS_SAME_SINCE
+    Store(str(db)).close()
+    conn = sqlite3.connect(db)
+    assert conn.execute("PRAGMA user_version").fetchone()[0] == len(MIGRATIONS)
+    partial = dict(
+        conn.execute("SELECT name, sql FROM sqlite_schema WHERE type = 'index' AND sql LIKE '%WHERE%'")
+    )
+    assert "state = 'ready'" in partial["tasks_ready_time"]
+    assert "state = 'waiting'" in partial["tasks_waiting_by_spec"]
+    assert conn.execute("SELECT name, state FROM tasks").fetchall() == [("t", "ready")]
+
+
+def test_the_runners_task_queries_read_by_index_on_a_large_run(tmp_path: Path) -> None:
+    """What the runner asks of a 20,000-task run each tick (ready tasks, the next retry time,
+    the waiting tasks of a spec) walks an index: no full scan, no sort."""
+    db = tmp_path / "labrun.db"
+    run_id = make_run(db, 20_000)
+    store = Store(str(db))
+    seen: list[str] = []
+    store.conn.set_trace_callback(seen.append)
+    assert len(store.ready_tasks(run_id, 200.0, 2)) == 2
+    assert store.next_ready_time(run_id) == 0.0
+    assert store.waiting_of_spec(run_id, "t") == []
+    store.conn.set_trace_callback(None)
+    for sql in seen:
+        plan = " | ".join(row[-1] for row in store.conn.execute("EXPLAIN QUERY PLAN " + sql))
+        assert not _FULL_SCAN.search(plan) and "TEMP B-TREE" not in plan, (sql, plan)
+    store.close()
