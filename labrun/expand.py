@@ -108,7 +108,15 @@ def fanout_rows(spec: TaskSpec, lines: Iterable[str], after_seq: int) -> Iterato
             index += 1
 
 
-def placeholder_values(paths: StatePaths, run: RunRow, task: TaskRow, attempt: int) -> dict[str, str]:
+def placeholder_values(
+    paths: StatePaths, run: RunRow, task: TaskRow, attempt: int, ran_in: str | None = None
+) -> dict[str, str]:
+    """The values of the placeholders for one attempt. `ran_in`: the workdir, for an attempt
+    that already ran (adopted, or a fan-out's source): its `{attempt_dir}` is where it was."""
+    attempt_dir = attempt_output_dir(paths.id, run.id, task.name, attempt)
+    if ran_in is not None:
+        before = os.path.join("attempts", f"run-{run.id}", _part(task.name), str(attempt))
+        attempt_dir = _where_it_ran(ran_in, attempt_dir, before)
     values = {
         "item": task.item if task.item is not None else "",
         "index": str(task.idx) if task.idx is not None else "",
@@ -116,17 +124,32 @@ def placeholder_values(paths: StatePaths, run: RunRow, task: TaskRow, attempt: i
         "attempt": str(attempt),
         "shared": paths.shared_dir(run.id),
         "task": task.name,
-        "attempt_dir": attempt_output_dir(run.id, task.name, attempt),  # absolute in launch_for
+        "attempt_dir": attempt_dir,  # absolute in launch_for
     }
     for name, value in fields_of(task.item).items():  # a row of an items file
         values[f"item.{name}"] = value
     return values
 
 
-def attempt_output_dir(run_id: int, task: str, attempt: int) -> str:
+def attempt_output_dir(state: str, run_id: int, task: str, attempt: int) -> str:
     """`{attempt_dir}`: the attempt's own directory for outputs, relative to the workdir, so
-    it names the same place on every node; made before the attempt starts, and kept."""
-    return os.path.join("attempts", f"run-{run_id}", task.replace("/", "_"), str(attempt))
+    it names the same place on every node; made before the attempt starts, and kept. Under
+    the state directory's id: two state directories using one workdir both have a run 1,
+    and a state directory made again after one was deleted starts at run 1 again; neither
+    may share an attempt's directory, nor find the outputs an older attempt left there."""
+    return os.path.join("attempts", state, f"run-{run_id}", _part(task), str(attempt))
+
+
+def _part(task: str) -> str:
+    return task.replace("/", "_")
+
+
+def _where_it_ran(workdir: str, current: str, before: str) -> str:
+    """`current`, unless only `before` exists: an attempt started by an older labrun, whose
+    attempt directories did not carry the state directory's id yet."""
+    if not os.path.isdir(os.path.join(workdir, current)) and os.path.isdir(os.path.join(workdir, before)):
+        return before
+    return current
 
 
 def _uses_attempt_dir(spec: TaskSpec) -> bool:
@@ -212,11 +235,13 @@ def launch_for(
     workdir: str,
     memory: int,
     secret_names: Iterable[str] = (),
+    adopted: bool = False,
 ) -> Launch:
-    """The attempt's launch; `secret_names`: every secret the job declares (`JobSpec.secret_names`)."""
-    values = placeholder_values(paths, run, task, attempt)
+    """The attempt's launch; `secret_names`: every secret the job declares (`JobSpec.secret_names`);
+    `adopted`: the attempt runs already (a resume adopts it), its directory is where it is."""
+    values = placeholder_values(paths, run, task, attempt, workdir if adopted else None)
     values["attempt_dir"] = os.path.join(workdir, values["attempt_dir"])
-    if _uses_attempt_dir(spec):
+    if _uses_attempt_dir(spec) and not adopted:
         with contextlib.suppress(OSError):  # else the command says it cannot write there
             os.makedirs(values["attempt_dir"], exist_ok=True)
     env = {name: _fill(value, values, quote=False) for name, value in spec.env.items()}

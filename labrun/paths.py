@@ -4,8 +4,9 @@ from __future__ import annotations
 
 import os
 from dataclasses import dataclass
+from functools import cached_property
 
-from labrun import private
+from labrun import private, state_id
 from labrun.errors import StoreError
 
 
@@ -17,6 +18,11 @@ def _safe(name: str) -> str:
 @dataclass(frozen=True)
 class StatePaths:
     root: str
+
+    @cached_property
+    def id(self) -> str:
+        """The state directory's id (`state_id`), made when first asked for; read once."""
+        return state_id.ensure(self.root)
 
     @property
     def db(self) -> str:

@@ -57,6 +57,7 @@ def _adopt(runner: Runner, task: TaskRow, attempt: AttemptRow) -> Active | None:
         runner.job.workdir,
         memory,
         runner.job.secret_names,
+        adopted=True,
     )
     started = Started(attempt.pid, attempt.pid_start, attempt.ref, attempt.mechanism or "")
     if not executor.adopt(attempt.id, launch, started):

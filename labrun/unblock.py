@@ -208,7 +208,8 @@ def manifest_lines(
     """The lines of `source`'s first output (task 0's manifest, or another task's list),
     its path, and why it cannot be read. `winner`: the number of the attempt that
     succeeded, when a speculative copy may have run after it (`{attempt_dir}`)."""
-    values = placeholder_values(paths, run, source, winner if winner is not None else source.attempts)
+    attempt = winner if winner is not None else source.attempts
+    values = placeholder_values(paths, run, source, attempt, job.workdir)
     manifest = outputs_for(job.task(source.spec), values, job.workdir)[:1]
     if not manifest:
         return None, "", f"{_label(source.spec)} declares no outputs"

@@ -10,6 +10,7 @@ import pytest
 from sshd import SshdLab
 from test_ssh_nodes import write_lab
 
+from labrun import state_id
 from labrun.app import RunOptions, open_store, run_job
 from labrun.cli import main
 from labrun.states import Outcome, RunState, TaskState
@@ -72,7 +73,9 @@ def test_a_straggler_gets_a_copy_on_the_other_node_and_the_first_success_wins(
     assert "another attempt succeeded first" in (first.detail or "")
     others = [a for a in store.run_attempts(result.run.id) if a.task_id != task.id]
     assert len(others) == 11 and all(a.outcome is Outcome.SUCCEEDED for a in others)
-    winner = tmp_path / "attempts" / f"run-{result.run.id}" / "w[0]" / "2" / "out.txt"
+    state = state_id.read(lab.state_dir)
+    assert state is not None
+    winner = tmp_path / "attempts" / state / f"run-{result.run.id}" / "w[0]" / "2" / "out.txt"
     assert winner.read_text() == "0\n"  # the winner's own directory
     deadline = time.monotonic() + 30
     while marked_processes(str(tmp_path)) and time.monotonic() < deadline:
