@@ -17,6 +17,7 @@ import dataclasses
 import math
 import random
 import signal
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
@@ -209,6 +210,10 @@ class Runner:
                 self.ledger.abandon(attempt, Outcome.LOST, why, now)
             for task, cause in plan.requeue:
                 self.ledger.requeue(task, cause, now)
+        # A task with two attempts open when its runner died had its speculative copy: it
+        # gets no other, whichever of the two was adopted (one copy per task).
+        open_of = Counter([task.id for task, _, _ in plan.adopted] + [a.task_id for a, _ in plan.lost])
+        self.speculator.copied.update(task_id for task_id, n in open_of.items() if n > 1)
 
     def _committed(self, attempt_ids: list[int]) -> None:
         """After the transaction that recorded these ends: executors may drop their records."""

@@ -243,6 +243,17 @@ def test_resume_a_lost_attempt_beside_an_adopted_sibling_keeps_the_task_running(
     assert task(store, again, "t").state is TaskState.SUCCEEDED
 
 
+def test_resume_remembers_that_a_task_had_its_speculative_copy(tmp_path: Path) -> None:
+    """Two attempts of t were open when the runner died (an original and its copy): the
+    resumed runner gives t no further copy, whichever of the two it adopted."""
+    for kept in ("first", "second"):
+        runner, _store, first, second = two_attempts(tmp_path / kept, FakeExecutor())
+        t_id = runner.active[first.attempt_id].task_id
+        keep = first if kept == "first" else second
+        again, _ = restarted(tmp_path / kept, runner, alive={keep.attempt_id})
+        assert again.speculator.copied == {t_id}
+
+
 def test_resume_with_every_attempt_lost_queues_the_task_again(tmp_path: Path) -> None:
     runner, store, _first, _second = two_attempts(tmp_path, FakeExecutor())
     again, _ = restarted(tmp_path, runner, alive=set())
