@@ -81,7 +81,8 @@ def _connect(path: str) -> sqlite3.Connection:
     conn.execute("PRAGMA foreign_keys = ON")
     # A checkpoint every 4,000 WAL pages (16 MiB) rather than 1,000: the runner rewrites the
     # same few pages every tick, and a checkpoint copies each once however often it changed
-    # (20 us less per task on 2,000 `true` tasks). SQLite removes the WAL when the last connection closes.
+    # (20 us less per task on 2,000 `true` tasks). SQLite removes the WAL when the last
+    # connection closes.
     conn.execute("PRAGMA wal_autocheckpoint = 4000")
     return conn
 
