@@ -49,6 +49,11 @@ ConfigOpt = Annotated[
 ]
 RUN_HELP = "A run id, `last` (the latest run) or `last:JOB` (the latest run of job JOB)."
 RunArg = Annotated[str, typer.Argument(help=RUN_HELP)]
+TaskArg = Annotated[str, typer.Argument(help="A task: `0` or `setup` (task 0), `report`, `resize[3]`.")]
+AttemptOpt = Annotated[
+    Optional[int],  # noqa: UP045 - typer reads the annotation at run time on 3.10
+    typer.Option("--attempt", "-a", help="Attempt number (default: the latest)."),
+]
 
 
 def _columns() -> int | None:

@@ -12,7 +12,7 @@ from typing import Annotated, Optional
 
 import typer
 
-from labrun.cli_base import RUN_HELP, ConfigOpt, RunArg, _columns, _lab, app
+from labrun.cli_base import RUN_HELP, AttemptOpt, ConfigOpt, RunArg, TaskArg, _columns, _lab, app
 from labrun.errors import ExitCode
 
 
@@ -100,11 +100,8 @@ def nodes(
 @app.command()
 def logs(
     run_ref: RunArg,
-    task: Annotated[str, typer.Argument(help="A task: `0` or `setup` (task 0), `report`, `resize[3]`.")],
-    attempt: Annotated[
-        Optional[int],  # noqa: UP045 - typer reads the annotation at run time on 3.10
-        typer.Option("--attempt", "-a", help="Attempt number (default: the latest)."),
-    ] = None,
+    task: TaskArg,
+    attempt: AttemptOpt = None,
     stderr: Annotated[bool, typer.Option("--stderr", help="Show stderr instead of stdout.")] = False,
     follow: Annotated[
         bool, typer.Option("--follow", "-f", help="Keep printing while the attempt runs.")
@@ -172,11 +169,8 @@ def _print_log(path: str, follow: bool, ended: object) -> None:
 @app.command()
 def why(
     run_ref: RunArg,
-    task: Annotated[str, typer.Argument(help="A task: `0` or `setup` (task 0), `report`, `resize[3]`.")],
-    attempt: Annotated[
-        Optional[int],  # noqa: UP045 - typer reads the annotation at run time on 3.10
-        typer.Option("--attempt", "-a", help="Attempt number (default: the latest)."),
-    ] = None,
+    task: TaskArg,
+    attempt: AttemptOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="Machine-readable.")] = False,
     config: ConfigOpt = None,
 ) -> int:

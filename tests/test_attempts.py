@@ -6,9 +6,11 @@ SQLite store: what is asserted is read back from the store's rows and event rows
 
 from __future__ import annotations
 
+import contextlib
 import signal
 import sqlite3
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -349,12 +351,9 @@ def test_a_database_of_the_previous_schema_migrates(tmp_path: Path) -> None:
     assert [e.subject for e in store.events(1)] == [Subject.RUN, Subject.ATTEMPT, Subject.TASK]
 
 
-def test_a_second_attempt_of_real_processes_wins_and_the_first_is_stopped(tmp_path: Path) -> None:
-    """End to end with the process executor: attempt 1 sleeps, attempt 2 (asked for while
-    it runs) exits 0 at once; attempt 1's process is stopped with TERM and recorded superseded."""
-    body = PAIR.replace(
-        'command = "true"', """command = 'if [ "$LABRUN_ATTEMPT" = 1 ]; then sleep 60; fi'""", 1
-    )
+@contextlib.contextmanager
+def process_runner(tmp_path: Path, body: str) -> Iterator[tuple[Runner, Store]]:
+    """A runner of the job `body` with the real process executor on a 4-cpu node."""
     job = parse_job(body, str(tmp_path / "job.toml"))
     store = Store(str(tmp_path / "labrun.db"))
     with store.tx():
@@ -367,17 +366,29 @@ def test_a_second_attempt_of_real_processes_wins_and_the_first_is_stopped(tmp_pa
     waker = Waker()
     executor = ProcessExecutor(waker)
     node = NodeSpec("local", 4, 8 * 1024**3)
-    runner = Runner(store, paths, job, run, [node], {("local", Runtime.PROCESS): executor}, waker, Reporter())
     try:
+        yield (
+            Runner(store, paths, job, run, [node], {("local", Runtime.PROCESS): executor}, waker, Reporter()),
+            store,
+        )
+    finally:
+        executor.close()
+        waker.close()
+
+
+def test_a_second_attempt_of_real_processes_wins_and_the_first_is_stopped(tmp_path: Path) -> None:
+    """End to end with the process executor: attempt 1 sleeps, attempt 2 (asked for while
+    it runs) exits 0 at once; attempt 1's process is stopped with TERM and recorded superseded."""
+    body = PAIR.replace(
+        'command = "true"', """command = 'if [ "$LABRUN_ATTEMPT" = 1 ]; then sleep 60; fi'""", 1
+    )
+    with process_runner(tmp_path, body) as (runner, store):
         runner.tick(time.time())
         runner.tick(time.time() + START_COMMIT_DELAY)  # its start (pid) is committed by then
         t = task(store, runner, "t")
         (first,) = store.attempts(t.id)
         assert first.pid is not None and runner.launch_extra(t.id)
         assert runner.drive(time.time) is RunState.SUCCEEDED
-    finally:
-        executor.close()
-        waker.close()
     loser, winner = store.attempts(t.id)
     assert (loser.outcome, loser.state, loser.signal) == (
         Outcome.SUPERSEDED,
@@ -397,25 +408,12 @@ def test_a_running_attempt_is_committed_with_its_start_time_and_an_ended_one_wit
     gate = tmp_path / "go"
     body = PAIR.replace('command = "true"', f"command = 'while [ ! -e {gate} ]; do sleep 0.05; done'", 1)
     body = body.replace('depends_on = ["t"]', "")
-    job = parse_job(body, str(tmp_path / "job.toml"))
-    store = Store(str(tmp_path / "labrun.db"))
-    with store.tx():
-        run_id = store.create_run(job.name, job.file, job.text, time.time())
-        store.add_tasks(run_id, instances(job))
-    run = store.run(run_id)
-    assert run is not None
-    paths = StatePaths(str(tmp_path / "state"))
-    paths.ensure()
-    waker = Waker()
-    executor = ProcessExecutor(waker)
-    node = NodeSpec("local", 4, 8 * 1024**3)
-    runner = Runner(store, paths, job, run, [node], {("local", Runtime.PROCESS): executor}, waker, Reporter())
-    try:
+    with process_runner(tmp_path, body) as (runner, store):
         runner.tick(time.time())  # both start; neither start is committed yet
         short = task(store, runner, "after")
         deadline = time.monotonic() + 30
         while not store.attempts(short.id)[0].outcome and time.monotonic() < deadline:
-            waker.wait(1.0)
+            runner.waker.wait(1.0)
             runner.tick(time.time())
         (ended,) = store.attempts(short.id)
         (running,) = store.attempts(task(store, runner, "t").id)
@@ -424,7 +422,4 @@ def test_a_running_attempt_is_committed_with_its_start_time_and_an_ended_one_wit
         assert running.pid_start is not None and alive(running.pid, running.pid_start)
         gate.write_text("go")
         assert runner.drive(time.time) is RunState.SUCCEEDED
-    finally:
-        executor.close()
-        waker.close()
     assert not alive(running.pid, running.pid_start)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from helpers import labrun, start_labrun, write_job
+from helpers import finished_run, labrun, start_labrun, write_job
 from serving import listening_addresses, request, serving, wait_for_page
 
 # Each task says it started, writes to stderr, then waits for the test's `go` file.
@@ -24,14 +24,6 @@ name = "after"
 depends_on = ["work"]
 command = "echo done"
 """
-
-
-def finished_run(tmp_path: Path, body: str, code: int = 0) -> Path:
-    job = write_job(tmp_path, body)
-    state = tmp_path / "state"
-    done = labrun(state, "run", str(job), "--plain", cwd=tmp_path)
-    assert done.returncode == code, done.stdout + done.stderr
-    return state
 
 
 def test_a_live_run_is_shown_while_its_runner_writes(tmp_path: Path) -> None:
@@ -59,7 +51,7 @@ def test_a_live_run_is_shown_while_its_runner_writes(tmp_path: Path) -> None:
 
 
 def test_only_get_and_head_are_answered(tmp_path: Path) -> None:
-    state = finished_run(tmp_path, '[job]\nname = "one"\n[[tasks]]\nname = "t"\ncommand = "true"\n')
+    state = finished_run(tmp_path, '[job]\nname = "one"\n[[tasks]]\nname = "t"\ncommand = "true"\n', 0)
     with serving(state) as base:
         for method in ("POST", "PUT", "DELETE", "PATCH"):
             status, headers, body = request(base, method, "/runs/1")
@@ -79,7 +71,7 @@ def test_only_get_and_head_are_answered(tmp_path: Path) -> None:
 
 def test_a_foreign_host_header_is_refused(tmp_path: Path) -> None:
     """DNS rebinding: a page of evil.example resolved to 127.0.0.1 sends Host: evil.example."""
-    state = finished_run(tmp_path, '[job]\nname = "one"\n[[tasks]]\nname = "t"\ncommand = "true"\n')
+    state = finished_run(tmp_path, '[job]\nname = "one"\n[[tasks]]\nname = "t"\ncommand = "true"\n', 0)
     with serving(state) as base:
         port = base.rsplit(":", 1)[1]
         status, _, body = request(base, "GET", "/", host=f"evil.example:{port}")
@@ -117,7 +109,7 @@ def test_hostile_text_of_a_run_is_escaped_on_every_page(tmp_path: Path) -> None:
         'items = ["<script>alert(1)</script>"]\n'
         "command = \"echo '<img src=x onerror=alert(2)>' >&2; exit 3\"\n"
     )
-    state = finished_run(tmp_path, body, code=1)
+    state = finished_run(tmp_path, body)
     with serving(state) as base:
         for path in ("/", "/runs/1", "/runs/1/attempts/1"):
             status, _, page = request(base, "GET", path)
