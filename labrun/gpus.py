@@ -27,7 +27,7 @@ def nvml_inventory() -> tuple[Gpu, ...]:
         return ()
     try:
         with warnings.catch_warnings():
-            warnings.simplefilter("ignore")  # pynvml warns that it was renamed
+            warnings.simplefilter("ignore")  # the deprecated `pynvml` package, if installed, warns
             import pynvml
     except ImportError:
         return ()
