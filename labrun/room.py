@@ -9,6 +9,7 @@ attempt gets, and why a task can never be placed.
 from __future__ import annotations
 
 import dataclasses
+import functools
 import math
 from collections.abc import Mapping, Sequence
 from typing import Protocol
@@ -53,14 +54,23 @@ class Room:
 
     def could_start(self) -> float:
         """An upper bound on how many more attempts fit now, from free CPUs alone."""
-        least = min((spec.cpus for spec in self.specs.values()), default=0.0)
-        most = max((spec.cpus for spec in self.specs.values()), default=0.0)
-        if least <= 0 or most > max(node.cpus for node in self.nodes):
+        least = self._least_cpus
+        if least is None:
             return math.inf  # read as before, so a task no node can hold fails at once
         capacity = self.capacity()
         free = sum(max(0.0, node.cpus - node.cpus_used) for node in capacity if node.max_jobs is None)
         queued = sum(max(0, node.max_jobs - node.jobs_used) for node in capacity if node.max_jobs is not None)
         return math.floor((free + 1e-9) / least) + queued
+
+    @functools.cached_property
+    def _least_cpus(self) -> float | None:
+        """The fewest CPUs a task asks for; None when some asks for none, or for more than
+        any node has (the run's tasks and nodes are fixed: asked at every tick, computed once)."""
+        least = min((spec.cpus for spec in self.specs.values()), default=0.0)
+        most = max((spec.cpus for spec in self.specs.values()), default=0.0)
+        if least <= 0 or most > max(node.cpus for node in self.nodes):
+            return None
+        return least
 
     def plan(self, ready: list[TaskRow]) -> Plan:
         return place([self.demand(t) for t in ready], self.capacity(), self.slots(), self.avoid())

@@ -42,7 +42,7 @@ from labrun.progress import AttemptEnd, Reporter
 from labrun.retry import Policy
 from labrun.room import Room
 from labrun.rows import AttemptRow, RunRow, TaskRow
-from labrun.scheduler import place
+from labrun.scheduler import Plan, place
 from labrun.speculation import choose_node
 from labrun.speculator import InFlight, Speculator
 from labrun.states import Outcome, RunState, TaskState
@@ -175,7 +175,7 @@ class Runner:
                 if self.stop is None:
                     # after recording ends: the slots they held are free now
                     claimed = self._claim_extra(now)
-                    claimed += self._claim(self._ready(now), now)
+                    claimed += self._claim(*self._ready(now), now)
                 self._settle(now)  # tasks that can never be placed fail their dependents
         if ended:
             self._committed([attempt_id for attempt_id, _ in ended])
@@ -299,25 +299,28 @@ class Runner:
 
     # -- what starts --------------------------------------------------------------------
 
-    def _ready(self, now: float) -> list[TaskRow]:
+    def _ready(self, now: float) -> tuple[list[TaskRow], Plan | None]:
+        """The ready rows worth reading now, and where they go (the plan is made once: the
+        claim applies the one that decided how many rows to read)."""
         slots = self.room.slots()
         if slots <= 0 or not self.counts[TaskState.READY]:
-            return []
+            return [], None
         # Read only as many rows as could start; the lookahead only when one of them must
         # wait (a backfill may then fit). Reading 1,088 rows to start one task cost 5x.
         want = int(min(slots, self.room.could_start(), 1024))
         if want <= 0:
-            return []
+            return [], None
         head = self.store.ready_tasks(self.run.id, now, want)
-        if len(head) < want or len(self.room.plan(head).placements) == len(head):
-            return head
-        return self.store.ready_tasks(self.run.id, now, want + LOOKAHEAD)
+        plan = self.room.plan(head)
+        if len(head) < want or len(plan.placements) == len(head):
+            return head, plan
+        ready = self.store.ready_tasks(self.run.id, now, want + LOOKAHEAD)
+        return ready, self.room.plan(ready)
 
-    def _claim(self, ready: list[TaskRow], now: float) -> list[Active]:
-        if not ready:
+    def _claim(self, ready: list[TaskRow], plan: Plan | None, now: float) -> list[Active]:
+        if not ready or plan is None:
             return []
         by_id = {task.id: task for task in ready}
-        plan = self.room.plan(ready)
         for task_id in plan.never_fits:
             task = by_id[task_id]
             why = self.room.never_fits(task)
