@@ -247,6 +247,7 @@ def launch_for(
     env = {name: _fill(value, values, quote=False) for name, value in spec.env.items()}
     env.update({_exported(key): value for key, value in values.items()})
     env.update(secret_values(spec))  # from labrun's environment; never stored
+    log = paths.log if adopted else paths.attempt_log  # an adopted attempt's logs are where it began them
     return Launch(
         attempt_id=attempt_id,
         run_id=run.id,
@@ -255,8 +256,8 @@ def launch_for(
         argv=argv_for(spec.command, values),
         env=env,
         workdir=workdir,
-        stdout_path=paths.log(run.id, task.name, attempt, "stdout"),
-        stderr_path=paths.log(run.id, task.name, attempt, "stderr"),
+        stdout_path=log(run.id, task.name, attempt, "stdout"),
+        stderr_path=log(run.id, task.name, attempt, "stderr"),
         cpus=spec.cpus,
         memory=memory,
         outputs=outputs_for(spec, values, workdir),

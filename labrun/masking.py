@@ -25,6 +25,7 @@ from collections.abc import Iterable, Mapping
 from labrun import private
 from labrun.logtail import stderr_tail
 from labrun.model import Facts
+from labrun.paths import beside
 
 MASK = "***"
 MIN_MASKED = 4
@@ -61,7 +62,7 @@ def masked_facts(facts: Facts, mask: Masker) -> Facts:
 
 
 def excerpt_path(stderr_path: str) -> str:
-    return os.path.join(os.path.dirname(stderr_path), EXCERPT)
+    return beside(stderr_path, EXCERPT)
 
 
 def keep_excerpt(stderr_path: str, mask: Masker) -> None:

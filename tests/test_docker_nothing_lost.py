@@ -119,7 +119,7 @@ def test_an_end_seen_but_not_committed_is_read_again_from_its_container(
     labrun_ok(["run", "job.toml", "--plain", "--resume"], state, tmp_path, docker_url)
     assert lines(tmp_path / "starts.txt") == ["0"]  # before: lost, and run a second time
     assert query(state, "SELECT outcome, exit_code FROM attempts") == [("succeeded", 0)]
-    [stdout] = state.glob("runs/*/*/*/stdout")
+    [stdout] = state.glob("runs/*/*.stdout")
     assert stdout.read_text() == "out-0\n"  # copied again afresh, not appended
     assert ours(api, state) == []
 

@@ -89,7 +89,7 @@ def test_a_run_under_umask_000_leaves_nothing_looser_than_0700_0600(
     # what labrun wrote, locally and on the node, logs copied from Docker and SSH included
     run_dir = state / "runs" / "1"
     for task in ("setup", "fan[0]", "fan[1]", "boxed", "remote"):
-        assert (run_dir / task / "1" / "stderr").stat().st_size > 0 or task == "setup", task
+        assert (run_dir / f"{task}.1.stderr").stat().st_size > 0 or task == "setup", task
     assert (run_dir / "exits").exists() and (state / "locks" / "private.lock").exists()
     manifest = run_dir / "shared" / "manifest.txt"  # the task's own file, made under its umask
     assert stat.S_IMODE(manifest.stat().st_mode) == 0o666

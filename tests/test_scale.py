@@ -162,7 +162,7 @@ def test_a_task_printing_200mb_does_not_grow_the_runner(tmp_path: Path) -> None:
             command = ["head", "-c", "{size}", "/dev/zero"]
             """
         peaks.append(_peak_rss_of_run(tmp_path / "state", write_job(tmp_path, body, f"j{size}.toml")))
-    log = tmp_path / "state" / "runs" / "1" / "t" / "1" / "stdout"
+    log = tmp_path / "state" / "runs" / "1" / "t.1.stdout"
     assert log.stat().st_size == 200_000_000  # the output went to a file
     loud, quiet = peaks
     assert loud - quiet < 10 * 2**20, f"runner peak RSS {loud} bytes with 200 MB printed, {quiet} without"

@@ -54,7 +54,7 @@ def test_state_directory_is_private(tmp_path: Path) -> None:
     for sub in ("runs", "locks"):
         assert stat.S_IMODE((state / sub).stat().st_mode) == 0o700
     assert stat.S_IMODE((state / "labrun.db").stat().st_mode) & 0o077 == 0
-    logs = list((state / "runs").rglob("stdout")) + list((state / "runs").rglob("stderr"))
+    logs = list((state / "runs").rglob("*.stdout")) + list((state / "runs").rglob("*.stderr"))
     assert len(logs) == 2
     for log in logs:
         assert stat.S_IMODE(log.stat().st_mode) == 0o600
@@ -208,7 +208,7 @@ def test_why_status_and_the_failure_line_mask_a_secret_the_task_printed(
         assert secret not in out.stdout + out.stderr
     assert "| auth failed: ***" in without.stdout and "password=***" in without.stdout
     # the log itself stays as the task wrote it (0600, for its owner)
-    log = state / "runs" / "1" / "leaky" / "1" / "stderr"
+    log = state / "runs" / "1" / "leaky.1.stderr"
     assert f"auth failed: {secret}" in log.read_text()
     assert stat.S_IMODE(log.stat().st_mode) == 0o600
 

@@ -267,7 +267,7 @@ command = "while [ ! -e go-quick ]; do sleep 0.2; done; exit 0"
     assert [a["outcome"] for a in found["quick"]] == ["succeeded"], found
     wait_for(lambda: len(accounted(cluster, lab)) >= 2, "both jobs in Slurm's accounting", 30)
     assert len(accounted(cluster, lab)) == 2  # adopted, not submitted again
-    stdout = next((lab / "state").rglob("long/1/stdout")).read_text()
+    stdout = next((lab / "state").rglob("long.1.stdout")).read_text()
     assert stdout == "started\nfinished\n"
 
 

@@ -309,6 +309,6 @@ def test_two_state_directories_sharing_a_node_workdir_keep_their_attempts_apart(
     assert procs["a"].returncode == 0, out_a
     assert procs["b"].returncode == 1, out_b
     for name, text in (("a", "from-a\n"), ("b", "from-b\n")):
-        (log,) = (tmp_path / name / "state" / "runs" / "1" / "t").glob("1/stdout")
+        (log,) = (tmp_path / name / "state" / "runs" / "1").glob("t.1.stdout")
         assert log.read_text() == text
     assert len(list((tmp_path / "shared-remote" / "attempts").glob("*r1-a1"))) == 2

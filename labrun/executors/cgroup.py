@@ -31,6 +31,7 @@ from labrun.cgroup.common import PARENT
 from labrun.executors.base import Waker
 from labrun.executors.process import ProcessExecutor, _Child, stop_signal, wrapped
 from labrun.model import CgroupOptions, Facts, Launch, LaunchError, Runtime, Started, options_for
+from labrun.paths import beside
 
 POOL_MAX = 32  # idle cgroups kept for reuse; more than the attempts that ever run at once
 
@@ -68,7 +69,7 @@ def cgroup_of(pid: int) -> str | None:
 
 
 def usage_path(launch: Launch) -> str:
-    return os.path.join(os.path.dirname(launch.stdout_path), "cgroup-usage")
+    return beside(launch.stdout_path, "cgroup-usage")
 
 
 def unsupported_message(support: Support) -> str:

@@ -26,6 +26,7 @@ from labrun.executors import escapes
 from labrun.executors.base import Executor, Waker
 from labrun.executors.sampling import SAMPLE_AFTER, SAMPLE_EVERY, Series, tree_rss
 from labrun.model import Facts, Launch, LaunchError, Runtime, Started
+from labrun.paths import run_dir_of
 
 _UNKNOWN_EXIT = (
     "adopted after a runner restart, and it left no exit status: its process group was "
@@ -55,10 +56,6 @@ class _Adopted:
     pid_start: float | None
     pidfd: int | None
     running: bool  # False: it ended while no runner watched; its exit file says how
-
-
-def attempt_dir(launch: Launch) -> str:
-    return os.path.dirname(launch.stdout_path)
 
 
 # Every attempt runs under this POSIX sh wrapper, the leader of its own session. It runs
@@ -101,8 +98,8 @@ def _wrapper_head(launch: Launch) -> tuple[str, ...]:
 
 
 def _run_dir(launch: Launch) -> str:
-    """RUN of RUN/TASK/N/stdout: where the run's exits file is."""
-    return os.path.dirname(os.path.dirname(os.path.dirname(launch.stdout_path)))
+    """The run's directory: where its exits file and its attempts' logs are."""
+    return run_dir_of(launch.stdout_path)
 
 
 def _escape_key(launch: Launch) -> str:
@@ -189,10 +186,8 @@ def process_start_time(pid: int) -> float | None:
 
 
 def open_logs(launch: Launch) -> tuple[int, int]:
-    directory = os.path.dirname(launch.stdout_path)
-    if launch.attempt == 1:  # its task's directory is new too: made first, not after a failed try
-        private.makedirs(os.path.dirname(directory))
-    private.makedirs(directory)
+    """The attempt's two logs, made afresh in its run's directory (made with the run's
+    exits file, `ProcessExecutor._exits_fd`)."""
     out = private.open_fd(launch.stdout_path, _LOG_FLAGS)
     err = private.open_fd(launch.stderr_path, _LOG_FLAGS)
     return out, err
@@ -279,10 +274,11 @@ class ProcessExecutor(Executor):
             base = {k: v for k, v in base.items() if k not in launch.withheld}
         env = {**base, **launch.env, escapes.KEY_VARIABLE: _escape_key(launch)}
         self.commands.check(launch.argv[0], launch.workdir, env.get("PATH", os.defpath))
+        exits = self._exits_fd(launch)  # makes the run's directory, at its first attempt here
         try:
             out, err = open_logs(launch)
         except OSError as exc:
-            where = attempt_dir(launch)
+            where = os.path.dirname(launch.stdout_path)
             raise LaunchError(
                 f"cannot create the attempt's logs in {where}: {exc.strerror}; free space on that "
                 "disk or make the state directory writable, then `labrun run --resume`"
@@ -291,7 +287,7 @@ class ProcessExecutor(Executor):
             (os.POSIX_SPAWN_OPEN, 0, os.devnull, os.O_RDONLY, 0),
             (os.POSIX_SPAWN_DUP2, out, 1),
             (os.POSIX_SPAWN_DUP2, err, 2),
-            (os.POSIX_SPAWN_DUP2, self._exits_fd(launch), EXITS_FD),
+            (os.POSIX_SPAWN_DUP2, exits, EXITS_FD),
         ]
         try:
             with around():
@@ -312,6 +308,7 @@ class ProcessExecutor(Executor):
         fd = self._exit_fds.get(path)
         if fd is None:
             try:
+                private.makedirs(os.path.dirname(path))
                 fd = self._exit_fds[path] = private.open_append(path)
             except OSError as exc:
                 raise LaunchError(

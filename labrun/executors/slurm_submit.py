@@ -19,6 +19,7 @@ from dataclasses import dataclass
 
 from labrun import private
 from labrun.model import Launch
+from labrun.paths import beside
 
 MiB = 1 << 20
 # Slurm checks --time about every 30 s and rounds it up to minutes; labrun stops the
@@ -157,7 +158,7 @@ def sbatch_env(launch: Launch, environ: Mapping[str, str] | None = None) -> dict
 
 
 def attempt_file(launch: Launch, name: str) -> str:
-    return os.path.join(os.path.dirname(launch.stdout_path), name)
+    return beside(launch.stdout_path, name)
 
 
 def write_attempt_files(launch: Launch, marker: str) -> str:
