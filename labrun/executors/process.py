@@ -186,11 +186,18 @@ def process_start_time(pid: int) -> float | None:
 
 
 def open_logs(launch: Launch) -> tuple[int, int]:
-    """The attempt's two logs, made afresh in its run's directory (made with the run's
-    exits file, `ProcessExecutor._exits_fd`)."""
-    out = private.open_fd(launch.stdout_path, _LOG_FLAGS)
-    err = private.open_fd(launch.stderr_path, _LOG_FLAGS)
-    return out, err
+    """The attempt's two logs, made afresh. Their directory (the run's) exists: made with
+    its exits file (`ProcessExecutor._exits_fd`); made here only when it does not."""
+    try:
+        out = private.open_fd(launch.stdout_path, _LOG_FLAGS)
+    except FileNotFoundError:
+        private.makedirs(os.path.dirname(launch.stdout_path))
+        out = private.open_fd(launch.stdout_path, _LOG_FLAGS)
+    try:
+        return out, private.open_fd(launch.stderr_path, _LOG_FLAGS)
+    except OSError:
+        os.close(out)
+        raise
 
 
 def group_members(pgid: int) -> list[int]:
