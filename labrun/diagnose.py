@@ -16,6 +16,7 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from labrun.fit import plural
+from labrun.logtail import STDERR_LINES
 from labrun.outcome import signal_name
 from labrun.stderr_patterns import (
     ADDRESS,
@@ -28,8 +29,6 @@ from labrun.stderr_patterns import (
     PY_KEYERROR,
 )
 from labrun.units import format_duration, format_size
-
-STDERR_LINES = 20
 
 
 class Cause(str, enum.Enum):

@@ -4,8 +4,7 @@ from __future__ import annotations
 
 import os
 
-from labrun.diagnose import STDERR_LINES
-
+STDERR_LINES = 20  # what `why` and a failure's headline show of stderr
 TAIL_BYTES = 64 * 1024  # 20 lines of stderr are in the last 64 KiB, or are too long to show anyway
 
 

@@ -12,7 +12,6 @@ from __future__ import annotations
 
 import contextlib
 import os
-import secrets
 
 FILE = "state-id"
 
@@ -38,7 +37,7 @@ def ensure(state_dir: str) -> str:
     if found is not None:
         return found
     os.makedirs(state_dir, mode=0o700, exist_ok=True)
-    made = secrets.token_hex(8)
+    made = os.urandom(8).hex()  # not `secrets`: its import (hmac, hashlib) cost every command 5 ms
     temp = path_of(state_dir) + f".{os.getpid()}.tmp"
     fd = os.open(temp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     try:

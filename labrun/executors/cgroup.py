@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import secrets
 import signal
 from collections.abc import Sequence
 
@@ -91,7 +90,7 @@ class CgroupExecutor(ProcessExecutor):
         # Ended attempts' cgroups, emptied, kept to be reused: making and removing one
         # costs more than the rest of a trivial attempt's cgroup work (bench/cgroup_throughput.py).
         self.idle: list[AttemptCgroup] = []
-        self._token = secrets.token_hex(3)
+        self._token = os.urandom(3).hex()
         self._made = 0
 
     @property
