@@ -7,6 +7,7 @@ SQLite store: what is asserted is read back from the store's rows and event rows
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sqlite3
 import time
@@ -20,7 +21,7 @@ from labrun.config.job import parse_job
 from labrun.config.lab import NodeSpec
 from labrun.errors import StoreError
 from labrun.executors.base import Waker
-from labrun.executors.process import ProcessExecutor, alive
+from labrun.executors.process import ProcessExecutor, alive, process_start_time, start_tick
 from labrun.expand import instances
 from labrun.migrations import MIGRATIONS
 from labrun.model import Facts, Launch, Runtime, Started
@@ -423,3 +424,26 @@ def test_a_running_attempt_is_committed_with_its_start_time_and_an_ended_one_wit
         gate.write_text("go")
         assert runner.drive(time.time) is RunState.SUCCEEDED
     assert not alive(running.pid, running.pid_start)
+
+
+def test_the_start_time_taken_at_the_spawn_is_the_one_proc_shows() -> None:
+    """The spawn brackets a process's start with two CLOCK_BOOTTIME readings; when both fall
+    in one clock tick, that tick is taken as its start time without reading /proc. It must
+    be the start time /proc gives (what adoption compares), for every process it pins."""
+    pinned = 0
+    children = []
+    try:
+        for _ in range(40):
+            before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+            pid = os.posix_spawn("/bin/sleep", ["sleep", "30"], dict(os.environ))
+            tick = start_tick(before, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+            children.append(pid)
+            if tick is not None:
+                pinned += 1
+                assert tick == process_start_time(pid)
+        assert pinned >= 20  # a spawn takes well under a tick (10 ms): most are pinned
+        assert start_tick(0, 10**10) is None  # readings ticks apart pin nothing
+    finally:
+        for pid in children:
+            os.kill(pid, signal.SIGKILL)
+            os.waitpid(pid, 0)

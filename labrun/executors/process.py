@@ -45,6 +45,7 @@ class _Child:
     started: float = 0.0  # time.time() at start; memory is sampled from SAMPLE_AFTER on
     peak: int | None = None  # largest process-tree RSS sampled
     series: Series | None = None  # what was sampled, over time (from the first sample on)
+    pid_start: float | None = None  # its start time, when `start_tick` could tell it at the spawn
 
 
 @dataclass
@@ -185,6 +186,21 @@ def process_start_time(pid: int) -> float | None:
     return None if fields is None else float(fields[19])
 
 
+# The kernel stamps a new process with CLOCK_BOOTTIME and /proc shows it in whole clock
+# ticks (`starttime`, floored). Read before and after a spawn, the clock brackets it: when
+# both readings fall in one tick, that tick is the child's start time, and no /proc read is
+# needed (30 us a start); else (a spawn across a tick's edge) /proc is read as before.
+_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK") if 1_000_000_000 % os.sysconf("SC_CLK_TCK") == 0 else 0
+
+
+def start_tick(before_ns: int, after_ns: int) -> float | None:
+    """The start time (as `process_start_time` reads it) of a process spawned between two
+    CLOCK_BOOTTIME readings, when they pin it down."""
+    if not _TICK_NS or before_ns // _TICK_NS != after_ns // _TICK_NS:
+        return None
+    return float(before_ns // _TICK_NS)
+
+
 def open_logs(launch: Launch) -> tuple[int, int]:
     """The attempt's two logs, made afresh. Their directory (the run's) exists: made with
     its exits file (`ProcessExecutor._exits_fd`); made here only when it does not."""
@@ -262,6 +278,7 @@ class ProcessExecutor(Executor):
         self._reaping = False  # asked escapes to make this process a subreaper (until close)
         self._exit_fds: dict[str, int] = {}  # a run's exits file -> open for the wrappers
         self._exit_logs: dict[str, attempt_facts.ExitLog] = {}  # ... -> what adoption read of it
+        self._start_ticks: dict[int, float] = {}  # pid just spawned -> its start time, for `_watch`
 
     def spawn(
         self,
@@ -299,9 +316,14 @@ class ProcessExecutor(Executor):
         try:
             with around():
                 # setsid: its own session and process group, so signals reach the whole tree
-                return os.posix_spawn(
+                before = time.clock_gettime_ns(time.CLOCK_BOOTTIME)
+                pid = os.posix_spawn(
                     argv[0], list(argv), env, file_actions=actions, setsid=True, setsigdef=RESTORED_SIGNALS
                 )
+                tick = start_tick(before, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
+                if tick is not None:
+                    self._start_ticks[pid] = tick
+                return pid
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte that came from outside the job file
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise LaunchError(f"cannot start {launch.argv[0]!r}: {reason}") from None
@@ -355,9 +377,11 @@ class ProcessExecutor(Executor):
         while it is still ours: a child not reaped yet (alive or a zombie) keeps its pid. One
         that ended meanwhile has its end recorded in the same transaction and is never
         adopted, so its start time is never needed: a short attempt costs one /proc read less."""
-        if started.pid is None or started.pid_start is not None or attempt_id not in self.children:
+        child = self.children.get(attempt_id)
+        if started.pid is None or started.pid_start is not None or child is None:
             return started
-        return dataclasses.replace(started, pid_start=process_start_time(started.pid))
+        pid_start = child.pid_start if child.pid_start is not None else process_start_time(started.pid)
+        return dataclasses.replace(started, pid_start=pid_start)
 
     def _watch(self, launch: Launch, pid: int) -> None:
         try:
@@ -369,7 +393,8 @@ class ProcessExecutor(Executor):
             self.waker.watch(pidfd)
         started = time.time()
         key = _escape_key(launch)
-        self.children[launch.attempt_id] = _Child(launch, pid, pidfd, key, started)
+        pid_start = self._start_ticks.pop(pid, None)
+        self.children[launch.attempt_id] = _Child(launch, pid, pidfd, key, started, pid_start=pid_start)
         escapes.running.add(key)
         self.next_sample_at = min(self.next_sample_at, started + SAMPLE_AFTER)
 
