@@ -93,14 +93,24 @@ def _reap() -> None:
             _seen.discard(pid)
 
 
+_children_fd: tuple[int, int] | None = None  # (pid, fd): the file below, kept open by this process
+
+
 def _children() -> set[int]:
     """The children of this process's main thread: where the kernel re-parents orphans
-    (its first live thread, which for a runner is the main one)."""
+    (its first live thread, which for a runner is the main one). Read after every end: the
+    file stays open, and a read from offset 0 makes /proc fill it afresh (a page a read)."""
+    global _children_fd
+    pid = os.getpid()
+    data = b""
     try:
-        with open(f"/proc/self/task/{os.getpid()}/children", encoding="ascii") as handle:
-            return {int(p) for p in handle.read().split()}
+        if _children_fd is None or _children_fd[0] != pid:  # a forked child opens its own
+            _children_fd = (pid, os.open(f"/proc/self/task/{pid}/children", os.O_RDONLY | os.O_CLOEXEC))
+        while chunk := os.pread(_children_fd[1], 65536, len(data)):
+            data += chunk
     except OSError:
         return set()
+    return {int(p) for p in data.split()}
 
 
 def _key_of(pid: int) -> str | None:
