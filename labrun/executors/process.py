@@ -190,7 +190,8 @@ def process_start_time(pid: int) -> float | None:
 # ticks (`starttime`, floored). Read before and after a spawn, the clock brackets it: when
 # both readings fall in one tick, that tick is the child's start time, and no /proc read is
 # needed (30 us a start); else (a spawn across a tick's edge) /proc is read as before.
-_TICK_NS = 1_000_000_000 // os.sysconf("SC_CLK_TCK") if 1_000_000_000 % os.sysconf("SC_CLK_TCK") == 0 else 0
+_CLK_TCK = os.sysconf("SC_CLK_TCK")
+_TICK_NS = 1_000_000_000 // _CLK_TCK if 1_000_000_000 % _CLK_TCK == 0 else 0  # 0: never pinned
 
 
 def start_tick(before_ns: int, after_ns: int) -> float | None:
