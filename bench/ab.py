@@ -4,13 +4,18 @@
 
 Runs N `true` tasks through the real CLI of OLD_CHECKOUT and of this checkout (each on
 this virtual environment, by PYTHONPATH), alternating with `xargs -P2`, so a change's
-cost per task is measured against the version before it under the same load.
+cost per task is measured against the version before it under the same load. Also
+prints the runner's own CPU per task (getrusage of the runner process at its exit,
+startup included; median of R), steadier than the rates: the runner is CPU-bound.
+Delete nothing large in the minutes before: on an ext4 without a journal, inode
+allocation slows for minutes after mass deletions.
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -21,12 +26,29 @@ import scale
 HERE = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 
 
+# The runner run in a Python that prints its own CPU seconds as it exits.
+_MEASURED = """import atexit, resource, sys
+def _said():
+    used = resource.getrusage(resource.RUSAGE_SELF)
+    print("runner-cpu", used.ru_utime + used.ru_stime, file=sys.stderr)
+atexit.register(_said)
+sys.argv = ["labrun", *sys.argv[1:]]
+from labrun.cli import main
+main()
+"""
+
+
 def rate(
     n: int, command: list[str] | str, env: dict[str, str] | None = None, cwd: str | None = None
-) -> float:
+) -> tuple[float, float | None]:
+    """Tasks per second, and the runner's CPU seconds per task when it says them."""
     began = time.perf_counter()
-    subprocess.run(command, env=env, cwd=cwd, check=True, capture_output=True, shell=isinstance(command, str))
-    return n / (time.perf_counter() - began)
+    done = subprocess.run(
+        command, env=env, cwd=cwd, check=True, capture_output=True, text=True, shell=isinstance(command, str)
+    )
+    seconds = time.perf_counter() - began
+    said = [line.split()[1] for line in done.stderr.splitlines() if line.startswith("runner-cpu ")]
+    return n / seconds, float(said[-1]) / n if said else None
 
 
 def main() -> None:
@@ -49,18 +71,26 @@ def main() -> None:
         # and the comparison measures the compiler. `make bench` does the same.
         subprocess.run([sys.executable, "-m", "compileall", "-q", os.path.join(tree, "labrun")], check=True)
     best = {"old": 0.0, "new": 0.0, "xargs": 0.0}
+    cpu: dict[str, list[float]] = {"old": [], "new": []}
     for rep in range(args.repeat):
         for name, tree in trees.items():
             state = os.path.join(workdir, f"{name}{rep}")
             env = {**os.environ, "PYTHONPATH": tree, "LABRUN_STATE_DIR": state}
-            argv = [sys.executable, "-m", "labrun", "run", job, "--config", config, "--quiet"]
-            best[name] = max(best[name], rate(args.tasks, argv, env, workdir))
-        best["xargs"] = max(best["xargs"], rate(args.tasks, f"seq {args.tasks} | xargs -P2 -n1 true"))
+            argv = [sys.executable, "-c", _MEASURED, "run", job, "--config", config, "--quiet"]
+            got, per_task = rate(args.tasks, argv, env, workdir)
+            best[name] = max(best[name], got)
+            cpu[name] += [per_task] if per_task is not None else []
+        got, _ = rate(args.tasks, f"seq {args.tasks} | xargs -P2 -n1 true")
+        best["xargs"] = max(best["xargs"], got)
     print(" ".join(f"{name} {value:.0f} tasks/s" for name, value in best.items()))
     print(
         f"old/xargs {best['old'] / best['xargs']:.2f}  new/xargs {best['new'] / best['xargs']:.2f}  "
         f"new/old {best['new'] / best['old']:.2f}"
     )
+    if cpu["old"] and cpu["new"]:
+        old, new = statistics.median(cpu["old"]), statistics.median(cpu["new"])
+        ms = f"old {old * 1e3:.3f} ms  new {new * 1e3:.3f} ms"
+        print(f"runner CPU a task, median: {ms}  new/old {new / old:.2f}")
 
 
 if __name__ == "__main__":
