@@ -22,7 +22,7 @@ from labrun.errors import ConfigError, Problem
 from labrun.isolation import launch_options
 from labrun.items_file import FileItem, ItemsFileError, fields_of, missing_fields, read_items
 from labrun.model import Launch
-from labrun.paths import StatePaths
+from labrun.paths import StatePaths, where_it_is
 from labrun.rows import RunRow, TaskRow
 from labrun.secrets import secret_values, withheld
 from labrun.states import TaskState
@@ -115,8 +115,9 @@ def placeholder_values(
     that already ran (adopted, or a fan-out's source): its `{attempt_dir}` is where it was."""
     attempt_dir = attempt_output_dir(paths.id, run.id, task.name, attempt)
     if ran_in is not None:
+        # an attempt started by an older labrun: its directory had no state id in its path
         before = os.path.join("attempts", f"run-{run.id}", _part(task.name), str(attempt))
-        attempt_dir = _where_it_ran(ran_in, attempt_dir, before)
+        attempt_dir = where_it_is(attempt_dir, before, base=ran_in)
     values = {
         "item": task.item if task.item is not None else "",
         "index": str(task.idx) if task.idx is not None else "",
@@ -142,14 +143,6 @@ def attempt_output_dir(state: str, run_id: int, task: str, attempt: int) -> str:
 
 def _part(task: str) -> str:
     return task.replace("/", "_")
-
-
-def _where_it_ran(workdir: str, current: str, before: str) -> str:
-    """`current`, unless only `before` exists: an attempt started by an older labrun, whose
-    attempt directories did not carry the state directory's id yet."""
-    if not os.path.isdir(os.path.join(workdir, current)) and os.path.isdir(os.path.join(workdir, before)):
-        return before
-    return current
 
 
 def _uses_attempt_dir(spec: TaskSpec) -> bool:

@@ -50,11 +50,8 @@ class StatePaths:
     def log(self, run_id: int, task: str, attempt: int, stream: str) -> str:
         """Where an attempt's `stream` is: in a run written by an earlier labrun, the
         attempt's own directory when that is where it is."""
-        path = self.attempt_log(run_id, task, attempt, stream)
-        if os.path.exists(path):
-            return path
         legacy = os.path.join(self.run_dir(run_id), _safe(task), str(attempt), stream)
-        return legacy if os.path.exists(legacy) else path
+        return where_it_is(self.attempt_log(run_id, task, attempt, stream), legacy)
 
     def lock(self, job: str) -> str:
         return os.path.join(self.root, "locks", f"{job}.lock")
@@ -94,3 +91,11 @@ def run_dir_of(log: str) -> str:
     if tail in _STREAMS:
         return os.path.dirname(os.path.dirname(head))
     return head
+
+
+def where_it_is(current: str, before: str, base: str = "") -> str:
+    """`current`, unless only `before` exists (under `base` when they are relative): what an
+    older labrun made where this one no longer would."""
+    if not os.path.exists(os.path.join(base, current)) and os.path.exists(os.path.join(base, before)):
+        return before
+    return current

@@ -21,7 +21,8 @@ from labrun.config.job import parse_job
 from labrun.config.lab import NodeSpec
 from labrun.errors import StoreError
 from labrun.executors.base import Waker
-from labrun.executors.process import ProcessExecutor, alive, process_start_time, start_tick
+from labrun.executors.process import ProcessExecutor
+from labrun.executors.procfs import alive, process_start_time, start_tick
 from labrun.expand import instances
 from labrun.migrations import MIGRATIONS
 from labrun.model import Facts, Launch, Runtime, Started

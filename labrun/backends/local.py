@@ -31,7 +31,8 @@ from labrun.config.schema import Key
 from labrun.executors.base import Executor, Waker
 from labrun.executors.cgroup import CgroupExecutor
 from labrun.executors.docker import DockerExecutor
-from labrun.executors.process import ProcessExecutor, alive, find_wrapper_of
+from labrun.executors.process import ProcessExecutor, find_wrapper_of
+from labrun.executors.procfs import alive
 from labrun.model import Runtime
 from labrun.paths import StatePaths
 from labrun.preflight.core import Check

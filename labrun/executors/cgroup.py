@@ -28,7 +28,8 @@ from labrun import attempt_facts
 from labrun.cgroup import AttemptCgroup, CgroupError, Limits, Support, create, detect, open_existing
 from labrun.cgroup.common import PARENT
 from labrun.executors.base import Waker
-from labrun.executors.process import ProcessExecutor, _Child, stop_signal, wrapped
+from labrun.executors.process import ProcessExecutor, _Child, wrapped
+from labrun.executors.procfs import stop_signal
 from labrun.model import CgroupOptions, Facts, Launch, LaunchError, Runtime, Started, options_for
 from labrun.paths import beside
 
@@ -110,14 +111,14 @@ class CgroupExecutor(ProcessExecutor):
         try:
             # under the wrapper that leaves an exit record (as in the process runtime): a
             # later runner that adopts the attempt reads its real exit status
-            pid = self.spawn(launch, cg.command(wrapped(launch)), around=cg.entered)
+            pid, pid_start = self.spawn(launch, cg.command(wrapped(launch)), around=cg.entered)
         except (LaunchError, CgroupError) as exc:
             self._discard(cg)
             if isinstance(exc, LaunchError):
                 raise
             raise LaunchError(f"runtime cgroup: cannot start inside the cgroup: {exc}") from None
         self.cgroups[launch.attempt_id] = cg
-        self._watch(launch, pid)
+        self._watch(launch, pid, pid_start)
         return Started(pid=pid, ref=cg.name, mechanism=cg.mechanism)  # start time: `identified`
 
     def _cgroup_for(self, support: Support, limits: Limits, usage_path: str) -> AttemptCgroup:

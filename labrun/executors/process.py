@@ -24,6 +24,14 @@ from dataclasses import dataclass
 from labrun import attempt_facts, private
 from labrun.executors import escapes
 from labrun.executors.base import Executor, Waker
+from labrun.executors.procfs import (
+    alive,
+    group_members,
+    kill_group,
+    process_start_time,
+    start_tick,
+    stop_signal,
+)
 from labrun.executors.sampling import SAMPLE_AFTER, SAMPLE_EVERY, Series, tree_rss
 from labrun.model import Facts, Launch, LaunchError, Runtime, Started
 from labrun.paths import run_dir_of
@@ -163,45 +171,6 @@ class CommandCheck:
         self.found.add((command, path))
 
 
-def _proc_stat(pid: int) -> list[bytes] | None:
-    """The fields of /proc/PID/stat after the command name, or None when it is gone."""
-    try:
-        with open(f"/proc/{pid}/stat", "rb") as handle:
-            stat = handle.read()
-    except OSError:
-        return None
-    # the command name (field 2) may hold spaces and parentheses: split after the last ')'
-    return stat[stat.rfind(b")") + 2 :].split()
-
-
-def alive(pid: int, pid_start: float | None) -> bool:
-    """The same process (pid and start time) still exists and has not exited."""
-    fields = _proc_stat(pid)
-    return fields is not None and fields[0] not in (b"Z", b"X") and float(fields[19]) == pid_start
-
-
-def process_start_time(pid: int) -> float | None:
-    """Start time of a process in clock ticks since boot (identifies it across pid reuse)."""
-    fields = _proc_stat(pid)
-    return None if fields is None else float(fields[19])
-
-
-# The kernel stamps a new process with CLOCK_BOOTTIME and /proc shows it in whole clock
-# ticks (`starttime`, floored). Read before and after a spawn, the clock brackets it: when
-# both readings fall in one tick, that tick is the child's start time, and no /proc read is
-# needed (30 us a start); else (a spawn across a tick's edge) /proc is read as before.
-_CLK_TCK = os.sysconf("SC_CLK_TCK")
-_TICK_NS = 1_000_000_000 // _CLK_TCK if 1_000_000_000 % _CLK_TCK == 0 else 0  # 0: never pinned
-
-
-def start_tick(before_ns: int, after_ns: int) -> float | None:
-    """The start time (as `process_start_time` reads it) of a process spawned between two
-    CLOCK_BOOTTIME readings, when they pin it down."""
-    if not _TICK_NS or before_ns // _TICK_NS != after_ns // _TICK_NS:
-        return None
-    return float(before_ns // _TICK_NS)
-
-
 def open_logs(launch: Launch) -> tuple[int, int]:
     """The attempt's two logs, made afresh. Their directory (the run's) exists: made with
     its exits file (`ProcessExecutor._exits_fd`); made here only when it does not."""
@@ -215,38 +184,6 @@ def open_logs(launch: Launch) -> tuple[int, int]:
     except OSError:
         os.close(out)
         raise
-
-
-def group_members(pgid: int) -> list[int]:
-    """The processes of process group `pgid`, from /proc (read only when stopping)."""
-    members = []
-    for entry in os.scandir("/proc"):
-        if entry.name.isdigit():
-            fields = _proc_stat(int(entry.name))
-            if fields is not None and fields[2] == str(pgid).encode():
-                members.append(int(entry.name))
-    return members
-
-
-def stop_signal(leader: int, signum: int, members: Callable[[], list[int]]) -> None:
-    """Deliver a stop signal to an attempt whose wrapper is `leader`.
-
-    SIGKILL goes to everything. Any other signal goes to the command's processes only: the
-    wrapper must live to record how the command ended. Before the wrapper has started the
-    command, the wrapper itself gets the signal and dies with it (so a signal right after
-    a start is never lost; what it may have begun meanwhile goes with its group)."""
-    others = [pid for pid in members() if pid != leader]
-    for pid in others or [leader]:
-        with contextlib.suppress(ProcessLookupError, PermissionError):
-            os.kill(pid, signum)
-
-
-def kill_group(pgid: int) -> None:
-    """What an attempt left running in its process group ends with it."""
-    try:
-        os.killpg(pgid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
 
 
 def facts_from_status(launch: Launch, status: int, usage: object | None) -> Facts:
@@ -279,16 +216,15 @@ class ProcessExecutor(Executor):
         self._reaping = False  # asked escapes to make this process a subreaper (until close)
         self._exit_fds: dict[str, int] = {}  # a run's exits file -> open for the wrappers
         self._exit_logs: dict[str, attempt_facts.ExitLog] = {}  # ... -> what adoption read of it
-        self._start_ticks: dict[int, float] = {}  # pid just spawned -> its start time, for `_watch`
 
     def spawn(
         self,
         launch: Launch,
         argv: Sequence[str],
         around: Callable[[], AbstractContextManager[object]] = contextlib.nullcontext,
-    ) -> int:
+    ) -> tuple[int, float | None]:
         """Start argv (`wrapped` or a prefix around it) in a new session with logs
-        redirected; its pid.
+        redirected; its pid, and its start time when `start_tick` could tell it.
 
         `around` is entered for the spawn only (the cgroup runtime spawns from inside the
         attempt's cgroup). posix_spawn costs the runner about 40% of a Popen per attempt."""
@@ -321,10 +257,7 @@ class ProcessExecutor(Executor):
                 pid = os.posix_spawn(
                     argv[0], list(argv), env, file_actions=actions, setsid=True, setsigdef=RESTORED_SIGNALS
                 )
-                tick = start_tick(before, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
-                if tick is not None:
-                    self._start_ticks[pid] = tick
-                return pid
+                return pid, start_tick(before, time.clock_gettime_ns(time.CLOCK_BOOTTIME))
         except (OSError, ValueError) as exc:  # ValueError: a NUL byte that came from outside the job file
             reason = exc.strerror if isinstance(exc, OSError) else str(exc)
             raise LaunchError(f"cannot start {launch.argv[0]!r}: {reason}") from None
@@ -369,8 +302,8 @@ class ProcessExecutor(Executor):
         if not self._reaping:  # so what leaves an attempt's process group comes back to us
             escapes.acquire()
             self._reaping = True
-        pid = self.spawn(launch, wrapped(launch))
-        self._watch(launch, pid)
+        pid, pid_start = self.spawn(launch, wrapped(launch))
+        self._watch(launch, pid, pid_start)
         return Started(pid=pid, mechanism="process")  # its start time: `identified`
 
     def identified(self, attempt_id: int, started: Started) -> Started:
@@ -384,7 +317,7 @@ class ProcessExecutor(Executor):
         pid_start = child.pid_start if child.pid_start is not None else process_start_time(started.pid)
         return dataclasses.replace(started, pid_start=pid_start)
 
-    def _watch(self, launch: Launch, pid: int) -> None:
+    def _watch(self, launch: Launch, pid: int, pid_start: float | None) -> None:
         try:
             pidfd: int | None = os.pidfd_open(pid)
         except (AttributeError, OSError):
@@ -394,7 +327,6 @@ class ProcessExecutor(Executor):
             self.waker.watch(pidfd)
         started = time.time()
         key = _escape_key(launch)
-        pid_start = self._start_ticks.pop(pid, None)
         self.children[launch.attempt_id] = _Child(launch, pid, pidfd, key, started, pid_start=pid_start)
         escapes.running.add(key)
         self.next_sample_at = min(self.next_sample_at, started + SAMPLE_AFTER)
