@@ -304,3 +304,9 @@ def test_a_runner_keeps_max_jobs_attempts_on_a_queue_node_and_gives_each_its_gpu
     executor.finish(first, 0)
     runner.tick(2.0)
     assert len(executor.launches) == 3  # one ended, one more submitted
+
+
+def test_a_pending_job_says_slurms_reason_or_that_the_scheduler_has_not_looked_yet() -> None:
+    assert job("PENDING", None, reason="Resources").why_pending == "Resources"
+    # squeue's "None" (read as ""): queued, not yet looked at; never a bare "waiting"
+    assert job("PENDING", None, reason="").why_pending == "not yet looked at by Slurm's scheduler"

@@ -83,6 +83,13 @@ def our_jobs(cluster: Cluster, lab: Path, active_only: bool = False) -> list[tup
     return [j for j in mine if not active_only or j[2] not in ended]
 
 
+def pending_reasons(cluster: Cluster, lab: Path) -> list[str]:
+    """Slurm's reasons for this test's pending jobs. A job just submitted reads "None" until
+    the scheduler's next pass has looked at it (seen in CI between sbatch and that pass)."""
+    out = cluster.command("squeue", "-h", "-t", "PENDING", "-o", "%j|%r")
+    return [r for n, _, r in (line.partition("|") for line in out.splitlines()) if n.startswith(prefix(lab))]
+
+
 def accounted(cluster: Cluster, lab: Path) -> list[str]:
     """Job ids sacct knows of this test's jobs (one per sbatch)."""
     out = cluster.command("sacct", "-n", "-X", "-P", "-S", "now-1hours", "-o", "JobIDRaw,JobName")
@@ -404,7 +411,9 @@ command = "true"
     runner = start(lab, "run", name)
     try:
         wait_for(running_jobs(cluster, lab, 1), "the first job running")
-        wait_for(lambda: any(j[2] == "PENDING" for j in our_jobs(cluster, lab)), "the second job queued")
+        wait_for(
+            lambda: pending_reasons(cluster, lab) == ["Resources"], "the second job queued for Resources"
+        )
         status = labrun(lab, "status", "last").stdout
         assert "second #1 on hpc: queued in Slurm as job" in status and "Resources" in status, status
         why = labrun(lab, "why", "last", "second").stdout

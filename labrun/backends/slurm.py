@@ -173,9 +173,7 @@ class SlurmBackend(Backend):
             job = listing.get(job_name(state, attempt.run_id, attempt.id))
             if job is not None and job.state == "PENDING":
                 partition = node.slurm.partition or "the default partition"
-                found[attempt.id] = (
-                    f"queued in Slurm as job {job.job_id} on {partition}: {job.reason or 'waiting'}"
-                )
+                found[attempt.id] = f"queued in Slurm as job {job.job_id} on {partition}: {job.why_pending}"
         return found
 
     def sweep_orphans(
@@ -206,7 +204,7 @@ def _queued(state: str | None) -> str:
     reasons: dict[str, int] = {}
     for job in jobs:
         if job.state == "PENDING":
-            reasons[job.reason or "queued"] = reasons.get(job.reason or "queued", 0) + 1
+            reasons[job.why_pending] = reasons.get(job.why_pending, 0) + 1
     if not reasons:
         return ""
     return "; queued: " + ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items()))

@@ -60,6 +60,10 @@ class SlurmError(Exception):
     """A Slurm command failed or did not answer; the message names it and what it said."""
 
 
+# squeue's reason "None": the job is queued and the scheduler's next pass has not looked at it.
+NOT_LOOKED_AT = "not yet looked at by Slurm's scheduler"
+
+
 @dataclass(frozen=True)
 class Job:
     """One job as squeue or sacct reported it."""
@@ -77,6 +81,10 @@ class Job:
     @property
     def active(self) -> bool:
         return self.state in ACTIVE
+
+    @property
+    def why_pending(self) -> str:
+        return self.reason or NOT_LOOKED_AT
 
 
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = TIMEOUT_S) -> str:
