@@ -107,6 +107,19 @@ def test_lock_survives_a_sigkilled_holder(tmp_path: Path) -> None:
     assert done.returncode == 0, done.stderr
 
 
+def test_no_attempt_inherits_the_job_lock(tmp_path: Path) -> None:
+    """A task's process that outlives its runner must not hold the job's lock: the next run
+    (cron's, tomorrow) would be refused as "already running"."""
+    (tmp_path / "job.toml").write_text(
+        '[job]\nname = "fds"\n[[tasks]]\nname = "t"\ncommand = "ls -l /proc/$$/fd > fds.txt"\n'
+    )
+    state = tmp_path / "state"
+    done = run(["run", "job.toml", "--plain"], state, tmp_path)
+    assert done.returncode == 0, done.stderr
+    fds = (tmp_path / "fds.txt").read_text()
+    assert "fds.txt" in fds and "fds.lock" not in fds, fds
+
+
 def test_sigterm_stops_gracefully_and_exits_130(tmp_path: Path) -> None:
     (tmp_path / "job.toml").write_text(SLOW_JOB)
     state = tmp_path / "state"
