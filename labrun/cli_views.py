@@ -1,7 +1,8 @@
 """The `labrun` commands that read a state directory and change nothing: status, runs,
 nodes, logs, why, report, serve (registered on the app of `cli_base`)."""
 
-from __future__ import annotations
+# No `from __future__ import annotations` here: typer would evaluate every command's string
+# annotations at each start (eval and compile, 20-40 ms of every labrun command).
 
 import os
 import shlex
