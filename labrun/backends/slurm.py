@@ -11,6 +11,10 @@ partition's largest node has, and at most `max_jobs` attempts are submitted at o
 attempt is one job (executors/slurm.py) named after this state directory's id, the run
 and the attempt: that name is how a restarted runner, `labrun cancel` and the orphan
 sweep find the jobs, and how they leave other state directories' jobs alone.
+
+Only the keys and the node's table are imported with the registry, at every labrun start;
+Slurm's commands and the executor (executors/slurm*.py, backends/slurm_cluster.py,
+backends/slurm_control.py) when a command uses a Slurm node.
 """
 
 from __future__ import annotations
@@ -21,14 +25,11 @@ from typing import Any, ClassVar
 
 from labrun import state_id
 from labrun.backends.base import Backend, Connection, NodeControl, NodeRow
-from labrun.backends.slurm_cluster import checks, describe, probe
 from labrun.config.job import JobSpec
 from labrun.config.lab import LabConfig, NodeConfig, NodeSpec
 from labrun.config.schema import Key
 from labrun.executors.base import Waker
-from labrun.executors.slurm import SlurmExecutor
-from labrun.executors.slurm_query import Job, SlurmError, run, squeue
-from labrun.executors.slurm_submit import SlurmOptions, attempt_of, job_name, managed, name_prefix
+from labrun.executors.slurm_submit import SlurmOptions, managed
 from labrun.model import Runtime
 from labrun.preflight.core import Check
 from labrun.rows import AttemptRow
@@ -107,6 +108,10 @@ class SlurmBackend(Backend):
         ]
 
     def connect(self, lab: LabConfig, nodes: Sequence[NodeConfig], waker: Waker) -> Connection:
+        from labrun.backends.slurm_cluster import probe
+        from labrun.executors.slurm import SlurmExecutor
+        from labrun.executors.slurm_query import SlurmError
+
         connection = Connection()
         mine = _mine(nodes)
         if not mine:
@@ -131,9 +136,14 @@ class SlurmBackend(Backend):
         return connection
 
     def checks(self, lab: LabConfig, nodes: Sequence[NodeConfig], job: JobSpec) -> list[Check]:
+        from labrun.backends.slurm_cluster import checks
+
         return [c for n in _mine(nodes) for c in checks(n.name, n.slurm, job, _table(lab, n.name))]
 
     def rows(self, lab: LabConfig, nodes: Sequence[NodeConfig]) -> list[NodeRow]:
+        from labrun.backends.slurm_cluster import describe, probe
+        from labrun.executors.slurm_query import SlurmError
+
         rows = []
         state = state_id.read(lab.state_dir)
         for node in _mine(nodes):
@@ -161,12 +171,17 @@ class SlurmBackend(Backend):
         return rows
 
     def control(self, lab: LabConfig, node: NodeConfig) -> NodeControl:
+        from labrun.backends.slurm_control import SlurmControl
+
         return SlurmControl(state_id.read(lab.state_dir) or "")
 
     def waiting(self, lab: LabConfig, node: NodeConfig, attempts: Sequence[AttemptRow]) -> dict[int, str]:
         state = state_id.read(lab.state_dir)
         if state is None or not isinstance(node, SlurmNode):
             return {}
+        from labrun.executors.slurm_query import squeue
+        from labrun.executors.slurm_submit import job_name, name_prefix
+
         listing = squeue(name_prefix(state))
         found = {}
         for attempt in attempts:
@@ -185,6 +200,9 @@ class SlurmBackend(Backend):
         state = state_id.read(lab.state_dir)
         if not _mine(nodes) or state is None:
             return []
+        from labrun.executors.slurm_query import run, squeue
+        from labrun.executors.slurm_submit import attempt_of, name_prefix
+
         jobs = [j for j in squeue(name_prefix(state)).values() if j.active]
         open_ids = set(live())  # after listing: a job submitted meanwhile has its attempt open
         gone = [(j, ids) for j in jobs if (ids := attempt_of(j.name, state)) and ids[1] not in open_ids]
@@ -197,6 +215,9 @@ def _queued(state: str | None) -> str:
     """This state directory's queued jobs and why they wait, for `labrun nodes`."""
     if state is None:
         return ""
+    from labrun.executors.slurm_query import SlurmError, squeue
+    from labrun.executors.slurm_submit import name_prefix
+
     try:
         jobs = squeue(name_prefix(state)).values()
     except SlurmError:
@@ -208,37 +229,3 @@ def _queued(state: str | None) -> str:
     if not reasons:
         return ""
     return "; queued: " + ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items()))
-
-
-class SlurmControl(NodeControl):
-    """A run's jobs without its runner, found by name."""
-
-    def __init__(self, state: str) -> None:
-        self.state = state
-
-    def _jobs(self, attempts: Sequence[AttemptRow]) -> dict[int, Job]:
-        if not self.state or not attempts:
-            return {}
-        listing = squeue(name_prefix(self.state))
-        found = {}
-        for attempt in attempts:
-            job = listing.get(job_name(self.state, attempt.run_id, attempt.id))
-            if job is not None and job.active:
-                found[attempt.id] = job
-        return found
-
-    def running(self, attempts: Sequence[AttemptRow]) -> list[int]:
-        return list(self._jobs(attempts))
-
-    def signal(self, attempts: Sequence[AttemptRow], signum: int) -> None:
-        for job in self._jobs(attempts).values():
-            if job.state == "RUNNING":
-                run(["scancel", "--batch", f"--signal={int(signum)}", job.job_id])
-            else:
-                run(["scancel", job.job_id])
-
-    def sweep(self, attempts: Sequence[AttemptRow]) -> list[str]:
-        jobs = self._jobs(attempts)
-        if jobs:
-            run(["scancel", *(j.job_id for j in jobs.values())])
-        return [f"Slurm job {j.job_id} of attempt {i}" for i, j in jobs.items()]
