@@ -13,8 +13,8 @@ and the attempt: that name is how a restarted runner, `labrun cancel` and the or
 sweep find the jobs, and how they leave other state directories' jobs alone.
 
 Only the keys and the node's table are imported with the registry, at every labrun start;
-Slurm's commands and the executor (executors/slurm*.py, backends/slurm_cluster.py,
-backends/slurm_control.py) when a command uses a Slurm node.
+Slurm's commands, the executor and the queries (executors/slurm*.py,
+backends/slurm_cluster.py, backends/slurm_control.py) when a command uses a Slurm node.
 """
 
 from __future__ import annotations
@@ -142,6 +142,7 @@ class SlurmBackend(Backend):
 
     def rows(self, lab: LabConfig, nodes: Sequence[NodeConfig]) -> list[NodeRow]:
         from labrun.backends.slurm_cluster import describe, probe
+        from labrun.backends.slurm_control import queued_note
         from labrun.executors.slurm_query import SlurmError
 
         rows = []
@@ -155,7 +156,7 @@ class SlurmBackend(Backend):
                 )
                 continue
             gpus = tuple(range(partition.gpus))
-            note = describe(partition) + _queued(state)
+            note = describe(partition) + queued_note(state)
             rows.append(
                 NodeRow(
                     node.name,
@@ -179,17 +180,13 @@ class SlurmBackend(Backend):
         state = state_id.read(lab.state_dir)
         if state is None or not isinstance(node, SlurmNode):
             return {}
-        from labrun.executors.slurm_query import squeue
-        from labrun.executors.slurm_submit import job_name, name_prefix
+        from labrun.backends.slurm_control import pending
 
-        listing = squeue(name_prefix(state))
-        found = {}
-        for attempt in attempts:
-            job = listing.get(job_name(state, attempt.run_id, attempt.id))
-            if job is not None and job.state == "PENDING":
-                partition = node.slurm.partition or "the default partition"
-                found[attempt.id] = f"queued in Slurm as job {job.job_id} on {partition}: {job.why_pending}"
-        return found
+        partition = node.slurm.partition or "the default partition"
+        return {
+            attempt_id: f"queued in Slurm as job {job.job_id} on {partition}: {job.why_pending}"
+            for attempt_id, job in pending(state, attempts).items()
+        }
 
     def sweep_orphans(
         self, lab: LabConfig, nodes: Sequence[NodeConfig], live: Callable[[], Collection[int]]
@@ -200,32 +197,6 @@ class SlurmBackend(Backend):
         state = state_id.read(lab.state_dir)
         if not _mine(nodes) or state is None:
             return []
-        from labrun.executors.slurm_query import run, squeue
-        from labrun.executors.slurm_submit import attempt_of, name_prefix
+        from labrun.backends.slurm_control import cancel_orphans
 
-        jobs = [j for j in squeue(name_prefix(state)).values() if j.active]
-        open_ids = set(live())  # after listing: a job submitted meanwhile has its attempt open
-        gone = [(j, ids) for j in jobs if (ids := attempt_of(j.name, state)) and ids[1] not in open_ids]
-        if gone:
-            run(["scancel", *(j.job_id for j, _ in gone)])
-        return [f"Slurm job {j.job_id} ({j.name}) of attempt {ids[1]}" for j, ids in gone]
-
-
-def _queued(state: str | None) -> str:
-    """This state directory's queued jobs and why they wait, for `labrun nodes`."""
-    if state is None:
-        return ""
-    from labrun.executors.slurm_query import SlurmError, squeue
-    from labrun.executors.slurm_submit import name_prefix
-
-    try:
-        jobs = squeue(name_prefix(state)).values()
-    except SlurmError:
-        return ""
-    reasons: dict[str, int] = {}
-    for job in jobs:
-        if job.state == "PENDING":
-            reasons[job.why_pending] = reasons.get(job.why_pending, 0) + 1
-    if not reasons:
-        return ""
-    return "; queued: " + ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items()))
+        return cancel_orphans(state, live)

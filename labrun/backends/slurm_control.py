@@ -1,14 +1,61 @@
-"""A Slurm node's jobs without their runner (`labrun cancel`, the orphan sweep), found by
-their names."""
+"""A Slurm node's jobs as squeue lists them, found by their names: why this state
+directory's jobs wait (`labrun status`, `why`, `nodes`), the orphans a dead runner left
+(cancelled at the next run's start), and a run's jobs without their runner (`labrun
+cancel`)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Collection, Sequence
 
 from labrun.backends.base import NodeControl
-from labrun.executors.slurm_query import Job, run, squeue
-from labrun.executors.slurm_submit import job_name, name_prefix
+from labrun.executors.slurm_query import Job, SlurmError, run, squeue
+from labrun.executors.slurm_submit import attempt_of, job_name, name_prefix
 from labrun.rows import AttemptRow
+
+
+def _listed(state: str, attempts: Sequence[AttemptRow]) -> dict[int, Job]:
+    """The attempts' jobs that squeue still lists, by attempt id."""
+    if not state or not attempts:
+        return {}
+    listing = squeue(name_prefix(state))
+    found = {}
+    for attempt in attempts:
+        job = listing.get(job_name(state, attempt.run_id, attempt.id))
+        if job is not None:
+            found[attempt.id] = job
+    return found
+
+
+def pending(state: str, attempts: Sequence[AttemptRow]) -> dict[int, Job]:
+    """The attempts whose job is still queued."""
+    return {i: job for i, job in _listed(state, attempts).items() if job.state == "PENDING"}
+
+
+def queued_note(state: str | None) -> str:
+    """This state directory's queued jobs and why they wait, for `labrun nodes`."""
+    if state is None:
+        return ""
+    try:
+        jobs = squeue(name_prefix(state)).values()
+    except SlurmError:
+        return ""
+    reasons: dict[str, int] = {}
+    for job in jobs:
+        if job.state == "PENDING":
+            reasons[job.why_pending] = reasons.get(job.why_pending, 0) + 1
+    if not reasons:
+        return ""
+    return "; queued: " + ", ".join(f"{n} ({why})" for why, n in sorted(reasons.items()))
+
+
+def cancel_orphans(state: str, live: Callable[[], Collection[int]]) -> list[str]:
+    """Cancel this state directory's active jobs whose attempt is not open; what was cancelled."""
+    jobs = [j for j in squeue(name_prefix(state)).values() if j.active]
+    open_ids = set(live())  # after listing: a job submitted meanwhile has its attempt open
+    gone = [(j, ids) for j in jobs if (ids := attempt_of(j.name, state)) and ids[1] not in open_ids]
+    if gone:
+        run(["scancel", *(j.job_id for j, _ in gone)])
+    return [f"Slurm job {j.job_id} ({j.name}) of attempt {ids[1]}" for j, ids in gone]
 
 
 class SlurmControl(NodeControl):
@@ -18,15 +65,7 @@ class SlurmControl(NodeControl):
         self.state = state
 
     def _jobs(self, attempts: Sequence[AttemptRow]) -> dict[int, Job]:
-        if not self.state or not attempts:
-            return {}
-        listing = squeue(name_prefix(self.state))
-        found = {}
-        for attempt in attempts:
-            job = listing.get(job_name(self.state, attempt.run_id, attempt.id))
-            if job is not None and job.active:
-                found[attempt.id] = job
-        return found
+        return {i: job for i, job in _listed(self.state, attempts).items() if job.active}
 
     def running(self, attempts: Sequence[AttemptRow]) -> list[int]:
         return list(self._jobs(attempts))
