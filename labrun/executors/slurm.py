@@ -30,7 +30,6 @@ from typing import Any
 from labrun import attempt_facts, private
 from labrun.executors.base import Executor, Waker
 from labrun.executors.slurm_query import (
-    NOT_LOOKED_AT,
     Job,
     SlurmError,
     final_record,
@@ -39,6 +38,7 @@ from labrun.executors.slurm_query import (
     run,
     sacct,
     squeue,
+    why_pending,
 )
 from labrun.executors.slurm_submit import (
     ENV_FILE,
@@ -294,7 +294,7 @@ class SlurmExecutor(Executor):
 
     def queued(self) -> dict[int, str]:
         """Attempts still queued in Slurm, with Slurm's reason (Resources, Priority...)."""
-        return {i: j.reason or NOT_LOOKED_AT for i, j in self.attempts.items() if j.state == "PENDING"}
+        return {i: why_pending(j.reason) for i, j in self.attempts.items() if j.state == "PENDING"}
 
     def adopt(self, attempt_id: int, launch: Launch, started: Started) -> bool:
         """Follow a job an earlier runner submitted (found by its name: running, queued, or

@@ -60,8 +60,10 @@ class SlurmError(Exception):
     """A Slurm command failed or did not answer; the message names it and what it said."""
 
 
-# squeue's reason "None": the job is queued and the scheduler's next pass has not looked at it.
-NOT_LOOKED_AT = "not yet looked at by Slurm's scheduler"
+def why_pending(reason: str) -> str:
+    """Why a queued job waits, in squeue's words (Resources, Priority...); squeue's "None"
+    (read as "") means the scheduler's next pass has not looked at it yet."""
+    return reason or "not yet looked at by Slurm's scheduler"
 
 
 @dataclass(frozen=True)
@@ -84,7 +86,7 @@ class Job:
 
     @property
     def why_pending(self) -> str:
-        return self.reason or NOT_LOOKED_AT
+        return why_pending(self.reason)
 
 
 def run(argv: Sequence[str], env: Mapping[str, str] | None = None, timeout: float = TIMEOUT_S) -> str:
