@@ -96,5 +96,8 @@ def test_an_oom_killed_cgroup_attempt_keeps_its_climb_to_the_limit(tmp_path: Pat
     points = decode(text)
     assert (outcome, limit) == ("oom", 160 * MIB) and len(points) >= 3, text
     sizes = [size for _, size in points]
-    assert sizes == sorted(sizes)  # the cgroup's charge, climbing
-    assert 60 * MIB <= sizes[-1] <= 160 * MIB and peak is not None and peak >= sizes[-1]
+    top = sizes.index(max(sizes))
+    # the cgroup's charge, climbing to the kill; a sample taken between the kill and the
+    # end's notice reads the charge after the kernel freed the task (seen in CI: 0.6 MB)
+    assert sizes[: top + 1] == sorted(sizes[: top + 1]) and len(sizes) - top <= 2, sizes
+    assert 60 * MIB <= sizes[top] <= 160 * MIB and peak is not None and peak >= sizes[top]
